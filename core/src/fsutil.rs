@@ -1,0 +1,150 @@
+//! Crash-safe file writes and private directories: the only way keyward writes state.
+//!
+//! A write goes to a temporary file in the same directory, is fsynced, renamed (or
+//! hard-linked, when it must not replace anything) over the target, and the directory
+//! is fsynced, so a crash leaves either the old file or the new one, never a torn one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::Error;
+
+/// Mode for private keys and other secret files.
+pub const SECRET_FILE_MODE: u32 = 0o600;
+/// Mode for certificates and other public state files.
+pub const PUBLIC_FILE_MODE: u32 = 0o644;
+/// Mode for directories keyward creates.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Whether an atomic write may replace an existing file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replace {
+    /// Replace the target if it exists.
+    Allow,
+    /// Fail with `AlreadyExists` if the target exists (checked atomically by `link`).
+    Refuse,
+}
+
+/// Writes `data` to `path` atomically with file mode `mode`.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32, replace: Replace) -> Result<(), Error> {
+    let dir = parent_dir(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), unique()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
+        // The umask may have cleared bits of `mode`; set it exactly.
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(format!("cannot set mode of {}", tmp.display()), e))?;
+        f.write_all(data)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
+        match replace {
+            Replace::Allow => fs::rename(&tmp, path)
+                .map_err(|e| Error::io(format!("cannot replace {}", path.display()), e)),
+            Replace::Refuse => match fs::hard_link(&tmp, path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Err(Error::AlreadyExists(path.display().to_string()))
+                }
+                Err(e) => Err(Error::io(format!("cannot create {}", path.display()), e)),
+            },
+        }
+    })();
+    // After a rename the temporary name is gone; after a link (or a failure) remove it.
+    let _ = fs::remove_file(&tmp);
+    result?;
+    sync_dir(dir)
+}
+
+/// Fsyncs a directory so that entries created or renamed in it survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("cannot sync directory {}", dir.display()), e))
+}
+
+/// Creates `dir` (and missing parents) with mode 0700 for the directories created.
+/// An existing directory is left as it is.
+pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        create_private_dir(parent)?;
+    }
+    match fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot create directory {}", dir.display()),
+                e,
+            ));
+        }
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+        .map_err(|e| Error::io(format!("cannot set mode of {}", dir.display()), e))?;
+    sync_dir(parent_dir(dir))
+}
+
+/// The permission bits of `path` (without file type bits).
+pub fn mode_of(path: &Path) -> Result<u32, Error> {
+    fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuse_keeps_the_existing_file_and_leaves_no_temporaries() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k.pem");
+        write_atomic(&p, b"one", SECRET_FILE_MODE, Replace::Refuse).unwrap();
+        let e = write_atomic(&p, b"two", SECRET_FILE_MODE, Replace::Refuse).unwrap_err();
+        assert!(matches!(e, Error::AlreadyExists(_)));
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(mode_of(&p).unwrap(), 0o600);
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+        write_atomic(&p, b"three", PUBLIC_FILE_MODE, Replace::Allow).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"three");
+        assert_eq!(mode_of(&p).unwrap(), 0o644);
+    }
+
+    #[test]
+    fn private_dirs_are_0700() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a/b/c");
+        create_private_dir(&p).unwrap();
+        for q in [d.path().join("a"), d.path().join("a/b"), p] {
+            assert_eq!(mode_of(&q).unwrap(), 0o700, "{}", q.display());
+        }
+    }
+}

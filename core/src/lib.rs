@@ -1,0 +1,22 @@
+//! keyward-core: the [`KeySigner`]/[`KeyBackend`] abstraction every backend implements,
+//! key URIs, certificate issuance and checks, and the state store.
+//!
+//! This crate depends on no backend; backends depend on it.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod algorithm;
+mod error;
+pub mod fsutil;
+mod signer;
+pub mod uri;
+mod verify;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use algorithm::{Algorithm, HashAlg, KeyType, RsaBits};
+pub use error::{BoxError, Error, chain_line};
+pub use signer::{KeyBackend, KeySigner};
+pub use uri::KeyUri;
+pub use verify::{ecdsa_der_to_raw, ecdsa_raw_to_der, subject_public_key, verify_signature};
