@@ -6,9 +6,12 @@
 #![warn(missing_docs)]
 
 mod algorithm;
+pub mod check;
 mod error;
 pub mod fsutil;
+pub mod issuance;
 mod signer;
+pub mod store;
 pub mod uri;
 mod verify;
 
@@ -16,7 +19,9 @@ mod verify;
 pub mod conformance;
 
 pub use algorithm::{Algorithm, HashAlg, KeyType, RsaBits};
+pub use check::CertSummary;
 pub use error::{BoxError, Error, chain_line};
+pub use issuance::{CaIssuer, IssuedCertificate, ServiceProfile};
 pub use signer::{KeyBackend, KeySigner};
 pub use uri::KeyUri;
 pub use verify::{ecdsa_der_to_raw, ecdsa_raw_to_der, subject_public_key, verify_signature};

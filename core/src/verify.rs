@@ -52,7 +52,7 @@ pub fn subject_public_key(spki_der: &[u8]) -> Result<Vec<u8>, Error> {
 /// Converts an ECDSA signature from the fixed-width `r || s` form (PKCS#11, JOSE) to
 /// the DER `Ecdsa-Sig-Value` that X.509 uses.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, Error> {
-    if raw.is_empty() || raw.len() % 2 != 0 || raw.len() > 132 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) || raw.len() > 132 {
         return Err(Error::backend(format!(
             "ECDSA signature of {} bytes is not a valid r||s pair",
             raw.len()

@@ -1,0 +1,196 @@
+//! The rcgen adapter: rcgen's synchronous `SigningKey` + `PublicKeyData` over an
+//! `Arc<dyn KeySigner>`, and `PublicKeyData` for the subject keys certificates carry.
+//!
+//! rcgen signs synchronously, so every rcgen call that signs runs inside
+//! `tokio::task::spawn_blocking`. There the adapter first polls the signer's future
+//! once with a no-op waker (in-memory keys answer at once, with no runtime round trip)
+//! and otherwise drives it to completion with `Handle::block_on`, which is allowed on
+//! blocking-pool threads and never used on a runtime worker thread.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use tokio::runtime::Handle;
+use x509_parser::prelude::FromDer;
+use x509_parser::x509::SubjectPublicKeyInfo;
+
+use crate::check::key_algorithm_name;
+use crate::{Error, KeySigner, subject_public_key};
+
+thread_local! {
+    /// The keyward error behind the last `rcgen::Error::RemoteKeyError` raised by the
+    /// adapter on this thread: rcgen's error type cannot carry it, so it waits here
+    /// until [`map_rcgen_error`] picks it up on the same thread.
+    static SIGN_ERROR: RefCell<Option<Error>> = const { RefCell::new(None) };
+}
+
+/// rcgen's view of a keyward [`KeySigner`]: the key an issuer signs with.
+pub(crate) struct RcgenKey {
+    signer: Arc<dyn KeySigner>,
+    raw_public_key: Vec<u8>,
+    alg: &'static rcgen::SignatureAlgorithm,
+    /// The runtime current when the adapter was made, used only if the signing
+    /// thread has no runtime context of its own.
+    handle: Option<Handle>,
+}
+
+impl RcgenKey {
+    /// Wraps `signer`; RSA-PSS keys are refused because rcgen signs RSA certificates
+    /// with PKCS#1 v1.5 only.
+    pub(crate) fn new(signer: Arc<dyn KeySigner>) -> Result<Self, Error> {
+        let alg = signer.algorithm();
+        let rcgen_alg = alg.rcgen().ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{} signs {alg}: certificates cannot be signed with RSA-PSS (rcgen signs RSA \
+                 with PKCS#1 v1.5); use the key as an rsa-{} key",
+                signer.uri(),
+                match alg.key_type() {
+                    crate::KeyType::Rsa(b) => b.bits(),
+                    _ => 0,
+                }
+            ))
+        })?;
+        let raw_public_key = subject_public_key(signer.public_key_spki_der())?;
+        Ok(RcgenKey {
+            signer,
+            raw_public_key,
+            alg: rcgen_alg,
+            handle: Handle::try_current().ok(),
+        })
+    }
+
+    /// The raw `subjectPublicKey` bits of the signer.
+    pub(crate) fn raw_public_key(&self) -> &[u8] {
+        &self.raw_public_key
+    }
+
+    /// Signs `msg` synchronously. Must run on a blocking-pool thread (or outside any
+    /// runtime), never on a runtime worker thread.
+    fn sign_blocking(&self, msg: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut fut = self.signer.sign(msg);
+        // Fast path: a signer that completes without waiting (software keys) needs no
+        // executor at all.
+        if let Poll::Ready(result) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            return result;
+        }
+        let handle = Handle::try_current()
+            .ok()
+            .or_else(|| self.handle.clone())
+            .ok_or_else(|| {
+                Error::backend(format!(
+                    "signing with {} needs a tokio runtime, and none is running",
+                    self.signer.uri()
+                ))
+            })?;
+        handle.block_on(fut)
+    }
+}
+
+impl rcgen::PublicKeyData for RcgenKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.raw_public_key
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.alg
+    }
+}
+
+impl rcgen::SigningKey for RcgenKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        self.sign_blocking(msg).map_err(|e| {
+            SIGN_ERROR.with(|slot| *slot.borrow_mut() = Some(e));
+            rcgen::Error::RemoteKeyError
+        })
+    }
+}
+
+/// Forgets any signer error left on this thread (call before an rcgen operation).
+pub(crate) fn clear_sign_error() {
+    SIGN_ERROR.with(|slot| slot.borrow_mut().take());
+}
+
+/// Turns an rcgen error into keyward's: a signer failure comes back as the signer's
+/// own error (so `Unavailable` stays retryable), anything else is named with `what`.
+pub(crate) fn map_rcgen_error(e: rcgen::Error, what: &str) -> Error {
+    if e == rcgen::Error::RemoteKeyError
+        && let Some(err) = SIGN_ERROR.with(|slot| slot.borrow_mut().take())
+    {
+        return err;
+    }
+    Error::backend_with(format!("{what}: rcgen could not build it"), e)
+}
+
+/// A subject's public key as rcgen writes it into a certificate.
+pub(crate) struct SubjectKey {
+    raw: Vec<u8>,
+    alg: &'static rcgen::SignatureAlgorithm,
+    name: String,
+}
+
+impl SubjectKey {
+    /// Reads a DER `SubjectPublicKeyInfo`: P-256, P-384, Ed25519 or RSA of 2048 to
+    /// 8192 bits; anything else is `Unsupported` naming what it is.
+    pub(crate) fn from_spki(spki_der: &[u8]) -> Result<Self, Error> {
+        let (rest, spki) = SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| {
+            Error::InvalidInput(format!(
+                "malformed subject public key (SubjectPublicKeyInfo): {e}"
+            ))
+        })?;
+        if !rest.is_empty() {
+            return Err(Error::InvalidInput(
+                "malformed subject public key: trailing bytes after SubjectPublicKeyInfo".into(),
+            ));
+        }
+        let name = key_algorithm_name(&spki);
+        let raw = spki.subject_public_key.data.to_vec();
+        let (alg, expected_len) = match name.as_str() {
+            "ecdsa-p256" => (&rcgen::PKCS_ECDSA_P256_SHA256, Some(65)),
+            "ecdsa-p384" => (&rcgen::PKCS_ECDSA_P384_SHA384, Some(97)),
+            "ed25519" => (&rcgen::PKCS_ED25519, Some(32)),
+            n if n.starts_with("rsa-") && !n.starts_with("rsa-pss") => {
+                let bits: u32 = n[4..].parse().unwrap_or(0);
+                if !(2048..=8192).contains(&bits) {
+                    return Err(Error::Unsupported(format!(
+                        "subject key is RSA of {bits} bits; keyward accepts 2048 to 8192"
+                    )));
+                }
+                (&rcgen::PKCS_RSA_SHA256, None)
+            }
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "subject key type {other} is not supported (expected ecdsa-p256, \
+                     ecdsa-p384, ed25519 or rsa)"
+                )));
+            }
+        };
+        if expected_len.is_some_and(|l| l != raw.len()) {
+            return Err(Error::InvalidInput(format!(
+                "malformed {name} subject public key ({} bytes; compressed EC points are not accepted)",
+                raw.len()
+            )));
+        }
+        Ok(SubjectKey { raw, alg, name })
+    }
+
+    /// Whether this is an RSA key (service certificates then also get keyEncipherment).
+    pub(crate) fn is_rsa(&self) -> bool {
+        self.name.starts_with("rsa-")
+    }
+
+    /// The raw `subjectPublicKey` bits.
+    pub(crate) fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+}
+
+impl rcgen::PublicKeyData for SubjectKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.raw
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.alg
+    }
+}

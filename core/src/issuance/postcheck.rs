@@ -1,0 +1,129 @@
+//! The post-issuance check: every certificate keyward produces is parsed back and its
+//! signature verified under the issuer's public key before anyone sees it, so a backend
+//! that returns a malformed or wrong signature is caught at once.
+
+use time::OffsetDateTime;
+
+use super::IssuedCertificate;
+use x509_parser::certificate::{X509Certificate, X509CertificateParser};
+use x509_parser::nom::Parser;
+
+use crate::check::{name_to_string, serial_hex, to_datetime};
+use crate::{Algorithm, Error, KeySigner, verify_signature};
+
+/// The issuing key, as the check needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct IssuerKey {
+    /// DER SubjectPublicKeyInfo of the issuing key.
+    pub spki_der: Vec<u8>,
+    /// How that key signs.
+    pub alg: Algorithm,
+    /// The key's URI, for error messages.
+    pub uri: String,
+}
+
+impl IssuerKey {
+    /// The check's view of `signer`.
+    pub(crate) fn of(signer: &dyn KeySigner) -> Self {
+        IssuerKey {
+            spki_der: signer.public_key_spki_der().to_vec(),
+            alg: signer.algorithm(),
+            uri: signer.uri().to_string(),
+        }
+    }
+}
+
+/// Parses `der` (without decoding extensions: the check needs the signature, the key,
+/// the names and the dates) and verifies its signature under `issuer`'s public key
+/// with [`crate::verify_signature`].
+fn parse_and_verify<'a>(der: &'a [u8], issuer: &IssuerKey) -> Result<X509Certificate<'a>, Error> {
+    let (rest, cert) = X509CertificateParser::new()
+        .with_deep_parse_extensions(false)
+        .parse(der)
+        .map_err(|e| {
+            Error::Verification(format!(
+                "the certificate signed by {} does not parse: {e}",
+                issuer.uri
+            ))
+        })?;
+    if !rest.is_empty() {
+        return Err(Error::Verification(format!(
+            "the certificate signed by {} has trailing bytes",
+            issuer.uri
+        )));
+    }
+    verify_signature(
+        issuer.alg,
+        &issuer.spki_der,
+        cert.tbs_certificate.as_ref(),
+        &cert.signature_value.data,
+    )
+    .map_err(|_| {
+        Error::Verification(format!(
+            "the certificate just issued does not verify under the public key of {}; \
+             its backend returned a bad signature",
+            issuer.uri
+        ))
+    })?;
+    Ok(cert)
+}
+
+/// The post-issuance check on its own: `cert_der` must parse and its signature must
+/// verify under `issuer`'s public key. Issuance runs it on every certificate; it is
+/// public for callers that want to re-check certificates they load, and for benchmarks.
+pub fn verify_issued(cert_der: &[u8], issuer: &dyn KeySigner) -> Result<(), Error> {
+    parse_and_verify(cert_der, &IssuerKey::of(issuer)).map(|_| ())
+}
+
+/// Runs the post-issuance check on `der`, checks it carries `subject_key` (the raw
+/// subjectPublicKey bits that were asked for), and describes it.
+pub(crate) fn check_issued(
+    der: Vec<u8>,
+    issuer: &IssuerKey,
+    subject_key: &[u8],
+) -> Result<IssuedCertificate, Error> {
+    let cert = parse_and_verify(&der, issuer)?;
+    if cert.public_key().subject_public_key.data.as_ref() != subject_key {
+        return Err(Error::Verification(format!(
+            "the certificate signed by {} carries another public key than the one requested",
+            issuer.uri
+        )));
+    }
+    let not_before: OffsetDateTime = to_datetime(cert.validity().not_before);
+    let not_after: OffsetDateTime = to_datetime(cert.validity().not_after);
+    let serial = serial_hex(cert.raw_serial());
+    let subject = name_to_string(cert.subject());
+    drop(cert);
+    Ok(IssuedCertificate {
+        der,
+        serial_hex: serial,
+        subject,
+        not_before,
+        not_after,
+    })
+}
+
+/// Checks that a CSR produced for `signer` parses and verifies under its public key.
+pub(crate) fn check_csr(der: &[u8], issuer: &IssuerKey) -> Result<(), Error> {
+    use x509_parser::certification_request::X509CertificationRequest;
+    use x509_parser::prelude::FromDer;
+    let (_, csr) = X509CertificationRequest::from_der(der).map_err(|e| {
+        Error::Verification(format!(
+            "the CSR signed by {} does not parse: {e}",
+            issuer.uri
+        ))
+    })?;
+    verify_signature(
+        issuer.alg,
+        &issuer.spki_der,
+        csr.certification_request_info.raw,
+        &csr.signature_value.data,
+    )
+    .map_err(|_| {
+        Error::Verification(format!(
+            "the CSR just signed does not verify under the public key of {}; \
+             its backend returned a bad signature",
+            issuer.uri
+        ))
+    })
+}
