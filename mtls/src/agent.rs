@@ -1,0 +1,140 @@
+//! [`AgentSource`]: credentials from the keyward agent (or any SPIFFE Workload API
+//! server), kept current from the X.509 SVID stream.
+
+use std::time::Duration;
+
+use keyward_core::Error;
+use spiffe::{X509Source, X509SourceError};
+use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
+
+use crate::credentials::{CredentialCell, Credentials};
+
+/// How long [`AgentSource::connect`] waits for the first SVID.
+const INITIAL_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// Reconnect backoff bounds when the agent goes away.
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Credentials fed by the Workload API: the `spiffe` crate's `X509Source` keeps the
+/// latest X.509 SVID and bundle (reconnecting with backoff when the agent restarts)
+/// and a task copies every update into the cell. While the agent is away the last
+/// credentials keep serving.
+pub struct AgentSource {
+    cell: CredentialCell,
+    source: X509Source,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for AgentSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentSource")
+            .field("cell", &self.cell)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Workload API endpoint for `socket`: `unix://...`/`tcp://...` as given, a bare
+/// path as `unix://PATH`.
+fn endpoint(socket: &str) -> String {
+    if socket.contains("://") || socket.starts_with("unix:") {
+        socket.to_string()
+    } else {
+        format!("unix://{socket}")
+    }
+}
+
+fn source_error(what: &str, e: X509SourceError) -> Error {
+    Error::unavailable(format!("{what}: {e}"), Some(Box::new(e)))
+}
+
+/// Copies the source's current SVID and the bundle of its trust domain.
+fn snapshot(source: &X509Source) -> Result<Credentials, Error> {
+    let state = source.state();
+    let ctx = state
+        .context()
+        .map_err(|e| source_error("no X.509 context from the agent", e))?;
+    let svid = state
+        .svid()
+        .map_err(|e| source_error("no X.509 SVID from the agent", e))?;
+    let td = svid.spiffe_id().trust_domain();
+    let bundle = ctx.bundle_set().get(td).ok_or_else(|| {
+        Error::backend(format!(
+            "the agent sent no trust bundle for trust domain {td}"
+        ))
+    })?;
+    let chain: Vec<&[u8]> = svid.cert_chain().iter().map(|c| c.as_bytes()).collect();
+    let roots: Vec<&[u8]> = bundle.authorities().iter().map(|c| c.as_bytes()).collect();
+    let key = Zeroizing::new(svid.private_key().as_bytes().to_vec());
+    Credentials::from_der(&chain, &key, &roots)
+}
+
+impl AgentSource {
+    /// Connects to the Workload API at `socket` (`unix:///path`, or a bare path), or at
+    /// `SPIFFE_ENDPOINT_SOCKET` when `None`, and waits (up to 30 s) for the first SVID.
+    /// Must run inside a tokio runtime, which then carries the update task.
+    pub async fn connect(socket: Option<&str>) -> Result<Self, Error> {
+        let mut builder = X509Source::builder()
+            .reconnect_backoff(MIN_BACKOFF, MAX_BACKOFF)
+            .initial_sync_timeout(INITIAL_SYNC_TIMEOUT);
+        let target = match socket {
+            Some(s) => {
+                let ep = endpoint(s);
+                builder = builder.endpoint(&ep);
+                ep
+            }
+            None => match std::env::var("SPIFFE_ENDPOINT_SOCKET") {
+                Ok(ep) => ep,
+                Err(_) => {
+                    return Err(Error::InvalidInput(
+                        "no agent socket given and SPIFFE_ENDPOINT_SOCKET is not set".into(),
+                    ));
+                }
+            },
+        };
+        let source = builder.build().await.map_err(|e| {
+            source_error(&format!("agent at {target} unreachable or gave no SVID"), e)
+        })?;
+        let cell = CredentialCell::new(snapshot(&source)?);
+        let mut updates = source.updated();
+        let (task_cell, task_source) = (cell.clone(), source.clone());
+        let task = tokio::spawn(async move {
+            while updates.changed().await.is_ok() {
+                match snapshot(&task_source) {
+                    Ok(creds) => {
+                        tracing::info!(spiffe_id = %creds.spiffe_id(), "new X.509 SVID from the agent");
+                        task_cell.store(creds);
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %keyward_core::chain_line(&e),
+                        "agent update not usable; keeping the current credentials"
+                    ),
+                }
+            }
+        });
+        Ok(AgentSource { cell, source, task })
+    }
+
+    /// The cell this source keeps current.
+    pub fn cell(&self) -> &CredentialCell {
+        &self.cell
+    }
+
+    /// Stops watching the agent; the cell keeps its last credentials.
+    pub async fn shutdown(self) {
+        self.task.abort();
+        self.source.shutdown().await;
+    }
+}
+
+impl AsRef<CredentialCell> for AgentSource {
+    fn as_ref(&self) -> &CredentialCell {
+        &self.cell
+    }
+}
+
+impl Drop for AgentSource {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
