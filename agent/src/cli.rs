@@ -1,0 +1,212 @@
+//! The command line: the contract in DESIGN.md that tests and users rely on.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// keyward: a local key and certificate agent.
+#[derive(Debug, Parser)]
+#[command(name = "keyward", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The state directory (CA, inventory).
+    #[arg(
+        long,
+        global = true,
+        env = "KEYWARD_STATE_DIR",
+        default_value = "keyward-state"
+    )]
+    pub state_dir: PathBuf,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// keyward's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate or inspect keys in any backend.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Create the CA: a root, or an intermediate under it.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Issue a service certificate with a new key, written to a directory.
+    Issue(IssueArgs),
+    /// Sign a certificate signing request (devices keep their own keys).
+    SignCsr(SignCsrArgs),
+    /// Check a certificate against the CA: chain, validity, constraints, signatures.
+    Verify(VerifyArgs),
+    /// List the CA and every issued certificate with days left and alert level.
+    Status(StatusArgs),
+    /// Inspect PKCS#11 modules and tokens.
+    #[command(subcommand)]
+    Hsm(HsmCommand),
+    /// Start with embedded defaults: a software CA in the state directory and a demo certificate.
+    Up,
+    /// Run the agent: serve the SPIFFE Workload API on a Unix socket, rotate credentials.
+    Agent {
+        /// The agent's TOML configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Fetch X.509 credentials from a running agent and write them to a directory.
+    Fetch(FetchArgs),
+}
+
+/// `keyward fetch`
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The agent's socket: a path or unix:///path (default: SPIFFE_ENDPOINT_SOCKET).
+    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
+    pub socket: String,
+    /// Output directory: cert.pem, key.pem (0600), bundle.pem.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Keep running and rewrite the files on every rotation.
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: a shell command to run after each rewrite (e.g. reload nginx).
+    #[arg(long)]
+    pub exec: Option<String>,
+}
+
+/// `keyward key ...`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create a new key; never overwrites an existing one.
+    Generate {
+        /// Key URI (file:, pkcs11:, awskms:, transit:).
+        #[arg(long)]
+        key: String,
+        /// ecdsa-p256, ecdsa-p384, ed25519, rsa-2048, rsa-3072, rsa-4096 (rsa-pss-N for PSS).
+        #[arg(long)]
+        algorithm: String,
+    },
+    /// Show a key's algorithm and public key.
+    Show {
+        /// Key URI.
+        #[arg(long)]
+        key: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `keyward ca ...`
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a self-signed root CA with an existing key.
+    Init {
+        /// The root key's URI.
+        #[arg(long)]
+        key: String,
+        /// Subject, e.g. "CN=Example Root CA,O=Example".
+        #[arg(long, default_value = "CN=keyward root CA")]
+        subject: String,
+        /// Validity, e.g. 10y.
+        #[arg(long, default_value = "10y")]
+        validity: String,
+    },
+    /// Create the issuing intermediate CA, signed by the root (or by an upstream authority).
+    Intermediate {
+        /// The intermediate key's URI.
+        #[arg(long)]
+        key: String,
+        /// Subject, e.g. "CN=Example Issuing CA".
+        #[arg(long, default_value = "CN=keyward intermediate CA")]
+        subject: String,
+        /// Validity, e.g. 1y.
+        #[arg(long, default_value = "1y")]
+        validity: String,
+        /// An upstream authority that signs the intermediate: vault-pki:MOUNT[?role=ROLE].
+        #[arg(long)]
+        upstream: Option<String>,
+    },
+}
+
+/// `keyward issue`
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// Name (the certificate's common name).
+    #[arg(long)]
+    pub name: String,
+    /// DNS subject alternative name (repeatable).
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// IP subject alternative name (repeatable).
+    #[arg(long)]
+    pub ip: Vec<IpAddr>,
+    /// URI subject alternative name, e.g. spiffe://example.org/api (repeatable).
+    #[arg(long)]
+    pub uri: Vec<String>,
+    /// Validity, e.g. 90d.
+    #[arg(long, default_value = "90d")]
+    pub validity: String,
+    /// The new key's algorithm.
+    #[arg(long, default_value = "ecdsa-p256")]
+    pub algorithm: String,
+    /// Output directory: cert.pem, key.pem (0600), chain.pem, ca.pem.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `keyward sign-csr`
+#[derive(Debug, Args)]
+pub struct SignCsrArgs {
+    /// The CSR (PEM or DER).
+    #[arg(long)]
+    pub csr: PathBuf,
+    /// Validity, e.g. 90d.
+    #[arg(long, default_value = "90d")]
+    pub validity: String,
+    /// Output file: the certificate followed by the intermediates (PEM).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `keyward verify`
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Certificate file (PEM; further certificates in it are used as intermediates).
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// Trust bundle (PEM) to use instead of the state directory's CA.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+}
+
+/// `keyward status`
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `keyward hsm ...`
+#[derive(Debug, Subcommand)]
+pub enum HsmCommand {
+    /// List the module's slots and their tokens.
+    Slots {
+        /// Path of the PKCS#11 module.
+        #[arg(long)]
+        module: PathBuf,
+        /// Also list each token's mechanisms.
+        #[arg(long)]
+        mechanisms: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the key objects on a token.
+    Keys {
+        /// pkcs11: URI naming the token (module-path and pin-source included).
+        #[arg(long)]
+        key: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,107 @@
+//! One module per group of commands; `run` dispatches.
+
+mod ca;
+mod inspect;
+mod issue;
+mod key;
+mod up;
+mod upstream;
+
+use std::path::Path;
+
+use keyward_core::store::StateDir;
+use keyward_core::{Error, KeyUri};
+
+use crate::backends::Backends;
+use crate::cli::{CaCommand, Cli, Command, KeyCommand};
+
+/// Runs one command to completion.
+pub async fn run(cli: Cli) -> Result<(), Error> {
+    let state = StateDir::new(&cli.state_dir);
+    let backends = Backends::default();
+    if !matches!(
+        cli.command,
+        Command::Hsm(_) | Command::Key(_) | Command::Fetch(_)
+    ) {
+        report_problems(&state);
+    }
+    match cli.command {
+        Command::Key(KeyCommand::Generate { key, algorithm }) => {
+            key::generate(&backends, &key, &algorithm).await
+        }
+        Command::Key(KeyCommand::Show { key, json }) => key::show(&backends, &key, json).await,
+        Command::Ca(CaCommand::Init {
+            key,
+            subject,
+            validity,
+        }) => ca::init(&state, &backends, &key, &subject, &validity).await,
+        Command::Ca(CaCommand::Intermediate {
+            key,
+            subject,
+            validity,
+            upstream,
+        }) => {
+            ca::intermediate(
+                &state,
+                &backends,
+                &key,
+                &subject,
+                &validity,
+                upstream.as_deref(),
+            )
+            .await
+        }
+        Command::Issue(args) => issue::issue(&state, &backends, &args).await.map(|_| ()),
+        Command::SignCsr(args) => issue::sign_csr(&state, &backends, &args).await,
+        Command::Verify(args) => inspect::verify(&state, &args),
+        Command::Status(args) => inspect::status(&state, &args),
+        Command::Hsm(cmd) => hsm(cmd).await,
+        Command::Up => up::up(&state, &backends).await,
+        Command::Agent { config } => crate::daemon::run(&config).await,
+        Command::Fetch(args) => crate::daemon::fetch::run(&args).await,
+    }
+}
+
+#[cfg(feature = "pkcs11")]
+async fn hsm(cmd: crate::cli::HsmCommand) -> Result<(), Error> {
+    let _ = cmd;
+    Err(Error::Unsupported("hsm commands are not wired yet".into()))
+}
+
+#[cfg(not(feature = "pkcs11"))]
+async fn hsm(_cmd: crate::cli::HsmCommand) -> Result<(), Error> {
+    Err(Error::NotCompiled("pkcs11".into()))
+}
+
+/// Prints, as warnings on stderr, anything wrong with the state directory.
+fn report_problems(state: &StateDir) {
+    match state.problems() {
+        Ok(problems) => {
+            for p in problems {
+                eprintln!("warning: {p}");
+            }
+        }
+        Err(e) => eprintln!("warning: cannot check {}: {e}", state.path().display()),
+    }
+}
+
+/// Parses a key URI given on the command line.
+fn parse_uri(s: &str) -> Result<KeyUri, Error> {
+    KeyUri::parse(s)
+}
+
+/// Reads a file named on the command line, with the path in the error.
+fn read_input(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))
+}
+
+/// Days from now until `t` (negative when past), rounded down.
+fn days_left(t: time::OffsetDateTime) -> i64 {
+    (t - time::OffsetDateTime::now_utc()).whole_days()
+}
+
+/// RFC 3339 text of a time.
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -1,0 +1,92 @@
+//! `keyward ca intermediate --upstream vault-pki:MOUNT`: an intermediate signed by an
+//! upstream authority (Vault/OpenBao PKI), so the root never sits on this machine.
+
+use std::time::Duration;
+
+use keyward_core::issuance::{self, CaIssuer};
+use keyward_core::store::StateDir;
+use keyward_core::{Error, KeyUri};
+
+use super::rfc3339;
+use crate::backends::Backends;
+
+/// Creates the intermediate with the upstream authority named by `upstream`.
+pub async fn intermediate(
+    state: &StateDir,
+    backends: &Backends,
+    key: &KeyUri,
+    subject: &str,
+    validity: Duration,
+    upstream: &str,
+) -> Result<(), Error> {
+    if !upstream.starts_with("vault-pki:") {
+        return Err(Error::InvalidInput(format!(
+            "unknown upstream '{upstream}' (expected vault-pki:MOUNT)"
+        )));
+    }
+    vault_pki(state, backends, key, subject, validity, upstream).await
+}
+
+#[cfg(feature = "vault")]
+async fn vault_pki(
+    state: &StateDir,
+    backends: &Backends,
+    key: &KeyUri,
+    subject: &str,
+    validity: Duration,
+    upstream: &str,
+) -> Result<(), Error> {
+    let target: keyward_vault::VaultPkiUpstream = keyward_vault::VaultPkiUpstream::parse(upstream)?;
+    if target.role.is_some() {
+        tracing::warn!("vault-pki role is ignored: PKI root/sign-intermediate takes no role");
+    }
+    if state.exists() && state.ca()?.is_some() {
+        return Err(Error::State(format!(
+            "a CA already exists in {}; keyward never replaces a CA",
+            state.path().display()
+        )));
+    }
+    let settings = keyward_vault::VaultSettings::from_env()?;
+    let signer = backends.open(key).await?;
+    let csr = issuance::csr_pem(signer.clone(), subject).await?;
+    let signed =
+        keyward_vault::sign_intermediate_upstream(&settings, &target.mount, &csr, "", validity)
+            .await?;
+    let inter_der = keyward_core::check::pem_to_ders(signed.certificate_pem.as_bytes())?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::backend("the upstream answered without a certificate"))?;
+    // Checks the chain and that the certificate carries this key, before anything is stored.
+    let issuer = CaIssuer::new(inter_der.clone(), signed.chain_der.clone(), signer.clone())?;
+    let summary = keyward_core::check::summarize(issuer.certificate_der())?;
+
+    let lock = state.create_and_lock()?;
+    let pending = state.begin(
+        &lock,
+        "ca intermediate",
+        &format!("upstream {upstream} with key {}", signer.uri()),
+    )?;
+    state.install_upstream(&lock, &inter_der, &signed.chain_der, signer.uri())?;
+    pending.done()?;
+    println!(
+        "intermediate CA '{}' signed by {upstream}, stored in {}",
+        summary.subject,
+        state.path().display()
+    );
+    println!("key:        {}", signer.uri());
+    println!("serial:     {}", summary.serial_hex);
+    println!("valid until {}", rfc3339(summary.not_after));
+    Ok(())
+}
+
+#[cfg(not(feature = "vault"))]
+async fn vault_pki(
+    _state: &StateDir,
+    _backends: &Backends,
+    _key: &KeyUri,
+    _subject: &str,
+    _validity: Duration,
+    _upstream: &str,
+) -> Result<(), Error> {
+    Err(Error::NotCompiled("vault".into()))
+}

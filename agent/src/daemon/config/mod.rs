@@ -1,0 +1,169 @@
+//! The agent's TOML configuration (the keys DESIGN.md lists): parsed with serde
+//! (unknown keys refused), then validated; every error names `file:line:column`.
+//!
+//! Relative paths in the file are taken relative to the file's own directory.
+
+mod names;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_core::{Algorithm, Error, KeyUri};
+
+use super::selectors::Selectors;
+
+/// The default lifetime of a workload SVID.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+/// By default an SVID is renewed when half its lifetime has passed.
+pub const DEFAULT_RENEW_FRACTION: f64 = 0.5;
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from (a path, or `<embedded>` for `keyward up`).
+    pub source: String,
+    /// `[agent]`
+    pub agent: AgentSettings,
+    /// `[ca]`
+    pub ca: CaSettings,
+    /// `[audit] path`: a JSON-lines record of every SVID issued and every caller refused.
+    pub audit: Option<PathBuf>,
+    /// `[metrics] listen` (accepted; the metrics endpoint is not served yet).
+    pub metrics_listen: Option<String>,
+    /// `[[workload]]` entries, in file order.
+    pub workloads: Vec<Arc<WorkloadEntry>>,
+}
+
+/// `[agent]`: the socket, the state directory and the trust domain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentSettings {
+    /// The Unix socket the Workload API is served on.
+    pub socket: PathBuf,
+    /// The socket file's permission bits (default 0666: every caller is attested anyway).
+    pub socket_mode: u32,
+    /// The socket file's group, when set.
+    pub socket_group: Option<u32>,
+    /// The keyward state directory that holds the CA.
+    pub state_dir: PathBuf,
+    /// The trust domain every SPIFFE ID belongs to, e.g. `example.org`.
+    pub trust_domain: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// The fraction of an SVID's lifetime after which it is renewed (0.1 to 0.9).
+    pub renew_fraction: f64,
+}
+
+/// How the agent writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[ca]`: the issuing key, and what to create when the state directory has no CA.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaSettings {
+    /// The issuing key (root or intermediate; with `[ca.intermediate]`, the root's key).
+    pub key: KeyUri,
+    /// The root's subject when the agent creates the root.
+    pub subject: String,
+    /// The root's validity when the agent creates the root.
+    pub validity: Duration,
+    /// Agent-managed, rotating intermediate CA, when configured.
+    pub intermediate: Option<IntermediateSettings>,
+}
+
+/// `[ca.intermediate]`: an intermediate the agent issues under its root and rotates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntermediateSettings {
+    /// The key URI template; `{n}` is replaced by the intermediate's generation number
+    /// (a fresh key per generation). Without `{n}` the same key is re-certified.
+    pub key_template: String,
+    /// The algorithm of keys the agent generates for new generations.
+    pub algorithm: Algorithm,
+    /// The intermediate's subject.
+    pub subject: String,
+    /// Each intermediate's lifetime.
+    pub ttl: Duration,
+    /// The next intermediate takes over this long before the current one expires; the
+    /// old one stays valid (and in SVID chains not yet renewed) during that overlap.
+    pub rotate_before: Duration,
+}
+
+/// One `[[workload]]` entry: an identity and who may receive it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadEntry {
+    /// The SPIFFE ID, the SVID's only URI SAN.
+    pub spiffe_id: String,
+    /// Extra DNS SANs.
+    pub dns: Vec<String>,
+    /// Extra IP SANs.
+    pub ips: Vec<IpAddr>,
+    /// The SVID's lifetime.
+    pub ttl: Duration,
+    /// The workload key's algorithm.
+    pub algorithm: Algorithm,
+    /// The hint sent with the SVID (may be empty).
+    pub hint: String,
+    /// Who the entry is for: all selectors must match the caller.
+    pub selectors: Selectors,
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::io(
+                format!("cannot read the agent configuration {}", path.display()),
+                e,
+            )
+        })?;
+        let abs = std::path::absolute(path)
+            .map_err(|e| Error::io(format!("bad configuration path {}", path.display()), e))?;
+        let base = abs
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        Self::parse(&text, &path.display().to_string(), &base)
+    }
+
+    /// Parses and validates configuration text; `source` names it in errors and
+    /// relative paths are resolved against `base`.
+    pub fn parse(text: &str, source: &str, base: &Path) -> Result<Config, Error> {
+        validate::parse(text, source, base)
+    }
+
+    /// A one-line description of what changed between `self` and `new` that a reload
+    /// cannot apply (the running agent keeps the old values for these).
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let (a, b) = (&self.agent, &new.agent);
+        if a.socket != b.socket {
+            out.push("[agent] socket");
+        }
+        if a.state_dir != b.state_dir {
+            out.push("[agent] state_dir");
+        }
+        if a.trust_domain != b.trust_domain {
+            out.push("[agent] trust_domain");
+        }
+        if a.log_format != b.log_format {
+            out.push("[agent] log_format");
+        }
+        if self.ca != new.ca {
+            out.push("[ca]");
+        }
+        if self.audit != new.audit {
+            out.push("[audit]");
+        }
+        out
+    }
+}

@@ -1,0 +1,126 @@
+//! The configuration file exactly as written: serde structs that refuse unknown keys and
+//! keep the position of every value that is checked after parsing.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) agent: Spanned<RawAgent>,
+    pub(super) ca: Spanned<RawCa>,
+    #[serde(default)]
+    pub(super) metrics: Option<RawMetrics>,
+    #[serde(default)]
+    pub(super) audit: Option<RawAudit>,
+    #[serde(default)]
+    pub(super) workload: Vec<Spanned<RawWorkload>>,
+}
+
+/// `[agent]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAgent {
+    pub(super) socket: Spanned<String>,
+    #[serde(default)]
+    pub(super) socket_mode: Option<Spanned<ModeValue>>,
+    #[serde(default)]
+    pub(super) socket_group: Option<Spanned<GroupValue>>,
+    pub(super) state_dir: Spanned<String>,
+    pub(super) trust_domain: Spanned<String>,
+    #[serde(default)]
+    pub(super) log_format: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) renew_fraction: Option<Spanned<f64>>,
+}
+
+/// A file mode: `"0660"` (octal text) or a TOML octal integer `0o660`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum ModeValue {
+    Text(String),
+    Number(i64),
+}
+
+/// A group: a name from /etc/group or a numeric gid.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum GroupValue {
+    Name(String),
+    Id(i64),
+}
+
+/// `[ca]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCa {
+    pub(super) key: Spanned<String>,
+    #[serde(default)]
+    pub(super) subject: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) validity: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) intermediate: Option<Spanned<RawIntermediate>>,
+}
+
+/// `[ca.intermediate]`: the agent keeps its own issuing intermediate and rotates it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIntermediate {
+    pub(super) key: Spanned<String>,
+    #[serde(default)]
+    pub(super) algorithm: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) subject: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) rotate_before: Option<Spanned<String>>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub(super) listen: Spanned<String>,
+}
+
+/// `[audit]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    pub(super) path: Spanned<String>,
+}
+
+/// One `[[workload]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWorkload {
+    pub(super) spiffe_id: Spanned<String>,
+    #[serde(default)]
+    pub(super) dns: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) ip: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub(super) ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) algorithm: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) hint: Option<String>,
+    pub(super) selectors: Spanned<RawSelectors>,
+}
+
+/// A workload entry's selectors: all that are present must match the caller.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSelectors {
+    #[serde(default)]
+    pub(super) uid: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) gid: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) sha256: Option<Spanned<String>>,
+}

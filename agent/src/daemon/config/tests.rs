@@ -1,0 +1,190 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const GOOD: &str = r#"
+[agent]
+socket = "run/agent.sock"
+socket_mode = "0660"
+state_dir = "/var/lib/keyward"
+trust_domain = "example.org"
+log_format = "json"
+
+[ca]
+key = "file:/var/lib/keyward/keys/ca.pem"
+
+[metrics]
+listen = "127.0.0.1:9464"
+
+[audit]
+path = "/var/lib/keyward/audit.jsonl"
+
+[[workload]]
+spiffe_id = "spiffe://example.org/api"
+dns = ["api.internal"]
+ttl = "1h"
+selectors = { uid = 1000, path = "/usr/bin/api-server" }
+
+[[workload]]
+spiffe_id = "spiffe://example.org/db"
+ip = ["10.0.0.5"]
+algorithm = "ed25519"
+selectors = { gid = 50, sha256 = "AA00000000000000000000000000000000000000000000000000000000000000" }
+"#;
+
+fn parse(text: &str) -> Result<Config, Error> {
+    Config::parse(text, "agent.toml", Path::new("/etc/keyward"))
+}
+
+fn error(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+#[test]
+fn the_design_example_parses_with_defaults() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.agent.socket, Path::new("/etc/keyward/run/agent.sock"));
+    assert_eq!(c.agent.socket_mode, 0o660);
+    assert_eq!(c.agent.log_format, LogFormat::Json);
+    assert_eq!(c.agent.renew_fraction, DEFAULT_RENEW_FRACTION);
+    assert_eq!(c.workloads.len(), 2);
+    let api = &c.workloads[0];
+    assert_eq!(api.ttl, Duration::from_secs(3600));
+    assert_eq!(api.algorithm, Algorithm::EcdsaP256Sha256);
+    assert_eq!(api.selectors.uid, Some(1000));
+    let db = &c.workloads[1];
+    assert_eq!(db.ttl, DEFAULT_TTL);
+    assert_eq!(db.algorithm, Algorithm::Ed25519);
+    assert_eq!(db.ips, vec!["10.0.0.5".parse::<IpAddr>().unwrap()]);
+    assert_eq!(
+        db.selectors.sha256.as_deref(),
+        Some(&*format!("aa{}", "0".repeat(62)))
+    );
+    assert_eq!(
+        c.audit.as_deref(),
+        Some(Path::new("/var/lib/keyward/audit.jsonl"))
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_position() {
+    let text = GOOD.replace(
+        "log_format = \"json\"",
+        "log_format = \"json\"\ncolour = true",
+    );
+    let e = error(&text);
+    assert!(e.starts_with("agent.toml:8:1: "), "{e}");
+    assert!(e.contains("colour"), "{e}");
+    assert!(!e.contains('\n'), "{e}");
+}
+
+#[test]
+fn bad_values_name_the_line_and_column() {
+    let cases = [
+        (
+            "ttl = \"1h\"",
+            "ttl = \"1x\"",
+            "agent.toml:21:7: invalid duration '1x'",
+        ),
+        (
+            "key = \"file:/var/lib/keyward/keys/ca.pem\"",
+            "key = \"nope:x\"",
+            "agent.toml:10:7: invalid key URI",
+        ),
+        (
+            "spiffe_id = \"spiffe://example.org/api\"",
+            "spiffe_id = \"spiffe://other.org/api\"",
+            "agent.toml:19:13: spiffe_id 'spiffe://other.org/api' is not in the trust domain",
+        ),
+        (
+            "socket_mode = \"0660\"",
+            "socket_mode = \"rw\"",
+            "agent.toml:4:15: socket_mode 'rw'",
+        ),
+        (
+            "log_format = \"json\"",
+            "log_format = \"xml\"",
+            "agent.toml:7:14: unknown log_format 'xml'",
+        ),
+        (
+            "algorithm = \"ed25519\"",
+            "algorithm = \"dsa\"",
+            "agent.toml:27:13: unsupported: unknown algorithm 'dsa'",
+        ),
+        (
+            "ip = [\"10.0.0.5\"]",
+            "ip = [\"10.0.0.500\"]",
+            "agent.toml:26:7: '10.0.0.500' is not an IP address",
+        ),
+        (
+            "path = \"/usr/bin/api-server\"",
+            "path = \"api-server\"",
+            "path selector 'api-server' must be an absolute path",
+        ),
+        (
+            "trust_domain = \"example.org\"",
+            "trust_domain = \"Example.org\"",
+            "agent.toml:6:16: trust domain 'Example.org'",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let text = GOOD.replace(from, to);
+        assert_ne!(text, GOOD, "{from}");
+        let e = error(&text);
+        assert!(e.contains(want), "{to}: {e}");
+    }
+}
+
+#[test]
+fn entries_need_selectors_and_a_path() {
+    let text = GOOD.replace(
+        "selectors = { uid = 1000, path = \"/usr/bin/api-server\" }",
+        "selectors = {}",
+    );
+    assert!(error(&text).contains("at least one selector"));
+    let text = GOOD.replace("spiffe://example.org/api\"", "spiffe://example.org\"");
+    assert!(error(&text).contains("needs a path"));
+    let text = GOOD.replace(
+        "spiffe://example.org/api\"",
+        "spiffe://example.org/a/../b\"",
+    );
+    assert!(error(&text).contains("'..'"));
+}
+
+#[test]
+fn a_missing_section_is_named() {
+    let text = GOOD.replace("[ca]\nkey = \"file:/var/lib/keyward/keys/ca.pem\"\n", "");
+    let e = error(&text);
+    assert!(e.contains("missing field `ca`"), "{e}");
+}
+
+#[test]
+fn reload_reports_restart_only_changes() {
+    let a = parse(GOOD).unwrap();
+    let b = parse(&GOOD.replace(
+        "example.org\"\nlog",
+        "example.org\"\nrenew_fraction = 0.6\nlog",
+    ))
+    .unwrap();
+    assert!(a.restart_only_changes(&b).is_empty());
+    let c = parse(&GOOD.replace("run/agent.sock", "run/other.sock")).unwrap();
+    assert_eq!(a.restart_only_changes(&c), vec!["[agent] socket"]);
+}
+
+#[test]
+fn socket_groups_by_name_or_number() {
+    let with = |g: &str| {
+        parse(&GOOD.replace(
+            "socket_mode = \"0660\"",
+            &format!("socket_mode = \"0660\"\nsocket_group = {g}"),
+        ))
+    };
+    assert_eq!(with("\"root\"").unwrap().agent.socket_group, Some(0));
+    assert_eq!(with("5").unwrap().agent.socket_group, Some(5));
+    let e = with("\"no-such-group-keyward\"").unwrap_err().to_string();
+    assert!(
+        e.contains("agent.toml:5:16: unknown group 'no-such-group-keyward'"),
+        "{e}"
+    );
+}

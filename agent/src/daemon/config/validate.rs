@@ -1,0 +1,366 @@
+//! Turns the raw file into a [`Config`], checking every value; each error is one line
+//! `file:line:column: what is wrong`.
+
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use keyward_core::{Algorithm, Error, KeyUri};
+use toml::Spanned;
+
+use super::names::{check_spiffe_id, check_trust_domain, lookup_group};
+use super::raw::{
+    GroupValue, ModeValue, RawAgent, RawCa, RawConfig, RawIntermediate, RawSelectors, RawWorkload,
+};
+use super::{
+    AgentSettings, CaSettings, Config, DEFAULT_RENEW_FRACTION, DEFAULT_TTL, IntermediateSettings,
+    LogFormat, WorkloadEntry,
+};
+use crate::daemon::selectors::Selectors;
+use crate::duration::parse_duration;
+
+/// The longest socket path the kernel accepts (`sun_path` is 108 bytes with the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Positions in one configuration text.
+struct Src<'a> {
+    name: &'a str,
+    text: &'a str,
+    base: &'a Path,
+}
+
+impl Src<'_> {
+    /// `file:line:column` of a byte offset.
+    fn at(&self, span: &Range<usize>) -> String {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("{}:{line}:{col}", self.name)
+    }
+
+    /// An `InvalidInput` error at `span`.
+    fn err(&self, span: &Range<usize>, msg: impl std::fmt::Display) -> Error {
+        Error::InvalidInput(format!("{}: {msg}", self.at(span)))
+    }
+
+    /// Wraps an error from a helper (URI, duration, algorithm) with the position.
+    fn wrap(&self, span: &Range<usize>, e: Error) -> Error {
+        self.err(span, e)
+    }
+
+    /// A path from the file, made absolute against the file's directory.
+    fn path(&self, v: &Spanned<String>) -> Result<PathBuf, Error> {
+        if v.get_ref().is_empty() {
+            return Err(self.err(&v.span(), "empty path"));
+        }
+        Ok(self.base.join(v.get_ref()))
+    }
+
+    fn duration(&self, v: &Spanned<String>) -> Result<std::time::Duration, Error> {
+        parse_duration(v.get_ref()).map_err(|e| self.wrap(&v.span(), e))
+    }
+}
+
+/// Parses and validates the whole configuration.
+pub fn parse(text: &str, name: &str, base: &Path) -> Result<Config, Error> {
+    let src = Src { name, text, base };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let msg = e.message().trim().replace('\n', " ");
+        match e.span() {
+            Some(span) => src.err(&span, msg),
+            None => Error::InvalidInput(format!("{name}: {msg}")),
+        }
+    })?;
+    let agent = agent(&src, raw.agent.get_ref())?;
+    let ca = ca(&src, raw.ca.get_ref())?;
+    let mut workloads = Vec::with_capacity(raw.workload.len());
+    for w in &raw.workload {
+        workloads.push(Arc::new(workload(&src, w, &agent.trust_domain)?));
+    }
+    let audit = raw.audit.as_ref().map(|a| src.path(&a.path)).transpose()?;
+    Ok(Config {
+        source: name.to_string(),
+        agent,
+        ca,
+        audit,
+        metrics_listen: raw.metrics.map(|m| m.listen.into_inner()),
+        workloads,
+    })
+}
+
+fn agent(src: &Src, a: &RawAgent) -> Result<AgentSettings, Error> {
+    let socket = src.path(&a.socket)?;
+    if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(src.err(
+            &a.socket.span(),
+            format!(
+                "socket path {} is longer than {MAX_SOCKET_PATH} bytes, the limit for Unix sockets",
+                socket.display()
+            ),
+        ));
+    }
+    let socket_mode = match &a.socket_mode {
+        None => 0o666,
+        Some(m) => mode(src, m)?,
+    };
+    let socket_group = a.socket_group.as_ref().map(|g| group(src, g)).transpose()?;
+    let trust_domain = a.trust_domain.get_ref().clone();
+    check_trust_domain(&trust_domain).map_err(|why| src.err(&a.trust_domain.span(), why))?;
+    let log_format = match a
+        .log_format
+        .as_ref()
+        .map(|f| (f.get_ref().as_str(), f.span()))
+    {
+        None | Some(("text", _)) => LogFormat::Text,
+        Some(("json", _)) => LogFormat::Json,
+        Some((other, span)) => {
+            return Err(src.err(
+                &span,
+                format!("unknown log_format '{other}' (expected \"text\" or \"json\")"),
+            ));
+        }
+    };
+    let renew_fraction = match &a.renew_fraction {
+        None => DEFAULT_RENEW_FRACTION,
+        Some(f) if (0.1..=0.9).contains(f.get_ref()) => *f.get_ref(),
+        Some(f) => {
+            return Err(src.err(
+                &f.span(),
+                format!("renew_fraction {} is outside 0.1 to 0.9", f.get_ref()),
+            ));
+        }
+    };
+    Ok(AgentSettings {
+        socket,
+        socket_mode,
+        socket_group,
+        state_dir: src.path(&a.state_dir)?,
+        trust_domain,
+        log_format,
+        renew_fraction,
+    })
+}
+
+fn mode(src: &Src, m: &Spanned<ModeValue>) -> Result<u32, Error> {
+    let value = match m.get_ref() {
+        ModeValue::Text(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).map_err(|_| {
+            src.err(
+                &m.span(),
+                format!("socket_mode '{s}' is not an octal mode such as \"0660\""),
+            )
+        })?,
+        ModeValue::Number(n) => u32::try_from(*n).unwrap_or(u32::MAX),
+    };
+    if value > 0o777 {
+        return Err(src.err(
+            &m.span(),
+            "socket_mode must be permission bits up to 0777, written \"0660\" or 0o660",
+        ));
+    }
+    if value & 0o200 == 0 {
+        return Err(src.err(
+            &m.span(),
+            "socket_mode must let the owner write (connecting needs write permission)",
+        ));
+    }
+    Ok(value)
+}
+
+fn group(src: &Src, g: &Spanned<GroupValue>) -> Result<u32, Error> {
+    match g.get_ref() {
+        GroupValue::Id(n) => u32::try_from(*n)
+            .map_err(|_| src.err(&g.span(), format!("socket_group {n} is not a gid"))),
+        GroupValue::Name(name) => {
+            if let Ok(n) = name.parse::<u32>() {
+                return Ok(n);
+            }
+            lookup_group(name).ok_or_else(|| {
+                src.err(
+                    &g.span(),
+                    format!("unknown group '{name}' (not in /etc/group)"),
+                )
+            })
+        }
+    }
+}
+
+fn ca(src: &Src, c: &RawCa) -> Result<CaSettings, Error> {
+    let key = KeyUri::parse(c.key.get_ref()).map_err(|e| src.wrap(&c.key.span(), e))?;
+    let subject = match &c.subject {
+        None => "CN=keyward root CA".to_string(),
+        Some(s) => subject(src, s)?,
+    };
+    let validity = c
+        .validity
+        .as_ref()
+        .map(|v| src.duration(v))
+        .transpose()?
+        .unwrap_or(TEN_YEARS);
+    let intermediate = c
+        .intermediate
+        .as_ref()
+        .map(|i| intermediate(src, i))
+        .transpose()?;
+    Ok(CaSettings {
+        key,
+        subject,
+        validity,
+        intermediate,
+    })
+}
+
+const TEN_YEARS: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
+
+fn subject(src: &Src, s: &Spanned<String>) -> Result<String, Error> {
+    keyward_core::issuance::parse_subject(s.get_ref()).map_err(|e| src.wrap(&s.span(), e))?;
+    Ok(s.get_ref().clone())
+}
+
+fn intermediate(src: &Src, i: &Spanned<RawIntermediate>) -> Result<IntermediateSettings, Error> {
+    let r = i.get_ref();
+    let template = r.key.get_ref().clone();
+    KeyUri::parse(&template.replace("{n}", "1")).map_err(|e| src.wrap(&r.key.span(), e))?;
+    let algorithm = match &r.algorithm {
+        None => Algorithm::EcdsaP256Sha256,
+        Some(a) => a.get_ref().parse().map_err(|e| src.wrap(&a.span(), e))?,
+    };
+    let subject = match &r.subject {
+        None => "CN=keyward agent intermediate CA".to_string(),
+        Some(s) => subject(src, s)?,
+    };
+    let ttl = r
+        .ttl
+        .as_ref()
+        .map(|v| src.duration(v))
+        .transpose()?
+        .unwrap_or(std::time::Duration::from_secs(30 * 86_400));
+    let rotate_before = r
+        .rotate_before
+        .as_ref()
+        .map(|v| src.duration(v))
+        .transpose()?
+        .unwrap_or(ttl / 3);
+    if rotate_before >= ttl {
+        let span = r.rotate_before.as_ref().map_or(i.span(), |v| v.span());
+        return Err(src.err(
+            &span,
+            "rotate_before must be shorter than the intermediate's ttl",
+        ));
+    }
+    Ok(IntermediateSettings {
+        key_template: template,
+        algorithm,
+        subject,
+        ttl,
+        rotate_before,
+    })
+}
+
+fn workload(
+    src: &Src,
+    w: &Spanned<RawWorkload>,
+    trust_domain: &str,
+) -> Result<WorkloadEntry, Error> {
+    let r = w.get_ref();
+    let id = r.spiffe_id.get_ref();
+    check_spiffe_id(id, trust_domain).map_err(|why| src.err(&r.spiffe_id.span(), why))?;
+    let mut dns = Vec::new();
+    for d in &r.dns {
+        let name = d.get_ref();
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| !l.is_empty() && l.len() <= 63)
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '*'));
+        if !ok {
+            return Err(src.err(&d.span(), format!("'{name}' is not a DNS name")));
+        }
+        dns.push(name.clone());
+    }
+    let mut ips = Vec::new();
+    for ip in &r.ip {
+        ips.push(ip.get_ref().parse::<IpAddr>().map_err(|_| {
+            src.err(
+                &ip.span(),
+                format!("'{}' is not an IP address", ip.get_ref()),
+            )
+        })?);
+    }
+    let ttl = r
+        .ttl
+        .as_ref()
+        .map(|v| src.duration(v))
+        .transpose()?
+        .unwrap_or(DEFAULT_TTL);
+    let algorithm = match &r.algorithm {
+        None => Algorithm::EcdsaP256Sha256,
+        Some(a) => {
+            let alg: Algorithm = a.get_ref().parse().map_err(|e| src.wrap(&a.span(), e))?;
+            if matches!(alg, Algorithm::RsaPssSha256(_)) {
+                return Err(src.err(
+                    &a.span(),
+                    format!("{alg} workload keys are not supported (use rsa-2048)"),
+                ));
+            }
+            alg
+        }
+    };
+    Ok(WorkloadEntry {
+        spiffe_id: id.clone(),
+        dns,
+        ips,
+        ttl,
+        algorithm,
+        hint: r.hint.clone().unwrap_or_default(),
+        selectors: selectors(src, &r.selectors)?,
+    })
+}
+
+fn selectors(src: &Src, s: &Spanned<RawSelectors>) -> Result<Selectors, Error> {
+    let r = s.get_ref();
+    let id = |v: &Option<Spanned<i64>>, what: &str| -> Result<Option<u32>, Error> {
+        v.as_ref()
+            .map(|n| {
+                u32::try_from(*n.get_ref()).map_err(|_| {
+                    src.err(&n.span(), format!("{what} {} is out of range", n.get_ref()))
+                })
+            })
+            .transpose()
+    };
+    let path = match &r.path {
+        None => None,
+        Some(p) if Path::new(p.get_ref()).is_absolute() => Some(PathBuf::from(p.get_ref())),
+        Some(p) => {
+            return Err(src.err(
+                &p.span(),
+                format!("path selector '{}' must be an absolute path", p.get_ref()),
+            ));
+        }
+    };
+    let sha256 = match &r.sha256 {
+        None => None,
+        Some(h) => {
+            let v = h.get_ref().to_ascii_lowercase();
+            if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(src.err(&h.span(), "sha256 selector must be 64 hexadecimal digits"));
+            }
+            Some(v)
+        }
+    };
+    let sel = Selectors {
+        uid: id(&r.uid, "uid")?,
+        gid: id(&r.gid, "gid")?,
+        path,
+        sha256,
+    };
+    if sel.is_empty() {
+        return Err(src.err(
+            &s.span(),
+            "a workload needs at least one selector (uid, gid, path or sha256)",
+        ));
+    }
+    Ok(sel)
+}

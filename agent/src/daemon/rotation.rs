@@ -1,0 +1,312 @@
+//! Keeps every entry's SVID fresh: issues at start, renews after a fraction of the
+//! lifetime (with jitter, so renewals spread out), retries failures with exponential
+//! backoff while the current SVID keeps being served, rotates the agent intermediate,
+//! and publishes a new [`Snapshot`] after every change.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_core::Error;
+use rand::Rng;
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::audit::Audit;
+use super::ca::{AgentCa, CaView};
+use super::config::WorkloadEntry;
+use super::intermediate::until;
+use super::selectors::Needs;
+use super::snapshot::Snapshot;
+use super::svid::{self, Svid};
+
+/// How many SVIDs are issued at once.
+const PARALLEL_ISSUANCE: usize = 16;
+/// The first retry delay after a failure; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest delay between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Renewal times are moved earlier by up to this fraction of the renewal delay.
+const JITTER: f64 = 0.1;
+
+/// Requests to the rotation task.
+#[derive(Debug)]
+pub enum Command {
+    /// Replace the entries and renewal fraction (a config reload).
+    Reload {
+        /// The new entries.
+        entries: Vec<Arc<WorkloadEntry>>,
+        /// The new renewal fraction.
+        renew_fraction: f64,
+    },
+}
+
+#[derive(Debug)]
+struct Slot {
+    entry: Arc<WorkloadEntry>,
+    svid: Option<Arc<Svid>>,
+    due: Instant,
+    failures: u32,
+}
+
+/// The rotation task's state.
+pub struct Rotation {
+    ca: AgentCa,
+    view: CaView,
+    slots: Vec<Slot>,
+    renew_fraction: f64,
+    trust_domain_id: String,
+    tx: watch::Sender<Arc<Snapshot>>,
+    audit: Audit,
+    degraded: bool,
+    ca_failures: u32,
+    ca_due: Option<Instant>,
+}
+
+impl Rotation {
+    /// A rotation task for `entries`, publishing into `tx`.
+    pub fn new(
+        ca: AgentCa,
+        entries: Vec<Arc<WorkloadEntry>>,
+        renew_fraction: f64,
+        trust_domain: &str,
+        tx: watch::Sender<Arc<Snapshot>>,
+        audit: Audit,
+    ) -> Self {
+        let view = ca.view();
+        let now = Instant::now();
+        let slots = entries
+            .into_iter()
+            .map(|entry| Slot {
+                entry,
+                svid: None,
+                due: now,
+                failures: 0,
+            })
+            .collect();
+        let mut r = Rotation {
+            ca,
+            view,
+            slots,
+            renew_fraction,
+            trust_domain_id: format!("spiffe://{trust_domain}"),
+            tx,
+            audit,
+            degraded: false,
+            ca_failures: 0,
+            ca_due: None,
+        };
+        r.schedule_ca();
+        r
+    }
+
+    /// Issues every SVID once (failures are retried later) and publishes the result.
+    pub async fn initial(&mut self) {
+        self.issue_due().await;
+        self.publish();
+    }
+
+    /// Runs until the command channel closes (agent shutdown).
+    pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        loop {
+            let next = self.next_due();
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Reload { entries, renew_fraction }) => self.reload(entries, renew_fraction),
+                    None => return,
+                },
+            }
+            self.rotate_ca_if_due().await;
+            self.issue_due().await;
+            self.publish();
+        }
+    }
+
+    fn next_due(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        self.slots
+            .iter()
+            .map(|s| s.due)
+            .chain(self.ca_due)
+            .min()
+            .unwrap_or(far)
+            .min(far)
+    }
+
+    fn schedule_ca(&mut self) {
+        if let AgentCa::Rotating(i) = &self.ca {
+            self.ca_due = Some(Instant::now() + until(i.next_rotation()));
+        }
+    }
+
+    async fn rotate_ca_if_due(&mut self) {
+        let AgentCa::Rotating(i) = &mut self.ca else {
+            return;
+        };
+        if self.ca_due.is_none_or(|d| d > Instant::now()) {
+            return;
+        }
+        match i.rotate().await {
+            Ok(()) => {
+                self.view = self.ca.view();
+                self.ca_failures = 0;
+                self.schedule_ca();
+                self.audit.record("intermediate_rotated", || json!({}));
+            }
+            Err(e) => {
+                self.ca_failures += 1;
+                let wait = backoff(self.ca_failures);
+                tracing::warn!(error = %keyward_core::chain_line(&e), retry_in = ?wait, "cannot rotate the intermediate CA; still issuing from the current one");
+                self.ca_due = Some(Instant::now() + wait);
+            }
+        }
+    }
+
+    fn reload(&mut self, entries: Vec<Arc<WorkloadEntry>>, renew_fraction: f64) {
+        let mut old: Vec<Option<Slot>> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let now = Instant::now();
+        for entry in entries {
+            let kept = old
+                .iter_mut()
+                .find(|s| s.as_ref().is_some_and(|s| *s.entry == *entry))
+                .and_then(Option::take);
+            self.slots.push(kept.unwrap_or(Slot {
+                entry,
+                svid: None,
+                due: now,
+                failures: 0,
+            }));
+        }
+        self.renew_fraction = renew_fraction;
+        tracing::info!(entries = self.slots.len(), "configuration reloaded");
+    }
+
+    /// Issues (concurrently) every SVID whose time has come.
+    async fn issue_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].due <= now)
+            .collect();
+        let mut set: JoinSet<(usize, Result<Arc<Svid>, Error>)> = JoinSet::new();
+        let mut queue = due.into_iter();
+        loop {
+            while set.len() < PARALLEL_ISSUANCE {
+                let Some(i) = queue.next() else { break };
+                let (view, entry) = (self.view.clone(), self.slots[i].entry.clone());
+                set.spawn(async move { (i, svid::issue(&view, &entry).await) });
+            }
+            let Some(done) = set.join_next().await else {
+                break;
+            };
+            match done {
+                Ok((i, result)) => self.settle(i, result),
+                Err(e) => tracing::error!(error = %e, "SVID issuance task failed"),
+            }
+        }
+        self.update_health();
+    }
+
+    fn settle(&mut self, i: usize, result: Result<Arc<Svid>, Error>) {
+        let fraction = self.renew_fraction;
+        let slot = &mut self.slots[i];
+        match result {
+            Ok(svid) => {
+                let lifetime = until(svid.not_after);
+                let jitter = rand::rng().random_range(0.0..JITTER);
+                slot.due = Instant::now() + lifetime.mul_f64(fraction * (1.0 - jitter));
+                slot.failures = 0;
+                tracing::info!(spiffe_id = %slot.entry.spiffe_id, serial = %svid.serial_hex, not_after = %svid.not_after, "issued workload SVID");
+                self.audit.record(
+                    "svid_issued",
+                    || json!({"spiffe_id": slot.entry.spiffe_id, "serial": svid.serial_hex, "not_after": svid.not_after.unix_timestamp()}),
+                );
+                slot.svid = Some(svid);
+            }
+            Err(e) => {
+                slot.failures += 1;
+                let mut wait = backoff(slot.failures);
+                if let Some(current) = &slot.svid {
+                    // Never wait past the current SVID's expiry to try again.
+                    wait = wait.min(until(current.not_after).max(FIRST_BACKOFF));
+                }
+                slot.due = Instant::now() + wait;
+                tracing::warn!(
+                    spiffe_id = %slot.entry.spiffe_id,
+                    attempt = slot.failures,
+                    retry_in = ?wait,
+                    serving_current = slot.svid.is_some(),
+                    error = %keyward_core::chain_line(&e),
+                    "cannot issue workload SVID"
+                );
+            }
+        }
+    }
+
+    fn update_health(&mut self) {
+        let failing = self.slots.iter().filter(|s| s.failures > 0).count();
+        let degraded = failing > 0 || self.ca_failures > 0;
+        if degraded && !self.degraded {
+            tracing::warn!(
+                failing_svids = failing,
+                ca_failures = self.ca_failures,
+                "agent health: degraded (serving current credentials, retrying)"
+            );
+        } else if !degraded && self.degraded {
+            tracing::info!("agent health: ok (all credentials renewed)");
+        }
+        self.degraded = degraded;
+    }
+
+    /// Publishes the current state for the server.
+    fn publish(&self) {
+        let mut needs = Needs::default();
+        for s in &self.slots {
+            s.entry.selectors.add_needs(&mut needs);
+        }
+        let snap = Snapshot {
+            entries: self.slots.iter().map(|s| s.entry.clone()).collect(),
+            svids: self.slots.iter().map(|s| s.svid.clone()).collect(),
+            needs,
+            bundle: self.view.bundle.clone(),
+            trust_domain_id: self.trust_domain_id.clone(),
+        };
+        self.tx.send_if_modified(|cur| {
+            let changed = cur.bundle != snap.bundle
+                || cur.entries.len() != snap.entries.len()
+                || cur
+                    .entries
+                    .iter()
+                    .zip(&snap.entries)
+                    .any(|(a, b)| !Arc::ptr_eq(a, b))
+                || cur
+                    .svids
+                    .iter()
+                    .zip(&snap.svids)
+                    .any(|(a, b)| match (a, b) {
+                        (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+                        (None, None) => false,
+                        _ => true,
+                    });
+            if changed {
+                *cur = Arc::new(snap);
+            }
+            changed
+        });
+    }
+}
+
+/// The delay before retry number `failures` (1-based): 0.5 s doubling up to 60 s.
+fn backoff(failures: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+#[path = "rotation_tests.rs"]
+mod tests;

@@ -1,0 +1,157 @@
+//! The response streams of `FetchX509SVID` and `FetchX509Bundles`: the first message
+//! at once, then a full new message whenever the caller's SVIDs (or the bundle)
+//! change. Each stream is driven by tonic polling it, so a stream the client drops
+//! costs nothing more (no task per stream).
+
+use std::sync::Arc;
+
+use futures_util::stream;
+use prost::bytes::Bytes;
+use tokio::sync::watch;
+use tonic::Status;
+use tonic::codegen::BoxStream;
+
+use super::attest::{self, DigestCache, Facts};
+use super::config::WorkloadEntry;
+use super::server::WorkloadApi;
+use super::snapshot::{Entitlement, Snapshot, same_svids};
+use super::svid::Svid;
+use super::workload_api::{X509BundlesResponse, X509svidResponse};
+
+/// The SVIDs a caller was last sent.
+type Set = Vec<(Arc<WorkloadEntry>, Arc<Svid>)>;
+
+/// One caller's subscription to the agent's snapshots.
+struct Follow {
+    api: WorkloadApi,
+    rx: watch::Receiver<Arc<Snapshot>>,
+    facts: Facts,
+}
+
+enum Step<M> {
+    First(M, Follow),
+    Next(Follow),
+    Done,
+}
+
+/// Re-attests when the entries now need facts the caller was not inspected for.
+pub async fn refresh(
+    facts: &mut Facts,
+    snap: &Snapshot,
+    digests: &DigestCache,
+) -> Result<(), Status> {
+    let missing =
+        (snap.needs.path && facts.path.is_none()) || (snap.needs.sha256 && facts.sha256.is_none());
+    if missing {
+        let new = attest::attest(facts.uid, facts.gid, Some(facts.pid), snap.needs, digests)
+            .await
+            .map_err(|e| Status::permission_denied(format!("caller not attested: {e}")))?;
+        if facts.start_time.is_some() && new.start_time != facts.start_time {
+            return Err(Status::permission_denied("the calling process is gone"));
+        }
+        *facts = new;
+    }
+    Ok(())
+}
+
+impl Follow {
+    /// The next snapshot, re-attesting if needed; `None` when the agent stops.
+    async fn next_snapshot(&mut self) -> Option<Result<Arc<Snapshot>, Status>> {
+        self.rx.changed().await.ok()?;
+        let snap = self.rx.borrow_and_update().clone();
+        Some(
+            refresh(&mut self.facts, &snap, self.api.digests())
+                .await
+                .map(|()| snap),
+        )
+    }
+
+    /// The next X509SVIDResponse that differs from `last`.
+    async fn next_x509(&mut self, last: &mut Set) -> Option<Result<X509svidResponse, Status>> {
+        loop {
+            let snap = match self.next_snapshot().await? {
+                Ok(s) => s,
+                Err(e) => return Some(Err(e)),
+            };
+            let set = match snap.entitlement(&self.facts) {
+                Entitlement::Ready(set) => set,
+                Entitlement::Pending => continue,
+                Entitlement::None => return Some(Err(self.api.denied(&self.facts))),
+            };
+            if same_svids(&set, last) {
+                continue;
+            }
+            if !self.facts.still_same_process() {
+                return Some(Err(Status::permission_denied(
+                    "the calling process is gone",
+                )));
+            }
+            let msg = snap.x509_response(&set);
+            *last = set;
+            return Some(Ok(msg));
+        }
+    }
+
+    /// The next X509BundlesResponse with a bundle other than `last`.
+    async fn next_bundles(
+        &mut self,
+        last: &mut Bytes,
+    ) -> Option<Result<X509BundlesResponse, Status>> {
+        loop {
+            let snap = match self.next_snapshot().await? {
+                Ok(s) => s,
+                Err(e) => return Some(Err(e)),
+            };
+            if !snap.any_match(&self.facts) {
+                return Some(Err(self.api.denied(&self.facts)));
+            }
+            if snap.bundle == *last {
+                continue;
+            }
+            *last = snap.bundle.clone();
+            return Some(Ok(snap.bundles_response()));
+        }
+    }
+}
+
+/// The FetchX509SVID stream: `first`, then every change of the caller's SVIDs.
+pub fn x509(
+    api: WorkloadApi,
+    rx: watch::Receiver<Arc<Snapshot>>,
+    facts: Facts,
+    first: X509svidResponse,
+    sent: Set,
+) -> BoxStream<X509svidResponse> {
+    let start = (Step::First(first, Follow { api, rx, facts }), sent);
+    Box::pin(stream::unfold(start, |(step, mut last)| async move {
+        match step {
+            Step::First(m, f) => Some((Ok(m), (Step::Next(f), last))),
+            Step::Next(mut f) => match f.next_x509(&mut last).await? {
+                Ok(m) => Some((Ok(m), (Step::Next(f), last))),
+                Err(s) => Some((Err(s), (Step::Done, last))),
+            },
+            Step::Done => None,
+        }
+    }))
+}
+
+/// The FetchX509Bundles stream: `first`, then every change of the bundle.
+pub fn bundles(
+    api: WorkloadApi,
+    rx: watch::Receiver<Arc<Snapshot>>,
+    facts: Facts,
+    first: X509BundlesResponse,
+    sent: Bytes,
+) -> BoxStream<X509BundlesResponse> {
+    let start = (Step::First(first, Follow { api, rx, facts }), sent);
+    Box::pin(stream::unfold(start, |(step, mut last)| async move {
+        match step {
+            Step::First(m, f) => Some((Ok(m), (Step::Next(f), last))),
+            Step::Next(mut f) => match f.next_bundles(&mut last).await? {
+                Ok(m) => Some((Ok(m), (Step::Next(f), last))),
+                Err(s) => Some((Err(s), (Step::Done, last))),
+            },
+            Step::Done => None,
+        }
+    }))
+}

@@ -1,0 +1,69 @@
+//! End-to-end: a CA key in AWS KMS (moto_server), driven through the CLI.
+
+mod common;
+
+use common::*;
+use tempfile::TempDir;
+
+#[test]
+fn kms_root_issues_verifiable_certificates() {
+    required_env("KEYWARD_TEST_KMS_ENDPOINT");
+    for alg in ["ecdsa-p256", "rsa-2048"] {
+        let tmp = TempDir::new().unwrap();
+        let state = tmp.path().join("state");
+        let key = format!("awskms:alias/{}", unique("kw-e2e"));
+        keyward_ok(
+            &state,
+            &["key", "generate", "--key", &key, "--algorithm", alg],
+        );
+        keyward_ok(
+            &state,
+            &["ca", "init", "--key", &key, "--subject", "CN=KMS Root"],
+        );
+        let out = tmp.path().join("svc");
+        keyward_ok(
+            &state,
+            &[
+                "issue",
+                "--name",
+                "api",
+                "--dns",
+                "api.internal",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        );
+        openssl_verify(&out);
+    }
+}
+
+#[test]
+fn kms_errors_change_nothing() {
+    required_env("KEYWARD_TEST_KMS_ENDPOINT");
+    let tmp = TempDir::new().unwrap();
+    let state = tmp.path().join("state");
+    let before = snapshot(tmp.path());
+    keyward_fails(
+        &state,
+        &[
+            "ca",
+            "init",
+            "--key",
+            &format!("awskms:alias/{}", unique("missing")),
+        ],
+        "not found",
+    );
+    keyward_fails(
+        &state,
+        &[
+            "key",
+            "generate",
+            "--key",
+            &format!("awskms:alias/{}", unique("ed")),
+            "--algorithm",
+            "ed25519",
+        ],
+        "ed25519",
+    );
+    assert_eq!(snapshot(tmp.path()), before);
+}
