@@ -43,6 +43,8 @@ impl Backends {
 async fn create(scheme: &str) -> Result<Arc<dyn KeyBackend>, Error> {
     Ok(match scheme {
         "file" => Arc::new(keyward_software::SoftwareBackend::new()),
+        #[cfg(feature = "pkcs11")]
+        "pkcs11" => Arc::new(keyward_pkcs11::Pkcs11Backend::new(None)),
         #[cfg(feature = "awskms")]
         "awskms" => Arc::new(keyward_awskms::AwsKmsBackend::new(
             keyward_awskms::KmsSettings::default(),

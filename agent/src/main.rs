@@ -16,10 +16,7 @@ fn main() -> ExitCode {
     // The agent installs its own subscriber once its config (log format) is read.
     if !matches!(cli.command, cli::Command::Agent { .. }) {
         tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-            )
+            .with_env_filter(daemon::logging::env_filter("warn"))
             .with_writer(std::io::stderr)
             .init();
     }

@@ -29,6 +29,8 @@ pub struct Agent {
     pub socket: PathBuf,
     /// The configuration file.
     pub config: PathBuf,
+    /// The `[ca] key` URI.
+    pub ca_key: String,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -38,13 +40,9 @@ impl Agent {
     /// The socket directory is reachable by every user (the socket is 0666).
     pub fn new(workloads: &str) -> Agent {
         let dir = TempDir::new().expect("tempdir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-            .expect("chmod");
-        let state = dir.path().join("state");
-        let socket = dir.path().join("run/agent.sock");
         let key = format!("file:{}/keys/ca.pem", dir.path().display());
         keyward_ok(
-            &state,
+            &dir.path().join("state"),
             &[
                 "key",
                 "generate",
@@ -54,13 +52,21 @@ impl Agent {
                 "ecdsa-p256",
             ],
         );
-        let config = dir.path().join("agent.toml");
+        Agent::with_ca_key(dir, &key, workloads)
+    }
+
+    /// A configuration whose `[ca] key` is `key` (an existing key in any backend),
+    /// in the directory `dir`, with the given `[[workload]]` TOML.
+    pub fn with_ca_key(dir: TempDir, key: &str, workloads: &str) -> Agent {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
         let agent = Agent {
+            state: dir.path().join("state"),
+            socket: dir.path().join("run/agent.sock"),
+            config: dir.path().join("agent.toml"),
+            ca_key: key.to_string(),
             log: dir.path().join("agent.log"),
             dir,
-            state,
-            socket,
-            config,
             child: None,
         };
         agent.write_config(workloads);
@@ -71,10 +77,10 @@ impl Agent {
     pub fn write_config(&self, workloads: &str) {
         let text = format!(
             "[agent]\nsocket = \"{}\"\nsocket_mode = \"0666\"\nstate_dir = \"{}\"\ntrust_domain = \"{TRUST_DOMAIN}\"\n\n\
-             [ca]\nkey = \"file:{}/keys/ca.pem\"\nsubject = \"CN=agent test root\"\n\n{workloads}\n",
+             [ca]\nkey = \"{}\"\nsubject = \"CN=agent test root\"\n\n{workloads}\n",
             self.socket.display(),
             self.state.display(),
-            self.dir.path().display(),
+            self.ca_key,
         );
         std::fs::write(&self.config, text).expect("write config");
     }

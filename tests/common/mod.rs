@@ -153,11 +153,15 @@ pub fn required_env(name: &str) -> String {
 }
 
 /// A fresh SoftHSM token with a unique label; returns (label, pin file path).
+/// Token creation is serialized across test processes with a lock file beside the
+/// SoftHSM configuration: concurrent `--init-token` runs on one token directory collide.
 pub fn softhsm_token(dir: &Path, prefix: &str) -> (String, PathBuf) {
-    required_env("SOFTHSM2_CONF");
+    let conf = PathBuf::from(required_env("SOFTHSM2_CONF"));
     let label = unique(prefix);
     let label = label[..label.len().min(32)].to_string();
     let pin = format!("pin-{}", &label[label.len().saturating_sub(6)..]);
+    let lock = std::fs::File::create(conf.with_extension("init-lock")).expect("token lock file");
+    lock.lock().expect("lock the token directory");
     let out = Command::new("softhsm2-util")
         .args([
             "--init-token",
@@ -171,6 +175,7 @@ pub fn softhsm_token(dir: &Path, prefix: &str) -> (String, PathBuf) {
         ])
         .output()
         .expect("softhsm2-util is installed (scripts/test.sh installs it)");
+    drop(lock);
     assert!(
         out.status.success(),
         "softhsm2-util: {}",

@@ -1,6 +1,8 @@
 //! One module per group of commands; `run` dispatches.
 
 mod ca;
+#[cfg(feature = "pkcs11")]
+mod hsm;
 mod inspect;
 mod issue;
 mod key;
@@ -64,8 +66,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
 
 #[cfg(feature = "pkcs11")]
 async fn hsm(cmd: crate::cli::HsmCommand) -> Result<(), Error> {
-    let _ = cmd;
-    Err(Error::Unsupported("hsm commands are not wired yet".into()))
+    hsm::run(cmd).await
 }
 
 #[cfg(not(feature = "pkcs11"))]

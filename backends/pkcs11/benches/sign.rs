@@ -1,0 +1,277 @@
+//! ECDSA P-256 signing on SoftHSM: a raw cryptoki `C_Sign` loop beside keyward's
+//! `KeySigner::sign`, on the same key, at 1 and 2 sessions (concurrency = sessions).
+//!
+//! Run: `source scripts/lib.sh; source scripts/softhsm.sh; softhsm_install;
+//! softhsm_start /tmp/kw-softhsm; cargo bench -p keyward-pkcs11 --bench sign`.
+//! After criterion's own report it prints both rates and keyward's share of the raw
+//! rate (target: 90% or more), computed from the same measurements criterion took.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use keyward_core::{Algorithm, HashAlg, KeyBackend, KeySigner, KeyUri};
+use keyward_pkcs11::Pkcs11Backend;
+
+const PIN: &str = "bench-pin-1234";
+const MESSAGE: &[u8] = &[0x5a; 256];
+
+/// Signatures made and time taken, keyed by (sessions, "raw" | "keyward").
+type Totals = BTreeMap<(usize, &'static str), (u64, Duration)>;
+
+/// Totals over every run criterion made.
+static TOTALS: Mutex<Totals> = Mutex::new(BTreeMap::new());
+
+fn record(sessions: usize, path: &'static str, n: u64, took: Duration) {
+    let mut t = TOTALS.lock().unwrap();
+    let e = t.entry((sessions, path)).or_default();
+    e.0 += n;
+    e.1 += took;
+}
+
+fn module() -> PathBuf {
+    let m = std::env::var_os("KEYWARD_TEST_PKCS11_MODULE").unwrap_or_else(|| {
+        panic!("KEYWARD_TEST_PKCS11_MODULE not set: run the benchmarks through scripts/test.sh or source scripts/softhsm.sh and call softhsm_start")
+    });
+    assert!(
+        std::env::var_os("SOFTHSM2_CONF").is_some(),
+        "SOFTHSM2_CONF not set: run the benchmarks through scripts/test.sh"
+    );
+    PathBuf::from(m)
+}
+
+/// A fresh token made with softhsm2-util before this process loads the module.
+fn make_token(label: &str) {
+    let out = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--pin",
+            PIN,
+            "--so-pin",
+            "bench-so-5678",
+        ])
+        .output()
+        .expect("run softhsm2-util (install softhsm2)");
+    assert!(
+        out.status.success(),
+        "softhsm2-util: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `n` sessions of a second cryptoki handle on the token, and the key's handle.
+fn raw_sessions(module: &Path, label: &str, n: usize) -> (Vec<Session>, ObjectHandle) {
+    let ctx = Pkcs11::new(module).unwrap();
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => panic!("initialize: {e}"),
+    }
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label() == label)
+        .unwrap();
+    let sessions: Vec<Session> = (0..n).map(|_| ctx.open_rw_session(slot).unwrap()).collect();
+    match sessions[0].login(UserType::User, Some(&AuthPin::from(PIN))) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(e) => panic!("login: {e}"),
+    }
+    let key = sessions[0]
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(b"bench".to_vec()),
+        ])
+        .unwrap()[0];
+    (sessions, key)
+}
+
+/// Splits `iters` among `n` workers.
+fn shares(iters: u64, n: usize) -> impl Iterator<Item = u64> {
+    let n = n as u64;
+    (0..n).map(move |i| iters / n + u64::from(i < iters % n))
+}
+
+/// One session count's setup: keyward's signer and raw sessions on the same key.
+struct Setup {
+    sessions: usize,
+    signer: Arc<dyn KeySigner>,
+    raw: Vec<Session>,
+    key: ObjectHandle,
+}
+
+/// `iters` raw `C_Sign` calls spread over the raw sessions, one thread each.
+fn run_raw(setup: &mut Setup, digest: &[u8], iters: u64) -> Duration {
+    let (sessions, key) = (setup.sessions, setup.key);
+    let start = Instant::now();
+    std::thread::scope(|scope| {
+        for (session, n) in setup.raw.iter_mut().zip(shares(iters, sessions)) {
+            scope.spawn(move || {
+                for _ in 0..n {
+                    let sig = session.sign(&Mechanism::Ecdsa, key, digest).unwrap();
+                    std::hint::black_box(sig);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+/// `iters` keyward signs spread over `sessions` concurrent tasks.
+async fn run_keyward(signer: Arc<dyn KeySigner>, sessions: usize, iters: u64) -> Duration {
+    let start = Instant::now();
+    let tasks: Vec<_> = shares(iters, sessions)
+        .map(|n| {
+            let signer = Arc::clone(&signer);
+            tokio::spawn(async move {
+                for _ in 0..n {
+                    std::hint::black_box(signer.sign(MESSAGE).await.unwrap());
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
+fn bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, setups: &mut [Setup]) {
+    let digest = HashAlg::Sha256.digest(MESSAGE);
+    for setup in setups.iter_mut() {
+        let sessions = setup.sessions;
+        let mut group = c.benchmark_group(format!("ecdsa-p256-softhsm/{sessions}-session"));
+        group.throughput(Throughput::Elements(1));
+        group.bench_function("raw-cryptoki-C_Sign", |b| {
+            b.iter_custom(|iters| {
+                let took = run_raw(setup, &digest, iters);
+                record(sessions, "raw", iters, took);
+                took
+            })
+        });
+        let signer = Arc::clone(&setup.signer);
+        group.bench_function("keyward-KeySigner-sign", |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let signer = Arc::clone(&signer);
+                async move {
+                    let took = run_keyward(signer, sessions, iters).await;
+                    record(sessions, "keyward", iters, took);
+                    took
+                }
+            })
+        });
+        group.finish();
+    }
+}
+
+/// Raw and keyward measured in many short alternating rounds, so bursts of load from
+/// elsewhere on the machine hit both alike: returns the median of the per-round rates
+/// and of the per-round keyward/raw ratios.
+fn paired(rt: &tokio::runtime::Runtime, setup: &mut Setup, rounds: usize) -> (f64, f64, f64) {
+    let digest = HashAlg::Sha256.digest(MESSAGE);
+    let n = 1000;
+    let (mut raws, mut kws, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (signer, sessions) = (Arc::clone(&setup.signer), setup.sessions);
+        let kw = || n as f64 / rt.block_on(run_keyward(signer, sessions, n)).as_secs_f64();
+        let mut raw = || n as f64 / run_raw(setup, &digest, n).as_secs_f64();
+        let (r, k) = if round % 2 == 0 {
+            let r = raw();
+            (r, kw())
+        } else {
+            let k = kw();
+            (raw(), k)
+        };
+        raws.push(r);
+        kws.push(k);
+        ratios.push(k / r);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(&mut raws), median(&mut kws), median(&mut ratios))
+}
+
+fn main() {
+    let module = module();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .enable_all()
+        .build()
+        .unwrap();
+    // SoftHSM reads its token directory when the module is initialized: make every
+    // token before the first load.
+    let labels: Vec<(usize, String)> = [1usize, 2]
+        .into_iter()
+        .map(|s| (s, format!("bench-{}-{s}", std::process::id())))
+        .collect();
+    for (_, label) in &labels {
+        make_token(label);
+    }
+    let mut setups: Vec<Setup> = labels
+        .iter()
+        .map(|(sessions, label)| {
+            let uri = KeyUri::parse(&format!(
+                "pkcs11:token={label};object=bench?module-path={}&pin-value={PIN}&max-sessions={sessions}",
+                module.display()
+            ))
+            .unwrap();
+            let signer = rt
+                .block_on(Pkcs11Backend::new(None).generate(&uri, Algorithm::EcdsaP256Sha256))
+                .unwrap();
+            let (raw, key) = raw_sessions(&module, label, *sessions);
+            Setup {
+                sessions: *sessions,
+                signer,
+                raw,
+                key,
+            }
+        })
+        .collect();
+
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(6))
+        .sample_size(30)
+        .configure_from_args();
+    bench(&mut c, &rt, &mut setups);
+    c.final_summary();
+
+    let totals = TOTALS.lock().unwrap().clone();
+    let rate = |s: usize, p: &'static str| {
+        totals
+            .get(&(s, p))
+            .map_or(0.0, |(n, d)| *n as f64 / d.as_secs_f64())
+    };
+    println!(
+        "\nECDSA P-256 on SoftHSM, same key, concurrency = sessions (target: keyward >= 90% of raw)"
+    );
+    for setup in &mut setups {
+        let s = setup.sessions;
+        let (raw, kw) = (rate(s, "raw"), rate(s, "keyward"));
+        if raw > 0.0 && kw > 0.0 {
+            println!(
+                "  {s} session(s), criterion runs:   raw C_Sign {raw:>7.0}/s  keyward sign {kw:>7.0}/s  keyward/raw {:>5.1}%",
+                100.0 * kw / raw
+            );
+        }
+        let (raw, kw, ratio) = paired(&rt, setup, 40);
+        println!(
+            "  {s} session(s), 40 paired rounds: raw C_Sign {raw:>7.0}/s  keyward sign {kw:>7.0}/s  keyward/raw {:>5.1}% (medians over rounds)",
+            100.0 * ratio
+        );
+    }
+}

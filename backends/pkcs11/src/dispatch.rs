@@ -1,0 +1,131 @@
+//! Getting work from async callers onto tokio's blocking threads, at most `cap` at once.
+//!
+//! A plain `spawn_blocking` per signature costs two thread wake-ups per operation (the
+//! blocking thread, then the waiting task), which on a small machine is a large share
+//! of a 60 µs `C_Sign`. Here each token has a queue of jobs and up to `cap` blocking
+//! tasks (started with `spawn_blocking`) that drain it: a drainer that runs out of work
+//! waits briefly for the next job, yielding its CPU meanwhile, so a caller signing in
+//! a loop finds it still there and only the wake-up of the waiting task remains.
+//!
+//! At most `cap` drainers run at once, each using one session at a time, so `cap`
+//! bounds the sessions in use.
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use keyward_core::Error;
+
+use crate::module::lock;
+
+/// How long an idle drainer waits for the next job before it gives its thread back.
+const LINGER: Duration = Duration::from_micros(200);
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// A job queue drained by at most `cap` blocking tasks.
+pub(crate) struct Dispatcher {
+    queue: Mutex<VecDeque<Job>>,
+    active: AtomicUsize,
+    cap: AtomicUsize,
+}
+
+impl Dispatcher {
+    /// A dispatcher running at most `cap` jobs at once.
+    pub(crate) fn new(cap: usize) -> Arc<Self> {
+        Arc::new(Dispatcher {
+            queue: Mutex::new(VecDeque::new()),
+            active: AtomicUsize::new(0),
+            cap: AtomicUsize::new(cap.max(1)),
+        })
+    }
+
+    /// Lowers the bound to `cap` (a later URI asked for fewer sessions); never raises it.
+    /// Drainers above the new bound finish their current job and stop.
+    pub(crate) fn limit(&self, cap: usize) {
+        self.cap.fetch_min(cap.max(1), Ordering::SeqCst);
+    }
+
+    /// Runs `f` on a blocking thread and returns its result.
+    pub(crate) async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, Error> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(Box::new(move || {
+            let _ = tx.send(f());
+        }));
+        rx.await
+            .map_err(|_| Error::backend("PKCS#11 operation failed: its worker panicked"))?
+    }
+
+    fn submit(self: &Arc<Self>, job: Job) {
+        lock(&self.queue).push_back(job);
+        if self.try_start() {
+            let this = Arc::clone(self);
+            tokio::task::spawn_blocking(move || this.drain());
+        }
+    }
+
+    /// Takes a drainer slot if one is free.
+    fn try_start(&self) -> bool {
+        let mut active = self.active.load(Ordering::SeqCst);
+        loop {
+            if active >= self.cap.load(Ordering::SeqCst) {
+                return false;
+            }
+            match self.active.compare_exchange(
+                active,
+                active + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return true,
+                Err(now) => active = now,
+            }
+        }
+    }
+
+    fn pop(&self) -> Option<Job> {
+        lock(&self.queue).pop_front()
+    }
+
+    /// The body of a blocking task: run jobs until there are none for a while.
+    fn drain(&self) {
+        loop {
+            let job = match self.pop() {
+                Some(job) => Some(job),
+                None => self.linger(),
+            };
+            if let Some(job) = job {
+                // A panicking job drops its result sender (its caller gets an error);
+                // the drainer and its slot stay.
+                let _ = catch_unwind(AssertUnwindSafe(job));
+                if self.active.load(Ordering::SeqCst) <= self.cap.load(Ordering::SeqCst) {
+                    continue;
+                }
+            }
+            // Give the slot back, then make sure no job pushed meanwhile is stranded.
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            if lock(&self.queue).is_empty() || !self.try_start() {
+                return;
+            }
+        }
+    }
+
+    /// Waits up to `LINGER` for a job, yielding the CPU to whoever will submit it.
+    fn linger(&self) -> Option<Job> {
+        let deadline = Instant::now() + LINGER;
+        while Instant::now() < deadline {
+            std::thread::yield_now();
+            if let Some(job) = self.pop() {
+                return Some(job);
+            }
+        }
+        None
+    }
+}

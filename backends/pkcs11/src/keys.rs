@@ -1,0 +1,267 @@
+//! Finding key objects on a token by label and id, reading what kind of key they are,
+//! and generating new key pairs.
+
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use keyward_core::uri::{ObjectClass as UriClass, Pkcs11Uri};
+use keyward_core::{Error, KeyType, RsaBits};
+
+use crate::pool::OpError;
+use crate::spki::{self, Curve};
+
+/// How a URI names its key: `object=` (CKA_LABEL) and/or `id=` (CKA_ID).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeyLocator {
+    pub(crate) label: Option<String>,
+    pub(crate) id: Option<Vec<u8>>,
+}
+
+impl KeyLocator {
+    /// The key part of a URI; a URI naming neither label nor id is refused, and so is
+    /// one whose `type=` is not `private`.
+    pub(crate) fn from_uri(uri: &Pkcs11Uri) -> Result<Self, Error> {
+        if uri.object.is_none() && uri.id.is_none() {
+            return Err(Error::InvalidUri(format!(
+                "pkcs11 URI names no key on {}: add object=LABEL and/or id=%xx..",
+                uri.token_description()
+            )));
+        }
+        if uri.class.is_some_and(|c| c != UriClass::PrivateKey) {
+            return Err(Error::InvalidUri(
+                "a signing key URI must name a private key (type=private or no type=)".into(),
+            ));
+        }
+        Ok(KeyLocator {
+            label: uri.object.clone(),
+            id: uri.id.clone(),
+        })
+    }
+
+    /// `key 'root-ca'`, `key with id 0a0b`, or `key 'root-ca' with id 0a0b`.
+    pub(crate) fn describe(&self) -> String {
+        match (&self.label, &self.id) {
+            (Some(l), None) => format!("key '{l}'"),
+            (None, Some(id)) => format!("key with id {}", hex::encode(id)),
+            (Some(l), Some(id)) => format!("key '{l}' with id {}", hex::encode(id)),
+            (None, None) => "key".into(),
+        }
+    }
+
+    fn template(&self, class: ObjectClass) -> Vec<Attribute> {
+        let mut t = vec![Attribute::Class(class)];
+        if let Some(l) = &self.label {
+            t.push(Attribute::Label(l.as_bytes().to_vec()));
+        }
+        if let Some(id) = &self.id {
+            t.push(Attribute::Id(id.clone()));
+        }
+        t
+    }
+
+    /// The private key this locator names, `None` if there is none; several matches are
+    /// an error (the URI must say which one).
+    pub(crate) fn find_private(
+        &self,
+        s: &Session,
+        token: &str,
+    ) -> Result<Option<ObjectHandle>, OpError> {
+        let found = s.find_objects(&self.template(ObjectClass::PRIVATE_KEY))?;
+        match found.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(*one)),
+            many => Err(Error::backend(format!(
+                "{} private keys match {} on {token}; add id= to the URI to choose one",
+                many.len(),
+                self.describe()
+            ))
+            .into()),
+        }
+    }
+
+    /// Like [`find_private`](Self::find_private), with a missing key as `NotFound`.
+    pub(crate) fn require_private(
+        &self,
+        s: &Session,
+        token: &str,
+    ) -> Result<ObjectHandle, OpError> {
+        self.find_private(s, token)?.ok_or_else(|| {
+            Error::NotFound(format!("no private {} on {token}", self.describe())).into()
+        })
+    }
+}
+
+/// A private key's label, id, kind and public key.
+#[derive(Debug)]
+pub(crate) struct KeyDesc {
+    pub(crate) label: String,
+    pub(crate) id: Vec<u8>,
+    pub(crate) key_type: KeyType,
+    pub(crate) spki: Vec<u8>,
+}
+
+/// Reads what kind of key `handle` is and builds its public key. EC public points are
+/// not attributes of private keys, so they come from the public key object with the
+/// same `CKA_ID` (or, without an id, the same label).
+pub(crate) fn describe_private(
+    s: &Session,
+    handle: ObjectHandle,
+    token: &str,
+) -> Result<KeyDesc, OpError> {
+    let attrs = s.get_attributes(
+        handle,
+        &[
+            AttributeType::KeyType,
+            AttributeType::Label,
+            AttributeType::Id,
+            AttributeType::EcParams,
+            AttributeType::Modulus,
+            AttributeType::PublicExponent,
+        ],
+    )?;
+    let mut kt = None;
+    let (mut label, mut id, mut params, mut modulus, mut exponent) =
+        (Vec::new(), Vec::new(), None, None, None);
+    for a in attrs {
+        match a {
+            Attribute::KeyType(t) => kt = Some(t),
+            Attribute::Label(l) => label = l,
+            Attribute::Id(i) => id = i,
+            Attribute::EcParams(p) => params = Some(p),
+            Attribute::Modulus(m) => modulus = Some(m),
+            Attribute::PublicExponent(e) => exponent = Some(e),
+            _ => {}
+        }
+    }
+    let label = String::from_utf8_lossy(&label).into_owned();
+    let shown = format!("key '{label}' on {token}");
+    let (key_type, spki) = match kt {
+        Some(CkKeyType::RSA) => {
+            let (Some(n), Some(e)) = (modulus, exponent) else {
+                return Err(Error::backend(format!(
+                    "{shown}: the token does not reveal the RSA modulus and exponent"
+                ))
+                .into());
+            };
+            let bits = spki::bit_len(&n);
+            let size = RsaBits::from_bits(bits).ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "{shown} is RSA-{bits}; keyward uses RSA-2048, 3072 or 4096"
+                ))
+            })?;
+            (KeyType::Rsa(size), spki::rsa_spki(&n, &e))
+        }
+        Some(CkKeyType::EC) | Some(CkKeyType::EC_EDWARDS) => {
+            let params = params.unwrap_or_default();
+            let curve = Curve::from_params(&params).ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "{shown} is on a curve keyward does not use (CKA_EC_PARAMS {}); keyward uses P-256, P-384 and Ed25519",
+                    hex::encode(&params)
+                ))
+            })?;
+            let point = public_point(s, &label, &id, &shown)?;
+            let key_type = match curve {
+                Curve::P256 => KeyType::EcP256,
+                Curve::P384 => KeyType::EcP384,
+                Curve::Ed25519 => KeyType::Ed25519,
+            };
+            (key_type, spki::ec_spki(curve, &point)?)
+        }
+        Some(other) => {
+            return Err(Error::Unsupported(format!(
+                "{shown} has key type {other}; keyward signs with RSA, EC and Ed25519 keys"
+            ))
+            .into());
+        }
+        None => {
+            return Err(Error::backend(format!("{shown} has no readable CKA_KEY_TYPE")).into());
+        }
+    };
+    Ok(KeyDesc {
+        label,
+        id,
+        key_type,
+        spki,
+    })
+}
+
+/// `CKA_EC_POINT` of the public key that pairs with a private key.
+fn public_point(s: &Session, label: &str, id: &[u8], shown: &str) -> Result<Vec<u8>, OpError> {
+    let mut template = vec![Attribute::Class(ObjectClass::PUBLIC_KEY)];
+    if id.is_empty() {
+        template.push(Attribute::Label(label.as_bytes().to_vec()));
+    } else {
+        template.push(Attribute::Id(id.to_vec()));
+    }
+    for handle in s.find_objects(&template)? {
+        for a in s.get_attributes(handle, &[AttributeType::EcPoint])? {
+            if let Attribute::EcPoint(p) = a {
+                return Ok(p);
+            }
+        }
+    }
+    Err(Error::backend(format!(
+        "{shown}: its public key object (same CKA_ID) is not on the token; keyward needs it to know the public key"
+    ))
+    .into())
+}
+
+/// The key pair generation mechanism for a key type.
+fn keygen_mechanism(kt: KeyType) -> Mechanism<'static> {
+    match kt {
+        KeyType::EcP256 | KeyType::EcP384 => Mechanism::EccKeyPairGen,
+        KeyType::Ed25519 => Mechanism::EccEdwardsKeyPairGen,
+        KeyType::Rsa(_) => Mechanism::RsaPkcsKeyPairGen,
+    }
+}
+
+/// The type of [`keygen_mechanism`], to check against the token's list before use.
+pub(crate) fn keygen_mechanism_type(kt: KeyType) -> MechanismType {
+    keygen_mechanism(kt).mechanism_type()
+}
+
+/// Generates a key pair as token objects: the private key private, sensitive, never
+/// extractable and usable for signing only; both halves with `label` and `id`.
+/// Returns the private key's handle.
+pub(crate) fn generate(
+    s: &Session,
+    kt: KeyType,
+    label: &str,
+    id: &[u8],
+) -> Result<ObjectHandle, cryptoki::error::Error> {
+    let common = |t: &mut Vec<Attribute>| {
+        t.push(Attribute::Token(true));
+        t.push(Attribute::Label(label.as_bytes().to_vec()));
+        t.push(Attribute::Id(id.to_vec()));
+    };
+    let mut public = Vec::new();
+    common(&mut public);
+    public.extend([
+        Attribute::Private(false),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+    ]);
+    match kt {
+        KeyType::EcP256 => public.push(Attribute::EcParams(spki::P256_PARAMS.to_vec())),
+        KeyType::EcP384 => public.push(Attribute::EcParams(spki::P384_PARAMS.to_vec())),
+        KeyType::Ed25519 => public.push(Attribute::EcParams(spki::ED25519_PARAMS.to_vec())),
+        KeyType::Rsa(bits) => public.extend([
+            Attribute::ModulusBits(u64::from(bits.bits()).into()),
+            Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+        ]),
+    }
+    let mut private = Vec::new();
+    common(&mut private);
+    private.extend([
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+    ]);
+    let (_public, private) = s.generate_key_pair(&keygen_mechanism(kt), &public, &private)?;
+    Ok(private)
+}
