@@ -10,10 +10,16 @@ use crate::cli::HsmCommand;
 /// Runs one `hsm` subcommand.
 pub async fn run(cmd: HsmCommand) -> Result<(), Error> {
     match cmd {
-        HsmCommand::Slots { module, mechanisms, json } => {
-            let slots = tokio::task::spawn_blocking(move || keyward_pkcs11::list_slots(&module, mechanisms))
-                .await
-                .map_err(|e| Error::backend_with("slot listing task failed", e))??;
+        HsmCommand::Slots {
+            module,
+            mechanisms,
+            json,
+        } => {
+            let slots = tokio::task::spawn_blocking(move || {
+                keyward_pkcs11::list_slots(&module, mechanisms)
+            })
+            .await
+            .map_err(|e| Error::backend_with("slot listing task failed", e))??;
             if json {
                 println!("{}", serde_json::to_string_pretty(&slots).expect("json"));
             } else {
@@ -22,7 +28,9 @@ pub async fn run(cmd: HsmCommand) -> Result<(), Error> {
         }
         HsmCommand::Keys { key, json } => {
             let KeyUri::Pkcs11(uri) = parse_uri(&key)? else {
-                return Err(Error::InvalidUri(format!("hsm keys takes a pkcs11: URI naming a token, not '{key}'")));
+                return Err(Error::InvalidUri(format!(
+                    "hsm keys takes a pkcs11: URI naming a token, not '{key}'"
+                )));
             };
             let keys = Pkcs11Backend::new(None).list_keys(&uri).await?;
             if json {

@@ -13,8 +13,8 @@
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use keyward_core::Error;
@@ -28,18 +28,30 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 
 /// A job queue drained by at most `cap` blocking tasks.
 pub(crate) struct Dispatcher {
-    queue: Mutex<VecDeque<Job>>,
+    queue: Mutex<Queue>,
+    ready: Condvar,
     active: AtomicUsize,
     cap: AtomicUsize,
+    /// Drainers may spin for the next job only while they leave a CPU free for the
+    /// async side; beyond that they sleep on `ready`.
+    cores: usize,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    sleeping: usize,
 }
 
 impl Dispatcher {
     /// A dispatcher running at most `cap` jobs at once.
     pub(crate) fn new(cap: usize) -> Arc<Self> {
         Arc::new(Dispatcher {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
             active: AtomicUsize::new(0),
             cap: AtomicUsize::new(cap.max(1)),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
     }
 
@@ -64,8 +76,14 @@ impl Dispatcher {
     }
 
     fn submit(self: &Arc<Self>, job: Job) {
-        lock(&self.queue).push_back(job);
-        if self.try_start() {
+        let wake = {
+            let mut q = lock(&self.queue);
+            q.jobs.push_back(job);
+            q.sleeping > 0
+        };
+        if wake {
+            self.ready.notify_one();
+        } else if self.try_start() {
             let this = Arc::clone(self);
             tokio::task::spawn_blocking(move || this.drain());
         }
@@ -91,7 +109,7 @@ impl Dispatcher {
     }
 
     fn pop(&self) -> Option<Job> {
-        lock(&self.queue).pop_front()
+        lock(&self.queue).jobs.pop_front()
     }
 
     /// The body of a blocking task: run jobs until there are none for a while.
@@ -111,21 +129,43 @@ impl Dispatcher {
             }
             // Give the slot back, then make sure no job pushed meanwhile is stranded.
             self.active.fetch_sub(1, Ordering::SeqCst);
-            if lock(&self.queue).is_empty() || !self.try_start() {
+            if lock(&self.queue).jobs.is_empty() || !self.try_start() {
                 return;
             }
         }
     }
 
-    /// Waits up to `LINGER` for a job, yielding the CPU to whoever will submit it.
+    /// Waits up to `LINGER` for a job. While a CPU is left for the async side, it spins,
+    /// yielding the CPU to whoever will submit the job, so that job starts without a
+    /// wake-up; when every CPU is busy signing it sleeps instead, leaving them to work.
     fn linger(&self) -> Option<Job> {
         let deadline = Instant::now() + LINGER;
-        while Instant::now() < deadline {
-            std::thread::yield_now();
-            if let Some(job) = self.pop() {
-                return Some(job);
+        if self.active.load(Ordering::SeqCst) < self.cores {
+            while Instant::now() < deadline {
+                std::thread::yield_now();
+                if let Some(job) = self.pop() {
+                    return Some(job);
+                }
             }
+            return None;
         }
-        None
+        let mut q = lock(&self.queue);
+        q.sleeping += 1;
+        let job = loop {
+            if let Some(job) = q.jobs.pop_front() {
+                break Some(job);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break None;
+            }
+            q = self
+                .ready
+                .wait_timeout(q, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        };
+        q.sleeping -= 1;
+        job
     }
 }
