@@ -19,7 +19,7 @@ cleanup() {
   openbao_stop || true
   moto_stop || true
   softhsm_stop || true
-  rm -rf "$WORK"
+  rm -rf "$WORK" "${TMPDIR:-/tmp}/keyward-test-bin"
   exit $rc
 }
 trap cleanup EXIT

@@ -207,9 +207,36 @@ impl Drop for Agent {
     }
 }
 
+/// A copy of `bin` that any user can execute: tests run as root and start some
+/// processes as other users, and the build directory may sit under a directory only
+/// root can enter (a clone in /root). All test processes share one copy per build of
+/// the binary (keyed by its size and modification time), created atomically.
+pub fn executable_by_anyone(bin: &Path) -> PathBuf {
+    let meta = std::fs::metadata(bin).expect("binary metadata");
+    let stamp = meta
+        .modified()
+        .expect("mtime")
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("mtime after epoch")
+        .as_nanos();
+    let dir = std::env::temp_dir().join("keyward-test-bin");
+    let name = bin.file_name().expect("file name").to_string_lossy();
+    let copy = dir.join(format!("{name}-{}-{stamp}", meta.len()));
+    if copy.exists() {
+        return copy;
+    }
+    std::fs::create_dir_all(&dir).expect("bin dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let tmp = dir.join(format!(".{name}-{}", std::process::id()));
+    std::fs::copy(bin, &tmp).expect("copy binary");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::rename(&tmp, &copy).expect("install binary copy");
+    copy
+}
+
 /// `keyward fetch --socket S --out DIR` run as `uid` (and its group).
 pub fn fetch_as(uid: u32, socket: &Path, out: &Path) -> Output {
-    Command::new(keyward_bin())
+    Command::new(executable_by_anyone(&keyward_bin()))
         .args(["fetch", "--socket"])
         .arg(socket)
         .arg("--out")

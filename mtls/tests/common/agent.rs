@@ -44,6 +44,33 @@ pub fn echo_client_bin() -> PathBuf {
     bin
 }
 
+/// A copy of `bin` that any user can execute: tests run as root and start some
+/// processes as other users, and the build directory may sit under a directory only
+/// root can enter (a clone in /root). All test processes share one copy per build of
+/// the binary (keyed by its size and modification time), created atomically.
+pub fn executable_by_anyone(bin: &Path) -> PathBuf {
+    let meta = std::fs::metadata(bin).expect("binary metadata");
+    let stamp = meta
+        .modified()
+        .expect("mtime")
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("mtime after epoch")
+        .as_nanos();
+    let dir = std::env::temp_dir().join("keyward-test-bin");
+    let name = bin.file_name().expect("file name").to_string_lossy();
+    let copy = dir.join(format!("{name}-{}-{stamp}", meta.len()));
+    if copy.exists() {
+        return copy;
+    }
+    std::fs::create_dir_all(&dir).expect("bin dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let tmp = dir.join(format!(".{name}-{}", std::process::id()));
+    std::fs::copy(bin, &tmp).expect("copy binary");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::rename(&tmp, &copy).expect("install binary copy");
+    copy
+}
+
 /// A `keyward agent` process with a software root key, in a temporary directory.
 pub struct Agent {
     pub dir: TempDir,
@@ -189,7 +216,7 @@ pub fn echo_client_as(
     addr: std::net::SocketAddr,
     args: &[&str],
 ) -> Output {
-    Command::new(echo_client_bin())
+    Command::new(executable_by_anyone(&echo_client_bin()))
         .arg(addr.to_string())
         .args(args)
         .env("SPIFFE_ENDPOINT_SOCKET", agent.endpoint())
