@@ -10,30 +10,8 @@ fn kms_root_issues_verifiable_certificates() {
     required_env("KEYWARD_TEST_KMS_ENDPOINT");
     for alg in ["ecdsa-p256", "rsa-2048"] {
         let tmp = TempDir::new().unwrap();
-        let state = tmp.path().join("state");
         let key = format!("awskms:alias/{}", unique("kw-e2e"));
-        keyward_ok(
-            &state,
-            &["key", "generate", "--key", &key, "--algorithm", alg],
-        );
-        keyward_ok(
-            &state,
-            &["ca", "init", "--key", &key, "--subject", "CN=KMS Root"],
-        );
-        let out = tmp.path().join("svc");
-        keyward_ok(
-            &state,
-            &[
-                "issue",
-                "--name",
-                "api",
-                "--dns",
-                "api.internal",
-                "--out",
-                out.to_str().unwrap(),
-            ],
-        );
-        openssl_verify(&out);
+        root_ca_issues_verifiable_certificate(tmp.path(), &key, alg, "ecdsa-p256");
     }
 }
 

@@ -91,30 +91,9 @@ fn softhsm_root_and_intermediate_in_two_tokens_issue_verifiable_certificates() {
 #[test]
 fn rsa_root_on_softhsm() {
     let tmp = TempDir::new().unwrap();
-    let state = tmp.path().join("state");
     let (token, pin) = softhsm_token(tmp.path(), "kw-rsa");
     let root = key_uri(&token, "root-rsa", &pin);
-    keyward_ok(
-        &state,
-        &["key", "generate", "--key", &root, "--algorithm", "rsa-2048"],
-    );
-    keyward_ok(&state, &["ca", "init", "--key", &root]);
-    let out = tmp.path().join("svc");
-    keyward_ok(
-        &state,
-        &[
-            "issue",
-            "--name",
-            "web",
-            "--dns",
-            "web.internal",
-            "--algorithm",
-            "ed25519",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
-    openssl_verify(&out);
+    root_ca_issues_verifiable_certificate(tmp.path(), &root, "rsa-2048", "ed25519");
 }
 
 #[test]

@@ -185,3 +185,48 @@ pub fn softhsm_token(dir: &Path, prefix: &str) -> (String, PathBuf) {
     std::fs::write(&pin_file, &pin).unwrap();
     (label, pin_file)
 }
+
+/// The whole path with a CA key in any backend: generates `key` with `alg`, creates a
+/// root CA with it in `dir/state`, issues a service certificate (new `leaf_alg` key) to
+/// `dir/svc` and has openssl verify the chain. Returns the state directory.
+pub fn root_ca_issues_verifiable_certificate(
+    dir: &Path,
+    key: &str,
+    alg: &str,
+    leaf_alg: &str,
+) -> PathBuf {
+    let state = dir.join("state");
+    keyward_ok(
+        &state,
+        &["key", "generate", "--key", key, "--algorithm", alg],
+    );
+    keyward_ok(
+        &state,
+        &[
+            "ca",
+            "init",
+            "--key",
+            key,
+            "--subject",
+            &format!("CN=Root {alg}"),
+        ],
+    );
+    let out = dir.join("svc");
+    let out_s = out.to_str().expect("utf-8 path");
+    keyward_ok(
+        &state,
+        &[
+            "issue",
+            "--name",
+            "api",
+            "--dns",
+            "api.internal",
+            "--algorithm",
+            leaf_alg,
+            "--out",
+            out_s,
+        ],
+    );
+    openssl_verify(&out);
+    state
+}
