@@ -5,6 +5,7 @@
 //! softhsm_start /tmp/kw-softhsm; cargo bench -p keyward-pkcs11 --bench sign`.
 //! After criterion's own report it prints both rates and keyward's share of the raw
 //! rate (target: 90% or more), computed from the same measurements criterion took.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -176,33 +177,53 @@ fn bench(c: &mut Criterion, rt: &tokio::runtime::Runtime, setups: &mut [Setup]) 
     }
 }
 
+/// Medians over paired rounds: raw rate, keyward rate, keyward/raw, and keyward's
+/// rate and ratio with two callers per session.
+struct Paired {
+    raw: f64,
+    keyward: f64,
+    ratio: f64,
+    keyward_2x: f64,
+    ratio_2x: f64,
+}
+
 /// Raw and keyward measured in many short alternating rounds, so bursts of load from
-/// elsewhere on the machine hit both alike: returns the median of the per-round rates
-/// and of the per-round keyward/raw ratios.
-fn paired(rt: &tokio::runtime::Runtime, setup: &mut Setup, rounds: usize) -> (f64, f64, f64) {
+/// elsewhere on the machine hit both alike. Besides concurrency = sessions it also
+/// measures keyward with two callers per session, which keeps each session busy while
+/// a result travels back to its caller.
+fn paired(rt: &tokio::runtime::Runtime, setup: &mut Setup, rounds: usize) -> Paired {
     let digest = HashAlg::Sha256.digest(MESSAGE);
     let n = 1000;
-    let (mut raws, mut kws, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut v: [Vec<f64>; 5] = Default::default();
     for round in 0..rounds {
         let (signer, sessions) = (Arc::clone(&setup.signer), setup.sessions);
-        let kw = || n as f64 / rt.block_on(run_keyward(signer, sessions, n)).as_secs_f64();
-        let mut raw = || n as f64 / run_raw(setup, &digest, n).as_secs_f64();
-        let (r, k) = if round % 2 == 0 {
-            let r = raw();
-            (r, kw())
-        } else {
-            let k = kw();
-            (raw(), k)
+        let kw = |callers: usize| {
+            let signer = Arc::clone(&signer);
+            n as f64 / rt.block_on(run_keyward(signer, callers, n)).as_secs_f64()
         };
-        raws.push(r);
-        kws.push(k);
-        ratios.push(k / r);
+        let mut raw = || n as f64 / run_raw(setup, &digest, n).as_secs_f64();
+        let (r, k, k2) = if round % 2 == 0 {
+            let r = raw();
+            (r, kw(sessions), kw(2 * sessions))
+        } else {
+            let (k, k2) = (kw(sessions), kw(2 * sessions));
+            (raw(), k, k2)
+        };
+        for (i, x) in [r, k, k / r, k2, k2 / r].into_iter().enumerate() {
+            v[i].push(x);
+        }
     }
-    let median = |v: &mut Vec<f64>| {
+    let [raw, keyward, ratio, keyward_2x, ratio_2x] = v.map(|mut v| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
-    };
-    (median(&mut raws), median(&mut kws), median(&mut ratios))
+    });
+    Paired {
+        raw,
+        keyward,
+        ratio,
+        keyward_2x,
+        ratio_2x,
+    }
 }
 
 fn main() {
@@ -268,10 +289,18 @@ fn main() {
                 100.0 * kw / raw
             );
         }
-        let (raw, kw, ratio) = paired(&rt, setup, 40);
+        let p = paired(&rt, setup, 40);
         println!(
-            "  {s} session(s), 40 paired rounds: raw C_Sign {raw:>7.0}/s  keyward sign {kw:>7.0}/s  keyward/raw {:>5.1}% (medians over rounds)",
-            100.0 * ratio
+            "  {s} session(s), 40 paired rounds: raw C_Sign {:>7.0}/s  keyward sign {:>7.0}/s  keyward/raw {:>5.1}% (medians over rounds)",
+            p.raw,
+            p.keyward,
+            100.0 * p.ratio
+        );
+        println!(
+            "  {s} session(s), same rounds, {} callers: keyward sign {:>7.0}/s  keyward/raw {:>5.1}%",
+            2 * s,
+            p.keyward_2x,
+            100.0 * p.ratio_2x
         );
     }
 }

@@ -1,4 +1,5 @@
 //! Many signs at once through the session pool.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The backend conformance suite against SoftHSM, for every algorithm the token offers.
+#![forbid(unsafe_code)]
 
 mod common;
 

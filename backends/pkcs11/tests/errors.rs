@@ -1,4 +1,5 @@
 //! Every error a user can meet, each with its message checked, and no PIN in any of them.
+#![forbid(unsafe_code)]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Generated keys as the token stores them, the canonical URI, and the inspection API.
+#![forbid(unsafe_code)]
 
 mod common;
 

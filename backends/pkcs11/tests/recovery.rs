@@ -16,6 +16,7 @@
 //! These tests reset the module of the whole process, so they live in their own test
 //! binary and run one at a time; the resets happen between signs (PKCS#11 leaves a
 //! `C_Finalize` during another thread's call undefined).
+#![forbid(unsafe_code)]
 
 mod common;
 
