@@ -7,9 +7,10 @@
 //! rate (target: 90% or more), computed from the same measurements criterion took.
 #![forbid(unsafe_code)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,8 @@ use cryptoki::types::AuthPin;
 use keyward_core::{Algorithm, HashAlg, KeyBackend, KeySigner, KeyUri};
 use keyward_pkcs11::Pkcs11Backend;
 
-const PIN: &str = "bench-pin-1234";
+use common::{PIN, make_token, module};
+
 const MESSAGE: &[u8] = &[0x5a; 256];
 
 /// Signatures made and time taken, keyed by (sessions, "raw" | "keyward").
@@ -37,39 +39,6 @@ fn record(sessions: usize, path: &'static str, n: u64, took: Duration) {
     let e = t.entry((sessions, path)).or_default();
     e.0 += n;
     e.1 += took;
-}
-
-fn module() -> PathBuf {
-    let m = std::env::var_os("KEYWARD_TEST_PKCS11_MODULE").unwrap_or_else(|| {
-        panic!("KEYWARD_TEST_PKCS11_MODULE not set: run the benchmarks through scripts/test.sh or source scripts/softhsm.sh and call softhsm_start")
-    });
-    assert!(
-        std::env::var_os("SOFTHSM2_CONF").is_some(),
-        "SOFTHSM2_CONF not set: run the benchmarks through scripts/test.sh"
-    );
-    PathBuf::from(m)
-}
-
-/// A fresh token made with softhsm2-util before this process loads the module.
-fn make_token(label: &str) {
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            label,
-            "--pin",
-            PIN,
-            "--so-pin",
-            "bench-so-5678",
-        ])
-        .output()
-        .expect("run softhsm2-util (install softhsm2)");
-    assert!(
-        out.status.success(),
-        "softhsm2-util: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// `n` sessions of a second cryptoki handle on the token, and the key's handle.
