@@ -74,20 +74,8 @@ fn before_any_ca() {
 #[test]
 fn with_a_ca() {
     let tmp = TempDir::new().unwrap();
-    let state = tmp.path().join("state");
-    let key = format!("file:{}/keys/ca.pem", tmp.path().display());
-    keyward_ok(
-        &state,
-        &[
-            "key",
-            "generate",
-            "--key",
-            &key,
-            "--algorithm",
-            "ecdsa-p256",
-        ],
-    );
-    keyward_ok(&state, &["ca", "init", "--key", &key]);
+    let key = software_key(tmp.path());
+    let state = root_ca(tmp.path(), &key, "ecdsa-p256");
     let out = tmp.path().join("out");
     let out_s = out.to_str().unwrap();
 
@@ -244,20 +232,8 @@ fn with_a_ca() {
 #[test]
 fn interrupted_operation_is_reported() {
     let tmp = TempDir::new().unwrap();
-    let state = tmp.path().join("state");
-    let key = format!("file:{}/keys/ca.pem", tmp.path().display());
-    keyward_ok(
-        &state,
-        &[
-            "key",
-            "generate",
-            "--key",
-            &key,
-            "--algorithm",
-            "ecdsa-p256",
-        ],
-    );
-    keyward_ok(&state, &["ca", "init", "--key", &key]);
+    let key = software_key(tmp.path());
+    let state = root_ca(tmp.path(), &key, "ecdsa-p256");
     // What a crash between writing a certificate and recording it leaves behind.
     std::fs::write(state.join("issued/00ff.pem"), "x").unwrap();
     std::fs::write(

@@ -15,24 +15,7 @@ const ALGORITHMS: [&str; 6] = [
 ];
 
 fn new_ca(tmp: &TempDir, alg: &str) -> std::path::PathBuf {
-    let state = tmp.path().join("state");
-    let key = format!("file:{}/keys/root-{alg}.pem", tmp.path().display());
-    keyward_ok(
-        &state,
-        &["key", "generate", "--key", &key, "--algorithm", alg],
-    );
-    keyward_ok(
-        &state,
-        &[
-            "ca",
-            "init",
-            "--key",
-            &key,
-            "--subject",
-            &format!("CN=Test Root {alg},O=keyward"),
-        ],
-    );
-    state
+    root_ca(tmp.path(), &software_key(tmp.path()), alg)
 }
 
 #[test]

@@ -186,15 +186,9 @@ pub fn softhsm_token(dir: &Path, prefix: &str) -> (String, PathBuf) {
     (label, pin_file)
 }
 
-/// The whole path with a CA key in any backend: generates `key` with `alg`, creates a
-/// root CA with it in `dir/state`, issues a service certificate (new `leaf_alg` key) to
-/// `dir/svc` and has openssl verify the chain. Returns the state directory.
-pub fn root_ca_issues_verifiable_certificate(
-    dir: &Path,
-    key: &str,
-    alg: &str,
-    leaf_alg: &str,
-) -> PathBuf {
+/// A root CA in `dir/state` with a new `alg` key at `key` (any backend): `key generate`
+/// then `ca init`. Returns the state directory.
+pub fn root_ca(dir: &Path, key: &str, alg: &str) -> PathBuf {
     let state = dir.join("state");
     keyward_ok(
         &state,
@@ -208,9 +202,27 @@ pub fn root_ca_issues_verifiable_certificate(
             "--key",
             key,
             "--subject",
-            &format!("CN=Root {alg}"),
+            &format!("CN=Test Root {alg},O=keyward"),
         ],
     );
+    state
+}
+
+/// The `file:` URI of a software CA key inside `dir`.
+pub fn software_key(dir: &Path) -> String {
+    format!("file:{}/keys/ca.pem", dir.display())
+}
+
+/// The whole path with a CA key in any backend: [`root_ca`] with `key`, then a service
+/// certificate (new `leaf_alg` key) issued to `dir/svc` and verified by openssl.
+/// Returns the state directory.
+pub fn root_ca_issues_verifiable_certificate(
+    dir: &Path,
+    key: &str,
+    alg: &str,
+    leaf_alg: &str,
+) -> PathBuf {
+    let state = root_ca(dir, key, alg);
     let out = dir.join("svc");
     let out_s = out.to_str().expect("utf-8 path");
     keyward_ok(

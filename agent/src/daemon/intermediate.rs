@@ -105,7 +105,7 @@ impl Intermediates {
                     issuer,
                 }),
                 Err(e) => {
-                    tracing::warn!(generation = rec.n, error = %keyward_core::chain_line(&e), "recorded intermediate unusable; skipping it")
+                    tracing::warn!(generation = rec.n, error = %keyward_core::chain_line(&e), "recorded intermediate cannot be used (its key does not open); it is not served, and a new one is issued if no other is active")
                 }
             }
         }
