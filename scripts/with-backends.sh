@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs one command with the real backends up: installs what they need (Debian packages,
+# a Python venv with moto and OpenBao), starts SoftHSM2, moto_server and OpenBao on
+# loopback with private directories and free ports, exports the variables the tests read,
+# runs the command, and stops everything it started, also on failure or interrupt.
+# scripts/test.sh runs the whole suite through it; use it alone to run a few tests, e.g.
+#   scripts/with-backends.sh cargo nextest run -p keyward-tests --test cli_pkcs11
+#
+# Environment: KEYWARD_VENV (default target/test-venv) keeps the Python venv between runs.
+set -euo pipefail
+[ $# -gt 0 ] || { echo "usage: $0 COMMAND [ARG...]" >&2; exit 2; }
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+source scripts/lib.sh
+source scripts/softhsm.sh
+source scripts/moto.sh
+source scripts/openbao.sh
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/keyward-test.XXXXXX")
+cleanup() {
+  local rc=$?
+  openbao_stop || true
+  moto_stop || true
+  softhsm_stop || true
+  rm -rf "$WORK" "${TMPDIR:-/tmp}/keyward-test-bin"
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
+
+step "installing packages"
+apt_install openssl curl ca-certificates
+softhsm_install
+VENV=${KEYWARD_VENV:-$ROOT/target/test-venv}
+moto_install "$VENV"
+openbao_install "$VENV"
+
+step "starting backends"
+softhsm_start "$WORK/softhsm"
+moto_start "$WORK/moto"
+openbao_start "$WORK/openbao"
+
+step "running: $*"
+"$@"
