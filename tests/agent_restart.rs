@@ -73,7 +73,7 @@ async fn the_agent_rotates_its_intermediate_and_reuses_it_after_a_restart() {
     );
     let config = std::fs::read_to_string(&agent.config).unwrap().replace(
         "subject = \"CN=agent test root\"\n",
-        &format!("subject = \"CN=agent test root\"\n\n[ca.intermediate]\nkey = \"{key}\"\nttl = \"40s\"\nrotate_before = \"30s\"\n"),
+        &format!("subject = \"CN=agent test root\"\n\n[ca.intermediate]\nkey = \"{key}\"\nttl = \"40s\"\nrotate_before = \"16s\"\n"),
     );
     std::fs::write(&agent.config, config).unwrap();
     agent.start();
@@ -91,20 +91,35 @@ async fn the_agent_rotates_its_intermediate_and_reuses_it_after_a_restart() {
         "the intermediate survives a restart"
     );
 
-    // After ttl - rotate_before (10 s) the next intermediate takes over; SVIDs keep
-    // chaining to the same root bundle throughout.
+    // ttl 40 s, rotate_before 16 s: the next intermediate is prepared at 24 s and joins
+    // the bundle, takes over issuing at 32 s, and the first leaves the bundle at 40 s
+    // (the third is prepared at 48 s).
+    // SVIDs chain to the root throughout; during the overlap the bundle carries both.
+    let root = roots.clone();
+    let mut overlap_seen = false;
     let mut rotated = None;
-    for _ in 0..60 {
+    for _ in 0..80 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let (chain, now_roots) = fetch(&agent).await;
-        assert_eq!(now_roots, roots, "the bundle (the root) does not change");
-        verify(&chain, &roots);
+        let (chain, bundle) = fetch(&agent).await;
+        verify(&chain, &root);
+        verify(&chain, &bundle);
+        if bundle != root {
+            assert_eq!(bundle.len(), 3, "root and two intermediates");
+            assert_eq!(bundle[..1], root[..], "the root stays first");
+            assert!(bundle.contains(&first_intermediate), "the old one is kept");
+            overlap_seen = true;
+        }
         if chain[1] != first_intermediate {
+            assert!(
+                overlap_seen,
+                "the new intermediate was in the bundle before it issued"
+            );
+            assert!(bundle.contains(&chain[1]) && bundle.contains(&first_intermediate));
             rotated = Some(chain);
             break;
         }
     }
-    let rotated = rotated.expect("a new intermediate within 30 s");
+    let rotated = rotated.expect("a new intermediate within 40 s");
     assert_eq!(
         uri_sans(&rotated[0]),
         vec!["spiffe://example.org/api".to_string()]
@@ -115,5 +130,18 @@ async fn the_agent_rotates_its_intermediate_and_reuses_it_after_a_restart() {
         agent.dir.path().join("keys/intermediate-2.pem").exists(),
         "a fresh key per generation"
     );
+    // When the first intermediate expires (40 s), the overlap ends: the root alone
+    // until the third is prepared.
+    let mut ended = false;
+    for _ in 0..40 {
+        let (chain, bundle) = fetch(&agent).await;
+        verify(&chain, &bundle);
+        if bundle == root {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(ended, "the expired intermediate left the bundle");
     agent.stop();
 }

@@ -1,9 +1,15 @@
 //! `[ca.intermediate]`: intermediates the agent issues under its root and rotates.
 //!
 //! Each generation `n` has its key at the configured URI template with `{n}` replaced
-//! (a fresh key per generation; without `{n}` one key is re-certified). The next
-//! generation takes over `rotate_before` ahead of the current one's expiry; SVIDs
-//! issued under the old one keep verifying (same root) until they are renewed.
+//! (a fresh key per generation; without `{n}` one key is re-certified). A generation's
+//! life has three marks, all derived from the previous generation's notAfter, so a
+//! restart recomputes them from the record alone:
+//! - prepared `rotate_before` ahead of the previous one's expiry: issued, recorded, and
+//!   published in the bundle beside the previous one (the overlap starts);
+//! - activated half-way through that lead: new SVIDs are issued under it, and SVIDs
+//!   still chained to the previous one (capped at its notAfter) renew under it;
+//! - the previous generation leaves the bundle when it expires (the overlap ends).
+//!
 //! Generations are recorded in STATE/agent/intermediates.json (certificates and
 //! generation numbers only: key URIs are recomputed from the template, so no PIN or
 //! token from the URI is ever written).
@@ -45,6 +51,17 @@ impl std::fmt::Debug for Intermediates {
             )
             .finish_non_exhaustive()
     }
+}
+
+/// What [`Intermediates::tick`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Generation `n` was issued and joined the bundle.
+    Prepared(u64),
+    /// Generation `n` took over issuing.
+    Activated(u64),
+    /// Expired generations left the bundle.
+    Retired,
 }
 
 #[derive(Debug, Clone)]
@@ -110,10 +127,7 @@ impl Intermediates {
             }
         }
         me.generations.sort_by_key(|g| g.n);
-        me.pick_active();
-        if me.active.is_none() || me.rotation_due(now) {
-            me.rotate().await?;
-        }
+        me.tick(now).await?;
         Ok(me)
     }
 
@@ -124,21 +138,76 @@ impl Intermediates {
             .expect("an intermediate is active after load")
     }
 
-    /// When the active intermediate should be replaced.
-    pub fn next_rotation(&self) -> OffsetDateTime {
-        let rotate_before =
-            time::Duration::try_from(self.settings.rotate_before).unwrap_or(time::Duration::ZERO);
-        self.generations
-            .last()
-            .map_or(OffsetDateTime::now_utc(), |g| g.not_after - rotate_before)
+    /// The next moment something changes: a generation to prepare, one to activate, or
+    /// one leaving the bundle.
+    pub fn next_event(&self) -> OffsetDateTime {
+        let now = OffsetDateTime::now_utc();
+        let mut marks: Vec<OffsetDateTime> = self.prepare_at().into_iter().collect();
+        for (k, g) in self.generations.iter().enumerate() {
+            marks.push(self.activation_at(k));
+            if k + 1 < self.generations.len() {
+                marks.push(g.not_after);
+            }
+        }
+        marks.into_iter().filter(|m| *m > now).min().unwrap_or(now)
     }
 
-    fn rotation_due(&self, now: OffsetDateTime) -> bool {
-        self.next_rotation() <= now
+    /// Does whatever is due at `now`: drops expired generations, prepares the next one,
+    /// activates a prepared one. Returns what happened, for the log and the audit.
+    pub async fn tick(&mut self, now: OffsetDateTime) -> Result<Vec<Change>, Error> {
+        let mut changes = Vec::new();
+        let before = self.generations.len();
+        self.generations.retain(|g| g.not_after > now);
+        if self.generations.len() != before {
+            changes.push(Change::Retired);
+            self.write()?;
+        }
+        if self.prepare_at().is_none_or(|at| at <= now) {
+            let n = self.prepare().await?;
+            changes.push(Change::Prepared(n));
+        }
+        let was = self
+            .active
+            .as_ref()
+            .map(|v| v.issuer.certificate_der().to_vec());
+        self.pick_active(now);
+        let is = self
+            .active
+            .as_ref()
+            .map(|v| v.issuer.certificate_der().to_vec());
+        if was != is {
+            changes.push(Change::Activated(self.active_generation(now)));
+        }
+        Ok(changes)
     }
 
-    /// Issues the next generation under the root, records it and makes it active.
-    pub async fn rotate(&mut self) -> Result<(), Error> {
+    /// When the next generation is due to be prepared (`None`: no generation yet).
+    fn prepare_at(&self) -> Option<OffsetDateTime> {
+        self.generations.last().map(|g| g.not_after - self.lead())
+    }
+
+    /// When generation `k` (an index into the live generations) takes over issuing.
+    fn activation_at(&self, k: usize) -> OffsetDateTime {
+        match k.checked_sub(1).and_then(|p| self.generations.get(p)) {
+            Some(prev) => prev.not_after - self.lead() / 2,
+            None => OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn lead(&self) -> time::Duration {
+        time::Duration::try_from(self.settings.rotate_before).unwrap_or(time::Duration::ZERO)
+    }
+
+    fn active_generation(&self, now: OffsetDateTime) -> u64 {
+        (0..self.generations.len())
+            .rev()
+            .find(|&k| self.activation_at(k) <= now)
+            .map_or(0, |k| self.generations[k].n)
+    }
+
+    /// Issues the next generation under the root and records it; it joins the bundle at
+    /// once and takes over issuing at its activation time.
+    async fn prepare(&mut self) -> Result<u64, Error> {
         let n = self.generations.last().map_or(1, |g| g.n + 1);
         let uri = self.key_uri(n)?;
         let backend = self.backends.for_uri(&uri).await?;
@@ -170,19 +239,30 @@ impl Intermediates {
             not_after: cert.not_after,
             issuer,
         });
-        let now = OffsetDateTime::now_utc();
-        self.generations.retain(|g| g.not_after > now);
         self.write()?;
-        self.pick_active();
-        tracing::info!(generation = n, serial = %cert.serial_hex, not_after = %cert.not_after, "activated a new intermediate CA");
-        Ok(())
+        tracing::info!(generation = n, serial = %cert.serial_hex, not_after = %cert.not_after, activates = %self.activation_at(self.generations.len() - 1), "prepared a new intermediate CA; the bundle carries it from now");
+        Ok(n)
     }
 
-    fn pick_active(&mut self) {
-        self.active = self
-            .generations
-            .last()
-            .map(|g| CaView::new(g.issuer.clone(), &self.roots));
+    /// Makes the generation whose activation time has come the issuing one; the bundle
+    /// is the roots plus, during an overlap, every live intermediate.
+    fn pick_active(&mut self, now: OffsetDateTime) {
+        let Some(k) = (0..self.generations.len())
+            .rev()
+            .find(|&k| self.activation_at(k) <= now)
+        else {
+            self.active = None;
+            return;
+        };
+        let mut view = CaView::new(self.generations[k].issuer.clone(), &self.roots);
+        if self.generations.len() > 1 {
+            let mut bundle = self.roots.concat();
+            for g in &self.generations {
+                bundle.extend_from_slice(&g.cert_der);
+            }
+            view.bundle = bundle.into();
+        }
+        self.active = Some(view);
     }
 
     fn key_uri(&self, n: u64) -> Result<KeyUri, Error> {

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::audit::Audit;
 use super::ca::{AgentCa, CaView};
 use super::config::WorkloadEntry;
-use super::intermediate::until;
+use super::intermediate::{Change, until};
 use super::selectors::Needs;
 use super::snapshot::Snapshot;
 use super::svid::{self, Svid};
@@ -137,7 +137,7 @@ impl Rotation {
 
     fn schedule_ca(&mut self) {
         if let AgentCa::Rotating(i) = &self.ca {
-            self.ca_due = Some(Instant::now() + until(i.next_rotation()));
+            self.ca_due = Some(Instant::now() + until(i.next_event()));
         }
     }
 
@@ -148,17 +148,25 @@ impl Rotation {
         if self.ca_due.is_none_or(|d| d > Instant::now()) {
             return;
         }
-        match i.rotate().await {
-            Ok(()) => {
+        match i.tick(time::OffsetDateTime::now_utc()).await {
+            Ok(changes) => {
                 self.view = self.ca.view();
                 self.ca_failures = 0;
                 self.schedule_ca();
-                self.audit.record("intermediate_rotated", || json!({}));
+                for change in changes {
+                    let (event, generation) = match change {
+                        Change::Prepared(n) => ("intermediate_prepared", Some(n)),
+                        Change::Activated(n) => ("intermediate_activated", Some(n)),
+                        Change::Retired => ("intermediate_retired", None),
+                    };
+                    self.audit
+                        .record(event, || json!({ "generation": generation }));
+                }
             }
             Err(e) => {
                 self.ca_failures += 1;
                 let wait = backoff(self.ca_failures);
-                tracing::warn!(error = %keyward_core::chain_line(&e), retry_in = ?wait, "cannot rotate the intermediate CA; still issuing from the current one");
+                tracing::warn!(error = %keyward_core::chain_line(&e), retry_in = ?wait, "cannot prepare the next intermediate CA; still issuing from the current one");
                 self.ca_due = Some(Instant::now() + wait);
             }
         }

@@ -188,3 +188,19 @@ fn socket_groups_by_name_or_number() {
         "{e}"
     );
 }
+
+#[test]
+fn an_intermediate_lead_over_half_its_ttl_is_refused() {
+    let with = |lead: &str| {
+        GOOD.replace(
+            "[metrics]",
+            &format!("[ca.intermediate]\nkey = \"file:/k/i-{{n}}.pem\"\nttl = \"40s\"\nrotate_before = \"{lead}\"\n\n[metrics]"),
+        )
+    };
+    parse(&with("20s")).unwrap_or_else(|e| panic!("{e}"));
+    let e = error(&with("21s"));
+    assert!(
+        e.contains("agent.toml:15:17: rotate_before must be at most half the intermediate's ttl"),
+        "{e}"
+    );
+}

@@ -242,11 +242,14 @@ fn intermediate(src: &Src, i: &Spanned<RawIntermediate>) -> Result<IntermediateS
         .map(|v| src.duration(v))
         .transpose()?
         .unwrap_or(ttl / 3);
-    if rotate_before >= ttl {
+    // The next generation is prepared rotate_before ahead of expiry and takes over
+    // half-way through that lead; past half the ttl, it would be prepared before the
+    // current one had taken over, and three generations would overlap.
+    if rotate_before > ttl / 2 {
         let span = r.rotate_before.as_ref().map_or(i.span(), |v| v.span());
         return Err(src.err(
             &span,
-            "rotate_before must be shorter than the intermediate's ttl",
+            "rotate_before must be at most half the intermediate's ttl",
         ));
     }
     Ok(IntermediateSettings {
