@@ -66,6 +66,40 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32, replace: Replace) -> Re
     sync_dir(dir)
 }
 
+/// Temporary files under `dir` (recursively) left by [`write_atomic`] calls whose
+/// process is gone: what a crash in the middle of a write leaves behind. A temporary
+/// whose writer still runs (its pid is in the name) is never listed.
+pub fn stale_temporaries(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            out.extend(stale_temporaries(&path));
+        } else if let Some(pid) = temporary_writer(&entry.file_name().to_string_lossy())
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The writer's pid in a temporary name `.{name}.tmp-{pid}-{n}`.
+fn temporary_writer(file_name: &str) -> Option<u32> {
+    let rest = file_name.strip_prefix('.')?;
+    let (_, tail) = rest.rsplit_once(".tmp-")?;
+    let (pid, n) = tail.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
 /// Fsyncs a directory so that entries created or renamed in it survive a crash.
 pub fn sync_dir(dir: &Path) -> Result<(), Error> {
     File::open(dir)
@@ -136,6 +170,25 @@ mod tests {
         write_atomic(&p, b"three", PUBLIC_FILE_MODE, Replace::Allow).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"three");
         assert_eq!(mode_of(&p).unwrap(), 0o644);
+    }
+
+    #[test]
+    fn temporaries_of_dead_writers_are_stale_and_live_ones_are_not() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir(d.path().join("sub")).unwrap();
+        let dead = d.path().join("sub/.inventory.json.tmp-4194304999-3");
+        let live = d
+            .path()
+            .join(format!(".manifest.json.tmp-{}-0", std::process::id()));
+        for p in [
+            &dead,
+            &live,
+            &d.path().join(".lock"),
+            &d.path().join("a.tmp-1-2"),
+        ] {
+            fs::write(p, b"x").unwrap();
+        }
+        assert_eq!(stale_temporaries(d.path()), vec![dead]);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct Intermediates {
     root: CaIssuer,
     roots: Vec<Vec<u8>>,
     generations: Vec<Generation>,
+    /// The highest generation number issued so far.
+    last: u64,
     active: Option<CaView>,
 }
 
@@ -76,6 +78,10 @@ struct Generation {
 #[serde(deny_unknown_fields)]
 struct Record {
     version: u32,
+    /// The highest generation number ever issued, kept when every generation has
+    /// expired, so numbers (and the keys they name) are never reused.
+    #[serde(default)]
+    last: u64,
     generations: Vec<GenRecord>,
 }
 
@@ -103,10 +109,17 @@ impl Intermediates {
             root,
             roots,
             generations: Vec::new(),
+            last: 0,
             active: None,
         };
         let now = OffsetDateTime::now_utc();
-        for rec in me.read()? {
+        let record = me.read()?;
+        me.last = record
+            .generations
+            .iter()
+            .map(|g| g.n)
+            .fold(record.last, u64::max);
+        for rec in record.generations {
             let Some(der) = pem_to_ders(rec.cert.as_bytes())?.into_iter().next() else {
                 continue;
             };
@@ -208,13 +221,16 @@ impl Intermediates {
     /// Issues the next generation under the root and records it; it joins the bundle at
     /// once and takes over issuing at its activation time.
     async fn prepare(&mut self) -> Result<u64, Error> {
-        let n = self.generations.last().map_or(1, |g| g.n + 1);
+        let n = self.last + 1;
         let uri = self.key_uri(n)?;
         let backend = self.backends.for_uri(&uri).await?;
         let signer = if self.settings.key_template.contains("{n}") {
             match backend.generate(&uri, self.settings.algorithm).await {
                 Ok(s) => s,
-                Err(Error::AlreadyExists(_)) => backend.open(&uri).await?,
+                Err(Error::AlreadyExists(_)) => {
+                    tracing::warn!(generation = n, key = %uri, "the key for this generation exists without a certificate (an earlier rotation was interrupted); certifying it now");
+                    backend.open(&uri).await?
+                }
                 Err(e) => return Err(e),
             }
         } else {
@@ -239,6 +255,7 @@ impl Intermediates {
             not_after: cert.not_after,
             issuer,
         });
+        self.last = n;
         self.write()?;
         tracing::info!(generation = n, serial = %cert.serial_hex, not_after = %cert.not_after, activates = %self.activation_at(self.generations.len() - 1), "prepared a new intermediate CA; the bundle carries it from now");
         Ok(n)
@@ -278,13 +295,16 @@ impl Intermediates {
         self.state.path().join("agent/intermediates.json")
     }
 
-    fn read(&self) -> Result<Vec<GenRecord>, Error> {
+    fn read(&self) -> Result<Record, Error> {
         let path = self.path();
         match std::fs::read(&path) {
             Ok(data) => serde_json::from_slice::<Record>(&data)
-                .map(|r| r.generations)
                 .map_err(|e| Error::State(format!("{} is corrupt: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Record {
+                version: 1,
+                last: 0,
+                generations: Vec::new(),
+            }),
             Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
         }
     }
@@ -292,6 +312,7 @@ impl Intermediates {
     fn write(&self) -> Result<(), Error> {
         let rec = Record {
             version: 1,
+            last: self.last,
             generations: self
                 .generations
                 .iter()

@@ -162,6 +162,18 @@ impl StateDir {
             .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
         file.lock()
             .map_err(|e| Error::io(format!("cannot lock {}", path.display()), e))?;
+        // Holding the lock, no other keyward writer is mid-write here: what an earlier
+        // crash left half-written goes now (the real files were never touched by it).
+        for tmp in fsutil::stale_temporaries(&self.root) {
+            match fs::remove_file(&tmp) {
+                Ok(()) => {
+                    tracing::warn!(file = %tmp.display(), "removed a temporary file left by an interrupted write")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %tmp.display(), error = %e, "cannot remove a temporary file left by an interrupted write")
+                }
+            }
+        }
         Ok(StateLock { _file: file })
     }
 
@@ -355,6 +367,12 @@ impl StateDir {
         }
         if let Err(e) = self.ca() {
             out.push(e.to_string());
+        }
+        for tmp in fsutil::stale_temporaries(&self.root) {
+            out.push(format!(
+                "{} is a temporary file left by an interrupted write (the next write removes it)",
+                tmp.display()
+            ));
         }
         out.extend(self.inventory_problems()?);
         Ok(out)
