@@ -9,11 +9,39 @@ use std::time::Duration;
 use agent_common::*;
 use common::*;
 
+/// `X509BundlesResponse`: the CRLs and the bundles.
+#[derive(Clone, PartialEq, prost::Message)]
+struct X509BundlesResponse {
+    /// `repeated bytes crl = 1`
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    crl: Vec<Vec<u8>>,
+    /// `map<string, bytes> bundles = 2`
+    #[prost(map = "string, bytes", tag = "2")]
+    bundles: std::collections::HashMap<String, Vec<u8>>,
+}
+
+/// Opens a FetchX509Bundles stream (with the security header).
+async fn stream_bundles(
+    channel: tonic::transport::Channel,
+) -> Result<tonic::Streaming<X509BundlesResponse>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("channel ready");
+    let mut req = tonic::Request::new(raw::Empty {});
+    req.metadata_mut().insert(
+        "workload.spiffe.io",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/SpiffeWorkloadAPI/FetchX509Bundles");
+    let codec = tonic_prost::ProstCodec::<raw::Empty, X509BundlesResponse>::default();
+    Ok(grpc.server_streaming(req, path, codec).await?.into_inner())
+}
+
 /// The next message of a bundles stream, within 20 s.
 async fn next(
-    stream: &mut tonic::Streaming<raw::X509BundlesResponse>,
+    stream: &mut tonic::Streaming<X509BundlesResponse>,
     what: &str,
-) -> raw::X509BundlesResponse {
+) -> X509BundlesResponse {
     tokio::time::timeout(Duration::from_secs(20), stream.message())
         .await
         .unwrap_or_else(|_| panic!("no message within 20 s: {what}"))
@@ -48,7 +76,7 @@ async fn a_bundles_stream_receives_the_new_crl_after_a_revocation() {
     ]);
     let serial = serial.trim().strip_prefix("serial=").unwrap().to_string();
 
-    let mut stream = raw::stream_bundles(raw::channel(&agent.socket).await)
+    let mut stream = stream_bundles(raw::channel(&agent.socket).await)
         .await
         .expect("FetchX509Bundles");
     let first = next(&mut stream, "the first message").await;

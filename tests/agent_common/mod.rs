@@ -344,35 +344,6 @@ pub mod raw {
         pub bundle: Vec<u8>,
     }
 
-    /// `X509BundlesResponse`: the CRLs and the bundles.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct X509BundlesResponse {
-        /// `repeated bytes crl = 1`
-        #[prost(bytes = "vec", repeated, tag = "1")]
-        pub crl: Vec<Vec<u8>>,
-        /// `map<string, bytes> bundles = 2`
-        #[prost(map = "string, bytes", tag = "2")]
-        pub bundles: std::collections::HashMap<String, Vec<u8>>,
-    }
-
-    /// Opens a FetchX509Bundles stream (with the security header).
-    pub async fn stream_bundles(
-        channel: Channel,
-    ) -> Result<tonic::Streaming<X509BundlesResponse>, tonic::Status> {
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.expect("channel ready");
-        let mut req = tonic::Request::new(Empty {});
-        req.metadata_mut().insert(
-            "workload.spiffe.io",
-            tonic::metadata::MetadataValue::from_static("true"),
-        );
-        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-            "/SpiffeWorkloadAPI/FetchX509Bundles",
-        );
-        let codec = tonic_prost::ProstCodec::<Empty, X509BundlesResponse>::default();
-        Ok(grpc.server_streaming(req, path, codec).await?.into_inner())
-    }
-
     /// A channel over the Unix socket at `path`.
     pub async fn channel(path: &Path) -> Channel {
         let path = path.to_path_buf();
