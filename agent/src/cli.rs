@@ -39,6 +39,10 @@ pub enum Command {
     Verify(VerifyArgs),
     /// List the CA and every issued certificate with days left and alert level.
     Status(StatusArgs),
+    /// Revoke an issued certificate and re-sign the CRL.
+    Revoke(RevokeArgs),
+    /// Re-sign the CRL (run before its nextUpdate, e.g. from cron) and print where it is.
+    Crl(CrlArgs),
     /// Inspect PKCS#11 modules and tokens.
     #[command(subcommand)]
     Hsm(HsmCommand),
@@ -183,6 +187,29 @@ pub struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `keyward revoke`
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// Serial number of the certificate, hex as `keyward status` prints it.
+    #[arg(long)]
+    pub serial: String,
+    /// RFC 5280 reason: unspecified, keyCompromise, caCompromise, affiliationChanged,
+    /// superseded, cessationOfOperation, privilegeWithdrawn (kebab-case accepted).
+    #[arg(long, default_value = "unspecified")]
+    pub reason: String,
+    /// How long the new CRL is valid (its nextUpdate), e.g. 7d.
+    #[arg(long, default_value = "7d")]
+    pub next_update: String,
+}
+
+/// `keyward crl`
+#[derive(Debug, Args)]
+pub struct CrlArgs {
+    /// How long the new CRL is valid (its nextUpdate), e.g. 7d.
+    #[arg(long, default_value = "7d")]
+    pub next_update: String,
 }
 
 /// `keyward hsm ...`

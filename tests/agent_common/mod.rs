@@ -322,6 +322,9 @@ pub mod raw {
         /// `repeated X509SVID svids = 1`
         #[prost(message, repeated, tag = "1")]
         pub svids: Vec<X509Svid>,
+        /// `repeated bytes crl = 2`
+        #[prost(bytes = "vec", repeated, tag = "2")]
+        pub crl: Vec<Vec<u8>>,
     }
 
     /// `X509SVID`

@@ -2,6 +2,7 @@
 
 use keyward_core::Error;
 use keyward_core::check::{self, AlertLevel, AlertThresholds, CertSummary, alert_level};
+use keyward_core::issuance::RevokedCert;
 use keyward_core::store::StateDir;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -31,6 +32,9 @@ pub fn verify(state: &StateDir, args: &VerifyArgs) -> Result<(), Error> {
     let now = OffsetDateTime::now_utc();
     let path = check::verify_chain(leaf, &intermediates, &trust, now)?;
     let leaf = &path[0];
+    if let Some(issuer) = path.get(1) {
+        check_not_revoked(state, leaf, issuer, now)?;
+    }
     let level = alert_level(leaf.not_after, now, &AlertThresholds::default());
     println!(
         "OK: {} ({} days left, {level})",
@@ -41,6 +45,44 @@ pub fn verify(state: &StateDir, args: &VerifyArgs) -> Result<(), Error> {
         println!("{}issued by {}", "  ".repeat(i), c.subject);
     }
     Ok(())
+}
+
+/// Fails when `leaf` was issued by the state directory's issuing CA and that CA's CRL
+/// (STATE/crl.der) lists it, does not verify under the CA, or is past its nextUpdate.
+/// Certificates from other CAs are not covered by that CRL and pass.
+fn check_not_revoked(
+    state: &StateDir,
+    leaf: &CertSummary,
+    issuer: &CertSummary,
+    now: OffsetDateTime,
+) -> Result<(), Error> {
+    let crl_path = state.crl_der_path();
+    if !crl_path.exists() {
+        return Ok(());
+    }
+    let Some(issuing) = state.ca()?.and_then(|ca| ca.issuing().ok()) else {
+        return Ok(());
+    };
+    if check::summarize(&issuing.cert_der)?.sha256_fingerprint != issuer.sha256_fingerprint {
+        return Ok(());
+    }
+    let crl = check::check_crl(
+        &read_input(&crl_path)?,
+        &issuing.cert_der,
+        &crl_path.display().to_string(),
+        now,
+    )?;
+    match check::find_revoked(&crl, &leaf.serial_hex) {
+        Some(r) => Err(Error::Verification(format!(
+            "certificate {} ('{}') is revoked: reason {}, revoked at {} (CRL number {})",
+            r.serial_hex,
+            leaf.subject,
+            r.reason,
+            rfc3339(r.revoked_at),
+            crl.crl_number
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// One certificate line of `keyward status`.
@@ -54,6 +96,9 @@ struct StatusEntry {
     not_after: OffsetDateTime,
     days_left: i64,
     level: AlertLevel,
+    /// Set when the certificate is revoked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked: Option<RevokedCert>,
 }
 
 /// The whole status report.
@@ -77,6 +122,7 @@ pub fn status(state: &StateDir, args: &StatusArgs) -> Result<(), Error> {
         not_after: s.not_after,
         days_left: days_left(s.not_after),
         level: alert_level(s.not_after, now, &t),
+        revoked: None,
     };
     let mut certificates = Vec::new();
     for root in &ca.roots {
@@ -86,6 +132,18 @@ pub fn status(state: &StateDir, args: &StatusArgs) -> Result<(), Error> {
         certificates.push(entry("intermediate", "", &check::summarize(inter)?));
     }
     let mut problems = state.problems()?;
+    let revocations = state.revocations().unwrap_or_default();
+    if let Ok(issuing) = ca.issuing()
+        && let Ok(crl) = std::fs::read(state.crl_der_path())
+        && let Err(e) = check::check_crl(
+            &crl,
+            &issuing.cert_der,
+            &state.crl_der_path().display().to_string(),
+            now,
+        )
+    {
+        problems.push(e.to_string());
+    }
     for rec in state.inventory()? {
         let der = std::fs::read(state.path().join(&rec.cert_file))
             .ok()
@@ -101,6 +159,7 @@ pub fn status(state: &StateDir, args: &StatusArgs) -> Result<(), Error> {
                 continue;
             }
         };
+        e.revoked = revocations.find(&rec.serial_hex).cloned();
         // A stored certificate that no longer verifies under the CA is CRITICAL.
         let mut intermediates: Vec<Vec<u8>> = ca.upstream_intermediates.clone();
         if let Some((inter, _)) = &ca.intermediate {
@@ -144,8 +203,13 @@ pub fn status(state: &StateDir, args: &StatusArgs) -> Result<(), Error> {
         } else {
             &c.name
         };
+        let revoked = c
+            .revoked
+            .as_ref()
+            .map(|r| format!("  REVOKED ({}, {})", r.reason, rfc3339(r.revoked_at)))
+            .unwrap_or_default();
         println!(
-            "{:<13} {:<24} {:<34} {:<22} {:>6}  {}",
+            "{:<13} {:<24} {:<34} {:<22} {:>6}  {}{revoked}",
             c.role,
             truncate(name, 24),
             truncate(&c.serial_hex, 34),

@@ -6,6 +6,7 @@ mod hsm;
 mod inspect;
 mod issue;
 mod key;
+mod revoke;
 mod up;
 mod upstream;
 
@@ -57,6 +58,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::SignCsr(args) => issue::sign_csr(&state, &backends, &args).await,
         Command::Verify(args) => inspect::verify(&state, &args),
         Command::Status(args) => inspect::status(&state, &args),
+        Command::Revoke(args) => revoke::revoke(&state, &backends, &args).await,
+        Command::Crl(args) => revoke::crl(&state, &backends, &args).await,
         Command::Hsm(cmd) => hsm(cmd).await,
         Command::Up => up::up(&state, &backends).await,
         Command::Agent { config } => crate::daemon::run(&config).await,

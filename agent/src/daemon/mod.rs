@@ -5,6 +5,7 @@ mod attest;
 mod audit;
 mod ca;
 pub mod config;
+mod crl;
 pub mod fetch;
 mod intermediate;
 pub mod logging;
@@ -96,7 +97,8 @@ impl Agent {
             &config.agent.trust_domain,
             tx,
             audit.clone(),
-        );
+        )
+        .with_crl(crl::CrlWatch::new(state.clone()));
         rotation.initial().await;
         let socket = socket::bind(
             &config.agent.socket,
@@ -150,7 +152,10 @@ impl Agent {
             tokio::select! {
                 _ = signals.term.recv() => { tracing::info!("SIGTERM: shutting down"); break Ok(()) }
                 _ = signals.int.recv() => { tracing::info!("SIGINT: shutting down"); break Ok(()) }
-                _ = signals.hup.recv() => reload(reload_from.as_deref(), &mut config, &commands).await,
+                _ = signals.hup.recv() => {
+                    let _ = commands.send(Command::CheckCrl).await;
+                    reload(reload_from.as_deref(), &mut config, &commands).await
+                }
                 r = &mut server => {
                     break match r {
                         Ok(Ok(())) => Ok(()),

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use super::audit::Audit;
 use super::ca::{AgentCa, CaView};
 use super::config::WorkloadEntry;
+use super::crl::{CRL_POLL, CrlWatch};
 use super::intermediate::{Change, until};
 use super::selectors::Needs;
 use super::snapshot::Snapshot;
@@ -40,6 +41,8 @@ pub enum Command {
         /// The new renewal fraction.
         renew_fraction: f64,
     },
+    /// Re-read the CRL file now (SIGHUP).
+    CheckCrl,
 }
 
 #[derive(Debug)]
@@ -62,6 +65,7 @@ pub struct Rotation {
     degraded: bool,
     ca_failures: u32,
     ca_due: Option<Instant>,
+    crl: Option<CrlWatch>,
 }
 
 impl Rotation {
@@ -96,13 +100,21 @@ impl Rotation {
             degraded: false,
             ca_failures: 0,
             ca_due: None,
+            crl: None,
         };
         r.schedule_ca();
         r
     }
 
+    /// Serves the CRL `watch` sees, re-reading it every [`CRL_POLL`].
+    pub fn with_crl(mut self, watch: CrlWatch) -> Self {
+        self.crl = Some(watch);
+        self
+    }
+
     /// Issues every SVID once (failures are retried later) and publishes the result.
     pub async fn initial(&mut self) {
+        self.poll_crl();
         self.issue_due().await;
         self.publish();
     }
@@ -115,9 +127,11 @@ impl Rotation {
                 _ = tokio::time::sleep_until(next) => {}
                 cmd = commands.recv() => match cmd {
                     Some(Command::Reload { entries, renew_fraction }) => self.reload(entries, renew_fraction),
+                    Some(Command::CheckCrl) => {}
                     None => return,
                 },
             }
+            self.poll_crl();
             self.rotate_ca_if_due().await;
             self.issue_due().await;
             self.publish();
@@ -125,7 +139,12 @@ impl Rotation {
     }
 
     fn next_due(&self) -> Instant {
-        let far = Instant::now() + Duration::from_secs(3600);
+        let far = Instant::now()
+            + if self.crl.is_some() {
+                CRL_POLL
+            } else {
+                Duration::from_secs(3600)
+            };
         self.slots
             .iter()
             .map(|s| s.due)
@@ -133,6 +152,12 @@ impl Rotation {
             .min()
             .unwrap_or(far)
             .min(far)
+    }
+
+    fn poll_crl(&mut self) {
+        if let Some(w) = &mut self.crl {
+            w.poll();
+        }
     }
 
     fn schedule_ca(&mut self) {
@@ -282,9 +307,11 @@ impl Rotation {
             needs,
             bundle: self.view.bundle.clone(),
             trust_domain_id: self.trust_domain_id.clone(),
+            crl: self.crl.as_ref().and_then(CrlWatch::current),
         };
         self.tx.send_if_modified(|cur| {
             let changed = cur.bundle != snap.bundle
+                || cur.crl != snap.crl
                 || cur.entries.len() != snap.entries.len()
                 || cur
                     .entries

@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub bundle: Bytes,
     /// The trust domain's SPIFFE ID, `spiffe://example.org` (the bundles map key).
     pub trust_domain_id: String,
+    /// The issuing CA's CRL (DER), when one has been signed.
+    pub crl: Option<Bytes>,
 }
 
 /// What a caller is entitled to in one snapshot.
@@ -68,7 +70,7 @@ impl Snapshot {
                 .iter()
                 .map(|(e, s)| s.message(e, &self.bundle))
                 .collect(),
-            crl: Vec::new(),
+            crl: self.crl.iter().cloned().collect(),
             federated_bundles: Default::default(),
         }
     }
@@ -76,7 +78,7 @@ impl Snapshot {
     /// The X509BundlesResponse: this trust domain's bundle.
     pub fn bundles_response(&self) -> X509BundlesResponse {
         X509BundlesResponse {
-            crl: Vec::new(),
+            crl: self.crl.iter().cloned().collect(),
             bundles: [(self.trust_domain_id.clone(), self.bundle.clone())]
                 .into_iter()
                 .collect(),

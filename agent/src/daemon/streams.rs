@@ -21,6 +21,9 @@ use super::workload_api::{X509BundlesResponse, X509svidResponse};
 /// The SVIDs a caller was last sent.
 type Set = Vec<(Arc<WorkloadEntry>, Arc<Svid>)>;
 
+/// The CRL a caller was last sent.
+type Crl = Option<Bytes>;
+
 /// One caller's subscription to the agent's snapshots.
 struct Follow {
     api: WorkloadApi,
@@ -67,7 +70,11 @@ impl Follow {
     }
 
     /// The next X509SVIDResponse that differs from `last`.
-    async fn next_x509(&mut self, last: &mut Set) -> Option<Result<X509svidResponse, Status>> {
+    async fn next_x509(
+        &mut self,
+        last: &mut Set,
+        last_crl: &mut Crl,
+    ) -> Option<Result<X509svidResponse, Status>> {
         loop {
             let snap = match self.next_snapshot().await? {
                 Ok(s) => s,
@@ -78,7 +85,7 @@ impl Follow {
                 Entitlement::Pending => continue,
                 Entitlement::None => return Some(Err(self.api.denied(&self.facts))),
             };
-            if same_svids(&set, last) {
+            if same_svids(&set, last) && snap.crl == *last_crl {
                 continue;
             }
             if !self.facts.still_same_process() {
@@ -88,14 +95,16 @@ impl Follow {
             }
             let msg = snap.x509_response(&set);
             *last = set;
+            last_crl.clone_from(&snap.crl);
             return Some(Ok(msg));
         }
     }
 
-    /// The next X509BundlesResponse with a bundle other than `last`.
+    /// The next X509BundlesResponse with a bundle (or CRL) other than `last`.
     async fn next_bundles(
         &mut self,
         last: &mut Bytes,
+        last_crl: &mut Crl,
     ) -> Option<Result<X509BundlesResponse, Status>> {
         loop {
             let snap = match self.next_snapshot().await? {
@@ -105,16 +114,17 @@ impl Follow {
             if !snap.any_match(&self.facts) {
                 return Some(Err(self.api.denied(&self.facts)));
             }
-            if snap.bundle == *last {
+            if snap.bundle == *last && snap.crl == *last_crl {
                 continue;
             }
             *last = snap.bundle.clone();
+            last_crl.clone_from(&snap.crl);
             return Some(Ok(snap.bundles_response()));
         }
     }
 }
 
-/// The FetchX509SVID stream: `first`, then every change of the caller's SVIDs.
+/// The FetchX509SVID stream: `first`, then every change of the caller's SVIDs or the CRL.
 pub fn x509(
     api: WorkloadApi,
     rx: watch::Receiver<Arc<Snapshot>>,
@@ -122,11 +132,12 @@ pub fn x509(
     first: X509svidResponse,
     sent: Set,
 ) -> BoxStream<X509svidResponse> {
-    let start = (Step::First(first, Follow { api, rx, facts }), sent);
+    let crl = first.crl.first().cloned();
+    let start = (Step::First(first, Follow { api, rx, facts }), (sent, crl));
     Box::pin(stream::unfold(start, |(step, mut last)| async move {
         match step {
             Step::First(m, f) => Some((Ok(m), (Step::Next(f), last))),
-            Step::Next(mut f) => match f.next_x509(&mut last).await? {
+            Step::Next(mut f) => match f.next_x509(&mut last.0, &mut last.1).await? {
                 Ok(m) => Some((Ok(m), (Step::Next(f), last))),
                 Err(s) => Some((Err(s), (Step::Done, last))),
             },
@@ -135,7 +146,7 @@ pub fn x509(
     }))
 }
 
-/// The FetchX509Bundles stream: `first`, then every change of the bundle.
+/// The FetchX509Bundles stream: `first`, then every change of the bundle or the CRL.
 pub fn bundles(
     api: WorkloadApi,
     rx: watch::Receiver<Arc<Snapshot>>,
@@ -143,11 +154,12 @@ pub fn bundles(
     first: X509BundlesResponse,
     sent: Bytes,
 ) -> BoxStream<X509BundlesResponse> {
-    let start = (Step::First(first, Follow { api, rx, facts }), sent);
+    let crl = first.crl.first().cloned();
+    let start = (Step::First(first, Follow { api, rx, facts }), (sent, crl));
     Box::pin(stream::unfold(start, |(step, mut last)| async move {
         match step {
             Step::First(m, f) => Some((Ok(m), (Step::Next(f), last))),
-            Step::Next(mut f) => match f.next_bundles(&mut last).await? {
+            Step::Next(mut f) => match f.next_bundles(&mut last.0, &mut last.1).await? {
                 Ok(m) => Some((Ok(m), (Step::Next(f), last))),
                 Err(s) => Some((Err(s), (Step::Done, last))),
             },

@@ -6,6 +6,7 @@
 
 mod alert;
 mod chain;
+mod crl;
 mod names;
 
 use serde::Serialize;
@@ -18,6 +19,8 @@ use crate::Error;
 pub use alert::{AlertLevel, AlertThresholds, alert_level, days_left};
 pub use chain::verify_chain;
 pub(crate) use chain::verify_signed_by;
+pub(crate) use crl::parse_crl;
+pub use crl::{check_crl, find_revoked, read_crl};
 pub(crate) use names::{
     general_name_to_string, key_algorithm_name, name_to_string, signature_algorithm,
 };

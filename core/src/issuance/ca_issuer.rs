@@ -129,6 +129,17 @@ impl CaIssuer {
         &self.inner.signer
     }
 
+    /// Runs `sign` with this CA's rcgen issuer on the blocking pool, for objects other
+    /// than certificates (CRLs); a signer failure comes back as the signer's own error.
+    pub(super) async fn with_rcgen_issuer<T: Send + 'static>(
+        &self,
+        sign: impl FnOnce(&rcgen::Issuer<'static, RcgenKey>) -> Result<T, rcgen::Error> + Send + 'static,
+        what: &'static str,
+    ) -> Result<T, Error> {
+        let inner = self.inner.clone();
+        blocking(move || sign(&inner.issuer).map_err(|e| map_rcgen_error(e, what))).await
+    }
+
     /// The window for a certificate valid for `validity`, capped at this CA's notAfter.
     fn window(&self, validity: Duration) -> Result<Window, Error> {
         let w = validity_window(

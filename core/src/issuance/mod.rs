@@ -7,6 +7,7 @@
 
 mod adapter;
 mod ca_issuer;
+mod crl;
 mod csr;
 mod names;
 mod postcheck;
@@ -27,6 +28,7 @@ use postcheck::{IssuerKey, check_csr, check_issued};
 use profile::{random_serial, validity_window};
 
 pub use ca_issuer::CaIssuer;
+pub use crl::{CrlContents, RevocationReason, RevokedCert, SignedCrl, serial_bytes};
 pub use names::parse_subject;
 pub use postcheck::verify_issued;
 

@@ -10,12 +10,15 @@
 //! STATE/issued/SERIAL.pem     every certificate keyward issued
 //! STATE/inventory.json        one record per issued certificate
 //! STATE/pending/*.json        operations started and not finished (reported on the next run)
+//! STATE/revocations.json      revoked certificates and the last CRL number
+//! STATE/crl.der, crl.pem      the CRL signed by the issuing CA
 //! ```
 //! Files are written before the manifest or inventory that names them, so a crash leaves
 //! at worst an unreferenced file, which [`StateDir::problems`] reports.
 
 mod inventory;
 mod pending;
+mod revocation;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -27,6 +30,7 @@ use crate::{Error, KeyUri};
 
 pub use inventory::{IssuedKind, IssuedRecord};
 pub use pending::{Pending, PendingRecord};
+pub use revocation::RevocationList;
 
 const MANIFEST: &str = "ca/ca.json";
 const ROOT_PEM: &str = "ca/root.pem";
@@ -375,6 +379,7 @@ impl StateDir {
             ));
         }
         out.extend(self.inventory_problems()?);
+        out.extend(self.revocation_problems());
         Ok(out)
     }
 }
