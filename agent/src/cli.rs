@@ -56,6 +56,50 @@ pub enum Command {
     },
     /// Fetch X.509 credentials from a running agent and write them to a directory.
     Fetch(FetchArgs),
+    /// Write the state directory and its software CA keys into one encrypted archive.
+    #[command(
+        long_about = "Write everything needed to rebuild the state directory into ONE archive \
+    encrypted under a passphrase (Argon2id + ChaCha20-Poly1305): CA certificates and manifest, \
+    inventory and issued certificates, pending records, every other file in the directory \
+    (audit logs, agent records), and the private keys of the software (file:) CA keys, even \
+    when they live outside the directory. HSM, KMS and Vault keys are recorded by URI only, \
+    never exported. The state is read under its lock; the archive is written with mode 0600 \
+    and never over an existing file."
+    )]
+    Backup(BackupArgs),
+    /// Rebuild a state directory (--state-dir) from a backup archive.
+    #[command(
+        long_about = "Rebuild the state directory given by --state-dir (which must not exist or \
+    be empty) from a backup archive. Everything is decrypted and checked before anything is \
+    written; the directory is built beside the target and renamed into place. Software CA keys \
+    that lived outside the state directory go back to their recorded path, so key URIs and agent \
+    configurations stay valid: an identical file already there is kept, a different one is never \
+    overwritten (restore refuses and writes nothing). Keys that lived inside the state directory \
+    come back inside it, with their URIs rewritten to the new path. HSM, KMS and Vault keys are \
+    not in the archive and must still exist in their backend."
+    )]
+    Restore(RestoreArgs),
+}
+
+/// `keyward backup`
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The archive to create (refused if it exists).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Read the passphrase from this file (first line) instead of asking twice on the terminal.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// `keyward restore`
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The archive written by `keyward backup`.
+    pub archive: PathBuf,
+    /// Read the passphrase from this file (first line) instead of asking on the terminal.
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 /// `keyward fetch`

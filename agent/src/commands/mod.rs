@@ -1,5 +1,6 @@
 //! One module per group of commands; `run` dispatches.
 
+mod backup;
 mod ca;
 #[cfg(feature = "pkcs11")]
 mod hsm;
@@ -24,7 +25,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     let backends = Backends::default();
     if !matches!(
         cli.command,
-        Command::Hsm(_) | Command::Key(_) | Command::Fetch(_)
+        Command::Hsm(_) | Command::Key(_) | Command::Fetch(_) | Command::Restore(_)
     ) {
         report_problems(&state);
     }
@@ -64,6 +65,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Up => up::up(&state, &backends).await,
         Command::Agent { config } => crate::daemon::run(&config).await,
         Command::Fetch(args) => crate::daemon::fetch::run(&args).await,
+        Command::Backup(args) => backup::backup(&state, &args),
+        Command::Restore(args) => backup::restore(&state, &args),
     }
 }
 
