@@ -7,6 +7,7 @@ mod ca;
 pub mod config;
 pub mod fetch;
 mod intermediate;
+mod jwt;
 pub mod logging;
 mod rotation;
 mod selectors;
@@ -56,6 +57,7 @@ pub struct Agent {
     rotation: tokio::task::JoinHandle<()>,
     audit: Audit,
     signals: Signals,
+    jwt: watch::Receiver<Arc<jwt::KeySet>>,
 }
 
 struct Signals {
@@ -98,6 +100,7 @@ impl Agent {
             audit.clone(),
         );
         rotation.initial().await;
+        let jwt = jwt::JwtKeys::start(&config.jwt, state.clone(), backends.clone()).await?;
         let socket = socket::bind(
             &config.agent.socket,
             config.agent.socket_mode,
@@ -120,6 +123,7 @@ impl Agent {
             rotation,
             audit,
             signals,
+            jwt,
         })
     }
 
@@ -134,10 +138,11 @@ impl Agent {
             rotation,
             audit,
             mut signals,
+            jwt,
         } = self;
         let path = socket.path.clone();
         let ident = socket.ident();
-        let api = server::WorkloadApi::new(state, audit);
+        let api = server::WorkloadApi::new(state, audit).with_jwt(jwt);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let mut server = tokio::spawn(
             tonic::transport::Server::builder()
