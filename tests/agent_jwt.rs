@@ -283,3 +283,57 @@ async fn rotation_publishes_the_next_key_ahead_and_keeps_the_old_one_until_its_t
     assert!(!kids(&gone).is_empty());
     agent.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_keys_get_suffixed_names_and_a_restart_keeps_publishing_them() {
+    let mut agent = Agent::new("");
+    let keys = agent.dir.path().join("keys");
+    agent.write_config(&entries(&format!(
+        "[jwt]\nkey = \"file:{}/jwt.pem\"\nttl = \"1m\"\nkey_ttl = \"3s\"\nkey_overlap = \"1s\"\n",
+        keys.display()
+    )));
+    agent.start();
+    let first = jwt::fetch(&agent.socket, &["web"], "").await.unwrap().svids[0]
+        .svid
+        .clone();
+    let first_kid = jwt::part(&first, 0)["kid"].clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let second = loop {
+        let t = jwt::fetch(&agent.socket, &["web"], "").await.unwrap().svids[0]
+            .svid
+            .clone();
+        if jwt::part(&t, 0)["kid"] != first_kid {
+            break t;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no rotation");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // The first key is the configured file; later ones are jwt-<unix time>.pem.
+    let mut names: Vec<String> = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("jwt"))
+        .collect();
+    names.sort();
+    assert!(names.contains(&"jwt.pem".to_string()), "{names:?}");
+    let suffixed = names.iter().filter(|n| {
+        n.strip_prefix("jwt-")
+            .and_then(|r| r.strip_suffix(".pem"))
+            .is_some_and(|t| t.len() >= 10 && t.bytes().all(|b| b.is_ascii_digit()))
+    });
+    assert!(suffixed.count() >= 1, "{names:?}");
+    let record = std::fs::read_to_string(agent.state.join("agent/jwt-keys.json")).unwrap();
+    assert!(!record.contains("jwt.pem") && !record.contains("file:"), "{record}");
+    agent.stop();
+    // After a restart both tokens still validate: every published key was reopened.
+    agent.start();
+    let jwks = jwt::jwks(&agent.socket).await;
+    for t in [&first, &second] {
+        let kid = jwt::part(t, 0)["kid"].as_str().unwrap().to_string();
+        assert!(jwt::kids(&jwks).contains(&kid), "{kid} republished");
+        jwt::validate(&agent.socket, "web", t)
+            .await
+            .unwrap_or_else(|e| panic!("a token from before the restart: {e:?}"));
+    }
+    agent.stop();
+}
