@@ -9,7 +9,7 @@ mod jwt_common;
 use std::time::Duration;
 
 use agent_common::*;
-use common::{required_env, softhsm_token};
+use common::{required_env, softhsm_token, unique};
 use jwt_common as jwt;
 use serde_json::json;
 use spiffe::{JwtSvid, SpiffeId, TrustDomain, WorkloadApiClient};
@@ -217,6 +217,34 @@ where
         .expect("a JWKS")
 }
 
+/// Starts an agent whose JWT key is `key` with `algorithm` (created by the agent) and
+/// checks a token offline and through ValidateJWTSVID.
+async fn jwt_key_in_backend(key: &str, algorithm: &str) {
+    let mut agent = Agent::new("");
+    agent.write_config(&entries(&format!(
+        "[jwt]\nkey = \"{key}\"\nalgorithm = \"{algorithm}\"\n"
+    )));
+    agent.start();
+    let token = fetch_and_validate_offline(&agent).await;
+    assert_eq!(jwt::part(&token, 0)["alg"], algorithm);
+    jwt::validate(&agent.socket, "web", &token)
+        .await
+        .unwrap_or_else(|e| panic!("{key}: {e:?}"));
+    agent.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwt_key_in_kms_signs_tokens() {
+    required_env("KEYWARD_TEST_KMS_ENDPOINT");
+    jwt_key_in_backend(&format!("awskms:alias/{}", unique("kw-jwt")), "ES256").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwt_key_in_transit_signs_tokens() {
+    required_env("KEYWARD_TEST_VAULT_ADDR");
+    jwt_key_in_backend(&format!("transit:{}", unique("kw-jwt")), "RS256").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_publishes_the_next_key_ahead_and_keeps_the_old_one_until_its_tokens_expire() {
     let mut agent = Agent::new(&entries(
@@ -323,7 +351,10 @@ async fn rotated_keys_get_suffixed_names_and_a_restart_keeps_publishing_them() {
     });
     assert!(suffixed.count() >= 1, "{names:?}");
     let record = std::fs::read_to_string(agent.state.join("agent/jwt-keys.json")).unwrap();
-    assert!(!record.contains("jwt.pem") && !record.contains("file:"), "{record}");
+    assert!(
+        !record.contains("jwt.pem") && !record.contains("file:"),
+        "{record}"
+    );
     agent.stop();
     // After a restart both tokens still validate: every published key was reopened.
     agent.start();
