@@ -141,19 +141,23 @@ impl JwtKeys {
                 _ = tokio::time::sleep(wait) => {}
                 _ = tx.closed() => return,
             }
-            match self.settle(now_ms(), true).await {
-                Ok(false) => self.failures = 0,
-                Ok(true) => {
+            let changed = match self.settle(now_ms(), true).await {
+                Ok(changed) => {
                     self.failures = 0;
-                    if let Err(e) = self.write_record() {
-                        tracing::error!(error = %keyward_core::chain_line(&e), "cannot record the JWT signing keys; a restart may not find the current one");
-                    }
-                    tx.send_replace(self.key_set());
+                    changed
                 }
                 Err(e) => {
                     self.failures += 1;
                     tracing::error!(error = %keyward_core::chain_line(&e), "cannot prepare the next JWT signing key; the current one keeps signing and this is retried");
+                    // Expired keys may have been dropped before the failure.
+                    true
                 }
+            };
+            if changed {
+                if let Err(e) = self.write_record() {
+                    tracing::error!(error = %keyward_core::chain_line(&e), "cannot record the JWT signing keys; a restart may not find the current one");
+                }
+                tx.send_replace(self.key_set());
             }
         }
     }
