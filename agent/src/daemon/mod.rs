@@ -8,6 +8,7 @@ pub mod config;
 mod crl;
 pub mod fetch;
 mod intermediate;
+mod jwt;
 pub mod logging;
 mod rotation;
 mod selectors;
@@ -57,6 +58,7 @@ pub struct Agent {
     rotation: tokio::task::JoinHandle<()>,
     audit: Audit,
     signals: Signals,
+    jwt: watch::Receiver<Arc<jwt::KeySet>>,
 }
 
 struct Signals {
@@ -100,6 +102,7 @@ impl Agent {
         )
         .with_crl(crl::CrlWatch::new(state.clone()));
         rotation.initial().await;
+        let jwt = jwt::JwtKeys::start(&config.jwt, state.clone(), backends.clone()).await?;
         let socket = socket::bind(
             &config.agent.socket,
             config.agent.socket_mode,
@@ -122,6 +125,7 @@ impl Agent {
             rotation,
             audit,
             signals,
+            jwt,
         })
     }
 
@@ -136,10 +140,11 @@ impl Agent {
             rotation,
             audit,
             mut signals,
+            jwt,
         } = self;
         let path = socket.path.clone();
         let ident = socket.ident();
-        let api = server::WorkloadApi::new(state, audit);
+        let api = server::WorkloadApi::new(state, audit).with_jwt(jwt);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let mut server = tokio::spawn(
             tonic::transport::Server::builder()

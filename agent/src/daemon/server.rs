@@ -1,4 +1,5 @@
-//! The Workload API service: `FetchX509SVID` and `FetchX509Bundles` server streams.
+//! The Workload API service: `FetchX509SVID` and `FetchX509Bundles` server streams,
+//! and the JWT-SVID calls (answered in `jwt::service`).
 //!
 //! Every call must carry `workload.spiffe.io: true` (else `InvalidArgument`); the caller
 //! is attested from the connection's SO_PEERCRED and /proc; a caller no entry matches
@@ -16,11 +17,14 @@ use tonic::{Request, Response, Status};
 
 use super::attest::{self, DigestCache, Facts};
 use super::audit::Audit;
+use super::jwt::{self, KeySet};
 use super::snapshot::{Entitlement, Snapshot};
 use super::streams::{self, refresh};
 use super::workload_api::spiffe_workload_api_server::SpiffeWorkloadApi;
 use super::workload_api::{
-    X509BundlesRequest, X509BundlesResponse, X509svidRequest, X509svidResponse,
+    JwtBundlesRequest, JwtBundlesResponse, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
+    ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest,
+    X509svidResponse,
 };
 
 /// How long a call waits for a matching entry's first SVID before `Unavailable`.
@@ -32,6 +36,7 @@ pub struct WorkloadApi {
     state: watch::Receiver<Arc<Snapshot>>,
     digests: DigestCache,
     audit: Audit,
+    jwt: Option<watch::Receiver<Arc<KeySet>>>,
 }
 
 impl WorkloadApi {
@@ -41,7 +46,31 @@ impl WorkloadApi {
             state,
             digests: DigestCache::default(),
             audit,
+            jwt: None,
         }
+    }
+
+    /// The same service signing JWT-SVIDs with the keys published on `keys`.
+    pub fn with_jwt(mut self, keys: watch::Receiver<Arc<KeySet>>) -> Self {
+        self.jwt = Some(keys);
+        self
+    }
+
+    /// The JWT signing keys (`Unavailable` when the service has none).
+    pub fn jwt_keys(&self) -> Result<watch::Receiver<Arc<KeySet>>, Status> {
+        self.jwt
+            .clone()
+            .ok_or_else(|| Status::unavailable("JWT-SVIDs are not served by this agent"))
+    }
+
+    /// The agent's published snapshots.
+    pub fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.state.clone()
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
     }
 
     /// The executable digest cache shared by every call.
@@ -50,7 +79,7 @@ impl WorkloadApi {
     }
 
     /// Checks the security header and attests the caller.
-    async fn caller<T>(&self, req: &Request<T>, snap: &Snapshot) -> Result<Facts, Status> {
+    pub async fn caller<T>(&self, req: &Request<T>, snap: &Snapshot) -> Result<Facts, Status> {
         let header = req
             .metadata()
             .get("workload.spiffe.io")
@@ -100,6 +129,27 @@ impl WorkloadApi {
 
 #[tonic::async_trait]
 impl SpiffeWorkloadApi for WorkloadApi {
+    async fn fetch_jwtsvid(
+        &self,
+        req: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
+        jwt::service::fetch_jwt_svid(self, req).await
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        req: Request<JwtBundlesRequest>,
+    ) -> Result<Response<BoxStream<JwtBundlesResponse>>, Status> {
+        jwt::service::fetch_jwt_bundles(self, req).await
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        req: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        jwt::service::validate_jwt_svid(self, req).await
+    }
+
     async fn fetch_x509svid(
         &self,
         req: Request<X509svidRequest>,

@@ -34,6 +34,8 @@ pub struct Config {
     pub ca: CaSettings,
     /// `[audit] path`: a JSON-lines record of every SVID issued and every caller refused.
     pub audit: Option<PathBuf>,
+    /// `[jwt]`: how JWT-SVIDs are signed (defaults when the section is absent).
+    pub jwt: JwtSettings,
     /// `[metrics] listen` (accepted; the metrics endpoint is not served yet).
     pub metrics_listen: Option<String>,
     /// `[[workload]]` entries, in file order.
@@ -96,6 +98,25 @@ pub struct IntermediateSettings {
     /// The next intermediate takes over this long before the current one expires; the
     /// old one stays valid (and in SVID chains not yet renewed) during that overlap.
     pub rotate_before: Duration,
+}
+
+/// `[jwt]`: the JWT-SVID signing key and its rotation.
+///
+/// Generation rule for a key in a backend: the configured URI names the first key; each
+/// later generation appends `-<unix time it starts signing>` to the key's name (file
+/// stem, PKCS#11 `object=` label, KMS alias, Transit key name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtSettings {
+    /// The first signing key, in any backend; `None` keeps keys in memory only.
+    pub key: Option<KeyUri>,
+    /// The algorithm of keys the agent generates (ES256, ES384, RS256 or EdDSA).
+    pub algorithm: Algorithm,
+    /// The lifetime of each JWT-SVID.
+    pub ttl: Duration,
+    /// How long each signing key signs before the next one takes over.
+    pub key_ttl: Duration,
+    /// How long before it signs the next key is already published in the JWKS.
+    pub key_overlap: Duration,
 }
 
 /// One `[[workload]]` entry: an identity and who may receive it.
@@ -163,6 +184,9 @@ impl Config {
         }
         if self.audit != new.audit {
             out.push("[audit]");
+        }
+        if self.jwt != new.jwt {
+            out.push("[jwt]");
         }
         out
     }

@@ -15,6 +15,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) audit: Option<RawAudit>,
     #[serde(default)]
+    pub(super) jwt: Option<Spanned<RawJwt>>,
+    #[serde(default)]
     pub(super) workload: Vec<Spanned<RawWorkload>>,
 }
 
@@ -91,6 +93,22 @@ pub(super) struct RawMetrics {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAudit {
     pub(super) path: Spanned<String>,
+}
+
+/// `[jwt]`: JWT-SVID signing; every key is optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJwt {
+    #[serde(default)]
+    pub(super) key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) algorithm: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) key_ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) key_overlap: Option<Spanned<String>>,
 }
 
 /// One `[[workload]]` entry.

@@ -20,6 +20,8 @@ use super::{
 use crate::daemon::selectors::Selectors;
 use crate::duration::parse_duration;
 
+mod jwt;
+
 /// The longest socket path the kernel accepts (`sun_path` is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -80,11 +82,13 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<Config, Error> {
         workloads.push(Arc::new(workload(&src, w, &agent.trust_domain)?));
     }
     let audit = raw.audit.as_ref().map(|a| src.path(&a.path)).transpose()?;
+    let jwt = jwt::settings(&src, raw.jwt.as_ref())?;
     Ok(Config {
         source: name.to_string(),
         agent,
         ca,
         audit,
+        jwt,
         metrics_listen: raw.metrics.map(|m| m.listen.into_inner()),
         workloads,
     })
