@@ -1,6 +1,8 @@
 //! One module per group of commands; `run` dispatches.
 
+mod audit;
 mod ca;
+mod export;
 #[cfg(feature = "pkcs11")]
 mod hsm;
 mod inspect;
@@ -15,7 +17,7 @@ use keyward_core::store::StateDir;
 use keyward_core::{Error, KeyUri};
 
 use crate::backends::Backends;
-use crate::cli::{CaCommand, Cli, Command, KeyCommand};
+use crate::cli::{AuditCommand, CaCommand, Cli, Command, KeyCommand};
 
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> Result<(), Error> {
@@ -23,13 +25,13 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     let backends = Backends::default();
     if !matches!(
         cli.command,
-        Command::Hsm(_) | Command::Key(_) | Command::Fetch(_)
+        Command::Hsm(_) | Command::Key(_) | Command::Fetch(_) | Command::Audit(_)
     ) {
         report_problems(&state);
     }
     match cli.command {
         Command::Key(KeyCommand::Generate { key, algorithm }) => {
-            key::generate(&backends, &key, &algorithm).await
+            key::generate(&state, &backends, &key, &algorithm).await
         }
         Command::Key(KeyCommand::Show { key, json }) => key::show(&backends, &key, json).await,
         Command::Ca(CaCommand::Init {
@@ -61,6 +63,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Up => up::up(&state, &backends).await,
         Command::Agent { config } => crate::daemon::run(&config).await,
         Command::Fetch(args) => crate::daemon::fetch::run(&args).await,
+        Command::Audit(AuditCommand::Verify { files }) => audit::verify(&files),
+        Command::Export(args) => export::export(&state, &args),
     }
 }
 

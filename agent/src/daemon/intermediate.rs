@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use keyward_core::audit::Event;
 use keyward_core::check::{ders_to_pem, pem_to_ders, summarize};
 use keyward_core::fsutil::{self, Replace};
 use keyward_core::issuance::CaIssuer;
@@ -20,6 +21,7 @@ use keyward_core::{Error, KeyUri};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::audit::Audit;
 use super::ca::CaView;
 use super::config::IntermediateSettings;
 use crate::backends::Backends;
@@ -33,6 +35,7 @@ pub struct Intermediates {
     roots: Vec<Vec<u8>>,
     generations: Vec<Generation>,
     active: Option<CaView>,
+    audit: Audit,
 }
 
 impl std::fmt::Debug for Intermediates {
@@ -78,6 +81,7 @@ impl Intermediates {
         root: CaIssuer,
         roots: Vec<Vec<u8>>,
         backends: Arc<Backends>,
+        audit: Audit,
     ) -> Result<Self, Error> {
         let mut me = Intermediates {
             settings,
@@ -87,6 +91,7 @@ impl Intermediates {
             roots,
             generations: Vec::new(),
             active: None,
+            audit,
         };
         let now = OffsetDateTime::now_utc();
         for rec in me.read()? {
@@ -144,7 +149,15 @@ impl Intermediates {
         let backend = self.backends.for_uri(&uri).await?;
         let signer = if self.settings.key_template.contains("{n}") {
             match backend.generate(&uri, self.settings.algorithm).await {
-                Ok(s) => s,
+                Ok(s) => {
+                    let fingerprint = keyward_core::store::sha256_hex(s.public_key_spki_der());
+                    self.audit.record(Event::key_generated(
+                        s.uri(),
+                        self.settings.algorithm,
+                        &fingerprint,
+                    ));
+                    s
+                }
                 Err(Error::AlreadyExists(_)) => backend.open(&uri).await?,
                 Err(e) => return Err(e),
             }
@@ -174,6 +187,11 @@ impl Intermediates {
         self.generations.retain(|g| g.not_after > now);
         self.write()?;
         self.pick_active();
+        self.audit.record(
+            Event::issued("intermediate_rotated", &cert.der, self.root.signer().uri())
+                .key("key", &uri)
+                .with("generation", n),
+        );
         tracing::info!(generation = n, serial = %cert.serial_hex, not_after = %cert.not_after, "activated a new intermediate CA");
         Ok(())
     }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_core::Error;
+use keyward_core::audit::Event;
 use rand::Rng;
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -153,7 +153,6 @@ impl Rotation {
                 self.view = self.ca.view();
                 self.ca_failures = 0;
                 self.schedule_ca();
-                self.audit.record("intermediate_rotated", || json!({}));
             }
             Err(e) => {
                 self.ca_failures += 1;
@@ -213,6 +212,7 @@ impl Rotation {
 
     fn settle(&mut self, i: usize, result: Result<Arc<Svid>, Error>) {
         let fraction = self.renew_fraction;
+        let signing_key = self.view.issuer.signer().uri().clone();
         let slot = &mut self.slots[i];
         match result {
             Ok(svid) => {
@@ -221,9 +221,14 @@ impl Rotation {
                 slot.due = Instant::now() + lifetime.mul_f64(fraction * (1.0 - jitter));
                 slot.failures = 0;
                 tracing::info!(spiffe_id = %slot.entry.spiffe_id, serial = %svid.serial_hex, not_after = %svid.not_after, "issued workload SVID");
+                let event = if slot.svid.is_some() {
+                    "svid_renewed"
+                } else {
+                    "svid_issued"
+                };
                 self.audit.record(
-                    "svid_issued",
-                    || json!({"spiffe_id": slot.entry.spiffe_id, "serial": svid.serial_hex, "not_after": svid.not_after.unix_timestamp()}),
+                    Event::issued(event, &svid.leaf, &signing_key)
+                        .with("spiffe_id", &slot.entry.spiffe_id),
                 );
                 slot.svid = Some(svid);
             }
