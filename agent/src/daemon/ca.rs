@@ -49,7 +49,7 @@ pub enum AgentCa {
     /// The state directory's issuing CA (root or intermediate), used as it is.
     Fixed(CaView),
     /// Intermediates the agent issues under its root and rotates.
-    Rotating(Intermediates),
+    Rotating(Box<Intermediates>),
 }
 
 impl AgentCa {
@@ -121,7 +121,7 @@ pub async fn load(
                 audit.clone(),
             )
             .await?;
-            Ok(AgentCa::Rotating(i))
+            Ok(AgentCa::Rotating(Box::new(i)))
         }
     }
 }

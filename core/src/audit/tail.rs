@@ -39,7 +39,7 @@ fn parse(buf: &[u8], start: u64) -> Option<Tail> {
     let at_file_start = start == 0;
     let Some(nl) = buf.iter().rposition(|&b| b == b'\n') else {
         // No newline in the window: all torn if this is the whole file.
-        return at_file_start.then(|| Tail {
+        return at_file_start.then_some(Tail {
             last_line: None,
             complete_len: 0,
             torn: buf.len() as u64,

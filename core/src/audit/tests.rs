@@ -77,7 +77,7 @@ fn an_edit_with_a_recomputed_hash_is_named_at_the_edited_line() {
     assert_eq!(f.line, 2, "{f}");
     assert!(f.what.contains("changed after it was written"), "{f}");
     // The last line edited the same way: only the head file can tell.
-    let mut l = lines(&log_with(&d.path().join("b"), 3).path().to_path_buf());
+    let mut l = lines(log_with(&d.path().join("b"), 3).path());
     let p = d.path().join("b/audit.jsonl");
     let r: Record = serde_json::from_str(&l[2]).unwrap();
     l[2] = Record::encode(r.seq, &r.time, "forged", &r.fields, &r.prev);
