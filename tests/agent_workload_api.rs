@@ -177,14 +177,12 @@ async fn a_caller_with_no_entry_gets_permission_denied_and_no_key_material() {
     assert!(
         events
             .iter()
-            .any(|e| e["event"] == "caller_refused" && e["uid"] == NOBODY),
+            .any(|e| e["event"] == "denied" && e["fields"]["caller"]["uid"] == NOBODY),
         "{log}"
     );
     assert!(
-        events
-            .iter()
-            .any(|e| e["event"] == "svid_issued"
-                && e["spiffe_id"] == "spiffe://example.org/root-only"),
+        events.iter().any(|e| e["event"] == "svid_issued"
+            && e["fields"]["spiffe_id"] == "spiffe://example.org/root-only"),
         "{log}"
     );
     assert!(

@@ -79,6 +79,11 @@ pub enum Command {
     not in the archive and must still exist in their backend."
     )]
     Restore(RestoreArgs),
+    /// Check the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Print issued credentials for another system (a Kubernetes TLS Secret).
+    Export(ExportArgs),
 }
 
 /// `keyward backup`
@@ -100,6 +105,35 @@ pub struct RestoreArgs {
     /// Read the passphrase from this file (first line) instead of asking on the terminal.
     #[arg(long)]
     pub passphrase_file: Option<PathBuf>,
+}
+
+/// `keyward audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the hash chain of audit log files, given oldest first
+    /// (e.g. audit.jsonl.2 audit.jsonl.1 audit.jsonl); names the first bad line.
+    Verify {
+        /// The log files, oldest first.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `keyward export`
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The name given to `keyward issue --name` (its most recent certificate is exported).
+    #[arg(long)]
+    pub name: String,
+    /// Output format: k8s-secret (a kubernetes.io/tls Secret, YAML).
+    #[arg(long)]
+    pub format: String,
+    /// The Secret's namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// The Secret's name (default: NAME made DNS-1123 compliant).
+    #[arg(long)]
+    pub secret_name: Option<String>,
 }
 
 /// `keyward fetch`

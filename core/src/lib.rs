@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 mod algorithm;
+pub mod audit;
 pub mod backup;
 pub mod check;
 mod error;

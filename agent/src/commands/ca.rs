@@ -1,10 +1,11 @@
 //! `keyward ca init` and `keyward ca intermediate`.
 
 use keyward_core::Error;
+use keyward_core::audit::Event;
 use keyward_core::issuance::{self, CaIssuer};
 use keyward_core::store::StateDir;
 
-use super::{parse_uri, rfc3339};
+use super::{audit, parse_uri, rfc3339};
 use crate::backends::Backends;
 use crate::duration::parse_duration;
 
@@ -23,6 +24,7 @@ pub async fn init(
     if state.exists() && state.ca()?.is_some() {
         return Err(existing_ca(state));
     }
+    audit::check(state)?;
     let signer = backends.open(&uri).await.map_err(|e| key_hint(e, key))?;
     let root = issuance::self_signed_root(signer.clone(), subject, validity).await?;
 
@@ -33,6 +35,10 @@ pub async fn init(
     let pending = state.begin(&lock, "ca init", &format!("root with key {}", signer.uri()))?;
     state.install_root(&lock, std::slice::from_ref(&root.der), Some(signer.uri()))?;
     pending.done()?;
+    audit::record(
+        state,
+        Event::issued("ca_root_created", &root.der, signer.uri()),
+    )?;
     println!(
         "root CA '{}' created in {}",
         root.subject,
@@ -69,6 +75,7 @@ pub async fn intermediate(
     let root_key = ca.root_key.clone().ok_or_else(|| {
         Error::State("the root is held upstream; use --upstream to sign a new intermediate".into())
     })?;
+    audit::check(state)?;
     let root_signer = backends.open(&root_key).await?;
     let root = CaIssuer::new(ca.roots[0].clone(), Vec::new(), root_signer)?;
     let signer = backends.open(&uri).await.map_err(|e| key_hint(e, key))?;
@@ -84,6 +91,10 @@ pub async fn intermediate(
     )?;
     state.install_intermediate(&lock, &cert.der, signer.uri())?;
     pending.done()?;
+    audit::record(
+        state,
+        Event::issued("ca_intermediate_created", &cert.der, &root_key).key("key", signer.uri()),
+    )?;
     println!(
         "intermediate CA '{}' created in {}",
         cert.subject,

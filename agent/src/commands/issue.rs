@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use keyward_core::audit::Event;
 use keyward_core::check::{ders_to_pem, summarize};
 use keyward_core::fsutil::{self, Replace};
 use keyward_core::issuance::{CaIssuer, IssuedCertificate, ServiceProfile};
@@ -10,7 +11,7 @@ use keyward_core::{Algorithm, Error, KeyUri};
 use keyward_software::SoftwareKey;
 use zeroize::Zeroizing;
 
-use super::{read_input, rfc3339};
+use super::{audit, read_input, rfc3339};
 use crate::backends::Backends;
 use crate::cli::{IssueArgs, SignCsrArgs};
 use crate::duration::parse_duration;
@@ -48,6 +49,7 @@ pub async fn issue(
         )));
     }
     let ca = issuing_ca(state, backends).await?;
+    audit::check(state)?;
     let (leaf_key, pkcs8) = SoftwareKey::generate(alg, KeyUri::file(&key_path)?)?;
     let cert = ca
         .issue_service(
@@ -72,6 +74,10 @@ pub async fn issue(
     )?;
     state.record_issued(&lock, rec, &cert.pem())?;
     pending.done()?;
+    audit::record(
+        state,
+        issued_event(&ca, &cert, IssuedKind::Service, &args.name, &out),
+    )?;
     println!(
         "issued '{}' (serial {}), valid until {}",
         cert.subject,
@@ -164,6 +170,20 @@ fn record(
     })
 }
 
+/// The audit record of an issuance from the CLI.
+fn issued_event(
+    ca: &CaIssuer,
+    cert: &IssuedCertificate,
+    kind: IssuedKind,
+    name: &str,
+    out: &Path,
+) -> Event {
+    Event::issued("certificate_issued", &cert.der, ca.signer().uri())
+        .with("kind", kind)
+        .with("name", name)
+        .with("out", out.display().to_string())
+}
+
 /// Signs a CSR and writes the certificate followed by the intermediates.
 pub async fn sign_csr(
     state: &StateDir,
@@ -173,6 +193,7 @@ pub async fn sign_csr(
     let validity = parse_duration(&args.validity)?;
     let csr = read_input(&args.csr)?;
     let ca = issuing_ca(state, backends).await?;
+    audit::check(state)?;
     let cert = ca.sign_csr(&csr, validity).await?;
     let (chain, _) = chain_and_bundle(&ca, &cert);
 
@@ -198,6 +219,10 @@ pub async fn sign_csr(
         &cert.pem(),
     )?;
     pending.done()?;
+    audit::record(
+        state,
+        issued_event(&ca, &cert, IssuedKind::Csr, &name, &args.out),
+    )?;
     println!(
         "signed '{}' (serial {}), valid until {}",
         cert.subject,

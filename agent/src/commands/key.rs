@@ -1,20 +1,28 @@
 //! `keyward key generate` and `keyward key show`.
 
+use keyward_core::audit::Event;
+use keyward_core::store::StateDir;
 use keyward_core::{Algorithm, Error};
 
-use super::parse_uri;
+use super::{audit, parse_uri};
 use crate::backends::Backends;
 
-/// Creates a key in the backend the URI names.
-pub async fn generate(backends: &Backends, key: &str, algorithm: &str) -> Result<(), Error> {
+/// Creates a key in the backend the URI names, and records it in the state
+/// directory's audit log (creating the directory for the log if needed).
+pub async fn generate(
+    state: &StateDir,
+    backends: &Backends,
+    key: &str,
+    algorithm: &str,
+) -> Result<(), Error> {
     let uri = parse_uri(key)?;
     let alg: Algorithm = algorithm.parse()?;
+    audit::check(state)?;
     let signer = backends.for_uri(&uri).await?.generate(&uri, alg).await?;
+    let fingerprint = keyward_core::store::sha256_hex(signer.public_key_spki_der());
+    audit::record(state, Event::key_generated(signer.uri(), alg, &fingerprint))?;
     println!("generated {alg} key {}", signer.uri());
-    println!(
-        "public key sha256: {}",
-        keyward_core::store::sha256_hex(signer.public_key_spki_der())
-    );
+    println!("public key sha256: {fingerprint}");
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! One module per group of commands; `run` dispatches.
 
+mod audit;
 mod backup;
 mod ca;
+mod export;
 #[cfg(feature = "pkcs11")]
 mod hsm;
 mod inspect;
@@ -17,7 +19,7 @@ use keyward_core::store::StateDir;
 use keyward_core::{Error, KeyUri};
 
 use crate::backends::Backends;
-use crate::cli::{CaCommand, Cli, Command, KeyCommand};
+use crate::cli::{AuditCommand, CaCommand, Cli, Command, KeyCommand};
 
 /// Runs one command to completion.
 pub async fn run(cli: Cli) -> Result<(), Error> {
@@ -25,13 +27,17 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
     let backends = Backends::default();
     if !matches!(
         cli.command,
-        Command::Hsm(_) | Command::Key(_) | Command::Fetch(_) | Command::Restore(_)
+        Command::Hsm(_)
+            | Command::Key(_)
+            | Command::Fetch(_)
+            | Command::Restore(_)
+            | Command::Audit(_)
     ) {
         report_problems(&state);
     }
     match cli.command {
         Command::Key(KeyCommand::Generate { key, algorithm }) => {
-            key::generate(&backends, &key, &algorithm).await
+            key::generate(&state, &backends, &key, &algorithm).await
         }
         Command::Key(KeyCommand::Show { key, json }) => key::show(&backends, &key, json).await,
         Command::Ca(CaCommand::Init {
@@ -67,6 +73,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Fetch(args) => crate::daemon::fetch::run(&args).await,
         Command::Backup(args) => backup::backup(&state, &args),
         Command::Restore(args) => backup::restore(&state, &args),
+        Command::Audit(AuditCommand::Verify { files }) => audit::verify(&files),
+        Command::Export(args) => export::export(&state, &args),
     }
 }
 

@@ -6,13 +6,14 @@
 use std::time::Duration;
 
 use keyward_core::Error;
+use keyward_core::audit::{Caller, Event};
 use keyward_core::check::summarize;
 use keyward_core::issuance::{CaIssuer, CrlContents, RevocationReason, RevokedCert, SignedCrl};
 use keyward_core::store::{IssuedRecord, RevocationList, StateDir};
 use time::OffsetDateTime;
 
 use super::issue::issuing_ca;
-use super::rfc3339;
+use super::{audit, rfc3339};
 use crate::backends::Backends;
 use crate::cli::{CrlArgs, RevokeArgs};
 use crate::duration::parse_duration;
@@ -36,6 +37,7 @@ pub async fn revoke(state: &StateDir, backends: &Backends, args: &RevokeArgs) ->
         )));
     }
     let issuer = issuing_ca(state, backends).await?;
+    audit::check(state)?;
 
     let lock = state.lock()?;
     let mut list = state.revocations()?;
@@ -52,6 +54,15 @@ pub async fn revoke(state: &StateDir, backends: &Backends, args: &RevokeArgs) ->
     let pending = state.begin(&lock, "revoke", &format!("serial {}", entry.serial_hex))?;
     state.save_revocations(&lock, &list, &crl)?;
     pending.done()?;
+    audit::record(
+        state,
+        Event::revoked(
+            &entry.serial_hex,
+            &reason.to_string(),
+            &Caller::this_process(),
+        )
+        .with("crl_number", list.crl_number),
+    )?;
     println!(
         "revoked {} ('{}'), reason {reason}, at {}",
         entry.serial_hex,
@@ -67,12 +78,17 @@ pub async fn crl(state: &StateDir, backends: &Backends, args: &CrlArgs) -> Resul
     let validity = parse_duration(&args.next_update)?;
     state.require_ca()?;
     let issuer = issuing_ca(state, backends).await?;
+    audit::check(state)?;
     let lock = state.lock()?;
     let mut list = state.revocations()?;
     let (crl, next_update) = sign_next(&issuer, &mut list, validity).await?;
     let pending = state.begin(&lock, "crl", &format!("CRL number {}", list.crl_number))?;
     state.save_revocations(&lock, &list, &crl)?;
     pending.done()?;
+    audit::record(
+        state,
+        Event::new("crl_signed").with("crl_number", list.crl_number),
+    )?;
     print_crl(state, &list, next_update);
     Ok(())
 }

@@ -30,7 +30,18 @@ pub async fn up(state: &StateDir, backends: &Backends) -> Result<(), Error> {
             let key = KeyUri::file(root.join("keys/ca.pem"))?;
             let backend = backends.for_uri(&key).await?;
             match backend.generate(&key, Algorithm::EcdsaP256Sha256).await {
-                Ok(_) | Err(Error::AlreadyExists(_)) => {}
+                Ok(signer) => {
+                    let fingerprint = keyward_core::store::sha256_hex(signer.public_key_spki_der());
+                    super::audit::record(
+                        &state,
+                        keyward_core::audit::Event::key_generated(
+                            &key,
+                            Algorithm::EcdsaP256Sha256,
+                            &fingerprint,
+                        ),
+                    )?;
+                }
+                Err(Error::AlreadyExists(_)) => {}
                 Err(e) => return Err(e),
             }
             println!("creating a software CA in {} (key {key})", root.display());

@@ -68,6 +68,12 @@ async fn vault_pki(
     )?;
     state.install_upstream(&lock, &inter_der, &signed.chain_der, signer.uri())?;
     pending.done()?;
+    super::audit::record(
+        state,
+        keyward_core::audit::Event::issued("ca_intermediate_created", &inter_der, signer.uri())
+            .key("key", signer.uri())
+            .with("upstream", upstream),
+    )?;
     println!(
         "intermediate CA '{}' signed by {upstream}, stored in {}",
         summary.subject,

@@ -1,61 +1,41 @@
-//! `[audit] path`: one JSON object per line for every SVID issued and every caller
-//! served or refused. Never holds key material.
-
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+//! The agent's side of the audit log (`[audit]`, by default STATE/audit.jsonl, shared
+//! with the CLI commands): SVIDs issued and renewed, callers served and refused,
+//! intermediates rotated, configuration reloads. Never holds key material.
 
 use keyward_core::Error;
-use serde_json::{Value, json};
+use keyward_core::audit::{AuditLog, Event};
 
-/// The audit log; a no-op when not configured. Cheap to clone.
+use super::config::AuditSettings;
+
+/// The audit log; a no-op for [`Audit::default`] (unit tests). Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Audit {
-    file: Option<Arc<Mutex<File>>>,
+    log: Option<AuditLog>,
 }
 
 impl Audit {
-    /// Opens (appending, mode 0600) the log at `path`, or a no-op log for `None`.
-    pub fn open(path: Option<&Path>) -> Result<Self, Error> {
-        let Some(path) = path else {
-            return Ok(Audit::default());
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            keyward_core::fsutil::create_private_dir(dir)?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::io(format!("cannot open the audit log {}", path.display()), e))?;
-        Ok(Audit {
-            file: Some(Arc::new(Mutex::new(file))),
-        })
+    /// The log `settings` name; fails (so the agent does not start) when the log
+    /// cannot be continued, e.g. its end no longer matches its head file.
+    pub fn open(settings: &AuditSettings) -> Result<Self, Error> {
+        let log = AuditLog::new(&settings.path).with_rotation(settings.max_bytes, settings.keep);
+        log.check()?;
+        Ok(Audit { log: Some(log) })
     }
 
-    /// Appends one event: `{"time": ..., "event": EVENT, ...fields()}`. The fields are
-    /// only built when the log is configured.
-    pub fn record(&self, event: &str, fields: impl FnOnce() -> Value) {
-        let Some(file) = &self.file else { return };
-        let fields = fields();
-        let mut obj = json!({
-            "time": time::OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default(),
-            "event": event,
-        });
-        if let (Some(o), Value::Object(extra)) = (obj.as_object_mut(), fields) {
-            o.extend(extra);
-        }
-        let mut line = obj.to_string();
-        line.push('\n');
-        if let Ok(mut f) = file.lock()
-            && let Err(e) = f.write_all(line.as_bytes())
-        {
-            tracing::warn!(error = %e, "cannot write the audit log");
+    /// Appends one event. A failure is logged, not returned: the agent keeps serving.
+    pub fn record(&self, event: Event) {
+        let Some(log) = &self.log else { return };
+        // The append waits for the file lock and fsyncs: on the multi-threaded runtime,
+        // let other tasks move to another worker meanwhile.
+        let on_worker = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let result = if on_worker {
+            tokio::task::block_in_place(|| log.append(&event))
+        } else {
+            log.append(&event)
+        };
+        if let Err(e) = result {
+            tracing::error!(event = %event.name, error = %keyward_core::chain_line(&e), "cannot write the audit log");
         }
     }
 }

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
+use keyward_core::audit::Event;
 use keyward_core::issuance::{self, CaIssuer};
 use keyward_core::store::StateDir;
 use keyward_core::{Error, KeySigner};
 use prost::bytes::Bytes;
 
+use super::audit::Audit;
 use super::config::CaSettings;
 use super::intermediate::Intermediates;
 use crate::backends::Backends;
@@ -47,7 +49,7 @@ pub enum AgentCa {
     /// The state directory's issuing CA (root or intermediate), used as it is.
     Fixed(CaView),
     /// Intermediates the agent issues under its root and rotates.
-    Rotating(Intermediates),
+    Rotating(Box<Intermediates>),
 }
 
 impl AgentCa {
@@ -66,6 +68,7 @@ pub async fn load(
     settings: &CaSettings,
     state: &StateDir,
     backends: &Arc<Backends>,
+    audit: &Audit,
 ) -> Result<AgentCa, Error> {
     let signer = backends.open(&settings.key).await.map_err(|e| match e {
         Error::NotFound(what) => Error::NotFound(format!(
@@ -77,7 +80,7 @@ pub async fn load(
     let ca = match state.ca()? {
         Some(ca) => ca,
         None => {
-            create_root(settings, state, &*signer, signer.clone()).await?;
+            create_root(settings, state, &*signer, signer.clone(), audit).await?;
             state.require_ca()?
         }
     };
@@ -115,9 +118,10 @@ pub async fn load(
                 root,
                 ca.roots.clone(),
                 backends.clone(),
+                audit.clone(),
             )
             .await?;
-            Ok(AgentCa::Rotating(i))
+            Ok(AgentCa::Rotating(Box::new(i)))
         }
     }
 }
@@ -127,6 +131,7 @@ async fn create_root(
     state: &StateDir,
     signer: &dyn KeySigner,
     owned: Arc<dyn KeySigner>,
+    audit: &Audit,
 ) -> Result<(), Error> {
     let root = issuance::self_signed_root(owned, &settings.subject, settings.validity).await?;
     let lock = state.create_and_lock()?;
@@ -137,6 +142,7 @@ async fn create_root(
     let pending = state.begin(&lock, "agent", &format!("root with key {}", signer.uri()))?;
     state.install_root(&lock, std::slice::from_ref(&root.der), Some(signer.uri()))?;
     pending.done()?;
+    audit.record(Event::issued("ca_root_created", &root.der, signer.uri()));
     tracing::info!(subject = %root.subject, key = %signer.uri(), serial = %root.serial_hex, "created the root CA");
     Ok(())
 }

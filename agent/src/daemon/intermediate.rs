@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use keyward_core::audit::Event;
 use keyward_core::check::{ders_to_pem, pem_to_ders, summarize};
 use keyward_core::fsutil::{self, Replace};
 use keyward_core::issuance::CaIssuer;
@@ -26,6 +27,7 @@ use keyward_core::{Error, KeyUri};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::audit::Audit;
 use super::ca::CaView;
 use super::config::IntermediateSettings;
 use crate::backends::Backends;
@@ -41,6 +43,7 @@ pub struct Intermediates {
     /// The highest generation number issued so far.
     last: u64,
     active: Option<CaView>,
+    audit: Audit,
 }
 
 impl std::fmt::Debug for Intermediates {
@@ -101,6 +104,7 @@ impl Intermediates {
         root: CaIssuer,
         roots: Vec<Vec<u8>>,
         backends: Arc<Backends>,
+        audit: Audit,
     ) -> Result<Self, Error> {
         let mut me = Intermediates {
             settings,
@@ -111,6 +115,7 @@ impl Intermediates {
             generations: Vec::new(),
             last: 0,
             active: None,
+            audit,
         };
         let now = OffsetDateTime::now_utc();
         let record = me.read()?;
@@ -226,7 +231,15 @@ impl Intermediates {
         let backend = self.backends.for_uri(&uri).await?;
         let signer = if self.settings.key_template.contains("{n}") {
             match backend.generate(&uri, self.settings.algorithm).await {
-                Ok(s) => s,
+                Ok(s) => {
+                    let fingerprint = keyward_core::store::sha256_hex(s.public_key_spki_der());
+                    self.audit.record(Event::key_generated(
+                        s.uri(),
+                        self.settings.algorithm,
+                        &fingerprint,
+                    ));
+                    s
+                }
                 Err(Error::AlreadyExists(_)) => {
                     tracing::warn!(generation = n, key = %uri, "the key for this generation exists without a certificate (an earlier rotation was interrupted); certifying it now");
                     backend.open(&uri).await?
@@ -257,6 +270,11 @@ impl Intermediates {
         });
         self.last = n;
         self.write()?;
+        self.audit.record(
+            Event::issued("intermediate_prepared", &cert.der, self.root.signer().uri())
+                .key("key", &uri)
+                .with("generation", n),
+        );
         tracing::info!(generation = n, serial = %cert.serial_hex, not_after = %cert.not_after, activates = %self.activation_at(self.generations.len() - 1), "prepared a new intermediate CA; the bundle carries it from now");
         Ok(n)
     }

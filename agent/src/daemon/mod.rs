@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_core::Error;
+use keyward_core::audit::Event;
 use keyward_core::store::StateDir;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -89,8 +90,8 @@ impl Agent {
         }
         let backends = Arc::new(Backends::default());
         let state = StateDir::new(&config.agent.state_dir);
-        let ca = ca::load(&config.ca, &state, &backends).await?;
-        let audit = Audit::open(config.audit.as_deref())?;
+        let audit = Audit::open(&config.audit)?;
+        let ca = ca::load(&config.ca, &state, &backends, &audit).await?;
         let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
         let mut rotation = Rotation::new(
             ca,
@@ -144,7 +145,7 @@ impl Agent {
         } = self;
         let path = socket.path.clone();
         let ident = socket.ident();
-        let api = server::WorkloadApi::new(state, audit).with_jwt(jwt);
+        let api = server::WorkloadApi::new(state, audit.clone()).with_jwt(jwt);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let mut server = tokio::spawn(
             tonic::transport::Server::builder()
@@ -159,7 +160,7 @@ impl Agent {
                 _ = signals.int.recv() => { tracing::info!("SIGINT: shutting down"); break Ok(()) }
                 _ = signals.hup.recv() => {
                     let _ = commands.send(Command::CheckCrl).await;
-                    reload(reload_from.as_deref(), &mut config, &commands).await
+                    reload(reload_from.as_deref(), &mut config, &commands, &audit).await
                 }
                 r = &mut server => {
                     break match r {
@@ -189,39 +190,58 @@ impl Agent {
 }
 
 /// Reloads the configuration; an invalid file (or one changing what only a restart can
-/// change) keeps the running configuration and logs why.
-async fn reload(from: Option<&Path>, config: &mut Config, commands: &mpsc::Sender<Command>) {
+/// change) keeps the running configuration and logs why. Audited either way.
+async fn reload(
+    from: Option<&Path>,
+    config: &mut Config,
+    commands: &mpsc::Sender<Command>,
+    audit: &Audit,
+) {
     let Some(path) = from else {
         tracing::warn!("SIGHUP: the agent runs with an embedded configuration; nothing to reload");
         return;
     };
-    let new = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %keyward_core::chain_line(&e), "SIGHUP: the new configuration is invalid; keeping the running one");
-            return;
-        }
-    };
+    let source = path.display().to_string();
+    match apply_reload(path, config, commands).await {
+        Ok(()) => audit.record(Event::config_reloaded(&source, true, None)),
+        Err(why) => audit.record(Event::config_reloaded(&source, false, Some(&why))),
+    }
+}
+
+/// The reload itself; the error is why the running configuration was kept.
+async fn apply_reload(
+    path: &Path,
+    config: &mut Config,
+    commands: &mpsc::Sender<Command>,
+) -> Result<(), String> {
+    let new = Config::load(path).map_err(|e| {
+        let why = keyward_core::chain_line(&e);
+        tracing::error!(error = %why, "SIGHUP: the new configuration is invalid; keeping the running one");
+        format!("invalid: {why}")
+    })?;
     let restart = config.restart_only_changes(&new);
     if !restart.is_empty() {
         tracing::error!(changed = ?restart, "SIGHUP: these settings only change with a restart; keeping the running configuration");
-        return;
+        return Err(format!("needs a restart: {}", restart.join(", ")));
     }
     let (old, fresh) = (&config.agent, &new.agent);
     if (old.socket_mode, old.socket_group) != (fresh.socket_mode, fresh.socket_group)
         && let Err(e) =
             socket::apply_permissions(&fresh.socket, fresh.socket_mode, fresh.socket_group)
     {
-        tracing::error!(error = %keyward_core::chain_line(&e), "SIGHUP: cannot apply the new socket permissions; keeping the running configuration");
-        return;
+        let why = keyward_core::chain_line(&e);
+        tracing::error!(error = %why, "SIGHUP: cannot apply the new socket permissions; keeping the running configuration");
+        return Err(format!("socket permissions: {why}"));
     }
     let cmd = Command::Reload {
         entries: new.workloads.clone(),
         renew_fraction: new.agent.renew_fraction,
     };
-    if commands.send(cmd).await.is_err() {
-        return;
-    }
+    commands
+        .send(cmd)
+        .await
+        .map_err(|_| "the agent is stopping".to_string())?;
     tracing::info!(config = %path.display(), "SIGHUP: configuration reloaded");
     *config = new;
+    Ok(())
 }

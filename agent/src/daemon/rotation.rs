@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_core::Error;
+use keyward_core::audit::Event;
 use rand::Rng;
-use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -179,13 +179,14 @@ impl Rotation {
                 self.ca_failures = 0;
                 self.schedule_ca();
                 for change in changes {
-                    let (event, generation) = match change {
-                        Change::Prepared(n) => ("intermediate_prepared", Some(n)),
-                        Change::Activated(n) => ("intermediate_activated", Some(n)),
-                        Change::Retired => ("intermediate_retired", None),
+                    let event = match change {
+                        Change::Prepared(_) => continue,
+                        Change::Activated(n) => {
+                            Event::new("intermediate_activated").with("generation", n)
+                        }
+                        Change::Retired => Event::new("intermediate_retired"),
                     };
-                    self.audit
-                        .record(event, || json!({ "generation": generation }));
+                    self.audit.record(event);
                 }
             }
             Err(e) => {
@@ -246,6 +247,7 @@ impl Rotation {
 
     fn settle(&mut self, i: usize, result: Result<Arc<Svid>, Error>) {
         let fraction = self.renew_fraction;
+        let signing_key = self.view.issuer.signer().uri().clone();
         let slot = &mut self.slots[i];
         match result {
             Ok(svid) => {
@@ -254,9 +256,14 @@ impl Rotation {
                 slot.due = Instant::now() + lifetime.mul_f64(fraction * (1.0 - jitter));
                 slot.failures = 0;
                 tracing::info!(spiffe_id = %slot.entry.spiffe_id, serial = %svid.serial_hex, not_after = %svid.not_after, "issued workload SVID");
+                let event = if slot.svid.is_some() {
+                    "svid_renewed"
+                } else {
+                    "svid_issued"
+                };
                 self.audit.record(
-                    "svid_issued",
-                    || json!({"spiffe_id": slot.entry.spiffe_id, "serial": svid.serial_hex, "not_after": svid.not_after.unix_timestamp()}),
+                    Event::issued(event, &svid.leaf, &signing_key)
+                        .with("spiffe_id", &slot.entry.spiffe_id),
                 );
                 slot.svid = Some(svid);
             }

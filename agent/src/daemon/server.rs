@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
+use keyward_core::audit::{Caller, Event};
 use tokio::sync::watch;
 use tonic::codegen::BoxStream;
 use tonic::transport::server::UdsConnectInfo;
@@ -103,10 +103,14 @@ impl WorkloadApi {
         )
         .await
         .map_err(|e| {
-            self.audit.record(
-                "caller_refused",
-                || json!({"uid": cred.uid(), "gid": cred.gid(), "reason": e.0}),
+            let caller = Caller::peer(
+                cred.uid(),
+                cred.gid(),
+                cred.pid().map_or(-1, i64::from),
+                None,
             );
+            self.audit
+                .record(Event::denied(&format!("caller not attested: {e}"), &caller));
             Status::permission_denied(format!("caller not attested: {e}"))
         })
     }
@@ -119,10 +123,10 @@ impl WorkloadApi {
             pid = facts.pid,
             "no workload entry matches the caller"
         );
-        self.audit.record(
-            "caller_refused",
-            || json!({"uid": facts.uid, "gid": facts.gid, "pid": facts.pid, "path": facts.path, "reason": "no matching entry"}),
-        );
+        self.audit.record(Event::denied(
+            "no workload entry matches the caller",
+            &caller_of(facts),
+        ));
         Status::permission_denied("no identity issued: no workload entry matches this caller")
     }
 }
@@ -168,8 +172,20 @@ impl SpiffeWorkloadApi for WorkloadApi {
             return Err(Status::permission_denied("the calling process is gone"));
         }
         self.audit.record(
-            "svid_served",
-            || json!({"uid": facts.uid, "pid": facts.pid, "spiffe_ids": set.iter().map(|(e, _)| e.spiffe_id.as_str()).collect::<Vec<_>>()}),
+            Event::new("svid_served")
+                .with(
+                    "spiffe_ids",
+                    set.iter()
+                        .map(|(e, _)| e.spiffe_id.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .with(
+                    "serials",
+                    set.iter()
+                        .map(|(_, s)| s.serial_hex.as_str())
+                        .collect::<Vec<_>>(),
+                )
+                .caller(&caller_of(&facts)),
         );
         Ok(Response::new(streams::x509(
             self.clone(),
@@ -199,6 +215,16 @@ impl SpiffeWorkloadApi for WorkloadApi {
             snap.bundle.clone(),
         )))
     }
+}
+
+/// The audit record's view of an attested caller.
+pub(crate) fn caller_of(facts: &Facts) -> Caller {
+    Caller::peer(
+        facts.uid,
+        facts.gid,
+        i64::from(facts.pid),
+        facts.path.as_deref(),
+    )
 }
 
 enum Wait {

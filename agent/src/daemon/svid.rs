@@ -20,6 +20,8 @@ use super::workload_api::X509svid;
 pub struct Svid {
     /// The certificate chain, leaf first, DER concatenated.
     pub chain: Bytes,
+    /// The leaf certificate alone (DER; a view into `chain`), for the audit log.
+    pub leaf: Bytes,
     /// The private key, PKCS#8 DER (zeroized on drop).
     pub key: Bytes,
     /// The leaf's serial number.
@@ -74,8 +76,10 @@ pub async fn issue(ca: &CaView, entry: &WorkloadEntry) -> Result<Arc<Svid>, Erro
     for c in &ca.intermediates {
         chain.extend_from_slice(c);
     }
+    let chain = Bytes::from(chain);
     Ok(Arc::new(Svid {
-        chain: Bytes::from(chain),
+        leaf: chain.slice(..cert.der.len()),
+        chain,
         key: Bytes::from_owner(pkcs8),
         serial_hex: cert.serial_hex,
         not_after: cert.not_after,

@@ -32,8 +32,8 @@ pub struct Config {
     pub agent: AgentSettings,
     /// `[ca]`
     pub ca: CaSettings,
-    /// `[audit] path`: a JSON-lines record of every SVID issued and every caller refused.
-    pub audit: Option<PathBuf>,
+    /// `[audit]`: the hash-chained audit log (by default `STATE/audit.jsonl`).
+    pub audit: AuditSettings,
     /// `[jwt]`: how JWT-SVIDs are signed (defaults when the section is absent).
     pub jwt: JwtSettings,
     /// `[metrics] listen` (accepted; the metrics endpoint is not served yet).
@@ -68,6 +68,18 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// `[audit]`: where the agent appends its audit records and when the file rotates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// `path`: the log file (default `audit.jsonl` in the state directory, which the
+    /// CLI commands append to as well).
+    pub path: PathBuf,
+    /// `max_bytes`: the size past which the file is rotated to `PATH.1`.
+    pub max_bytes: u64,
+    /// `keep`: how many rotated files are kept.
+    pub keep: u32,
 }
 
 /// `[ca]`: the issuing key, and what to create when the state directory has no CA.

@@ -92,7 +92,12 @@ pub(super) struct RawMetrics {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAudit {
-    pub(super) path: Spanned<String>,
+    #[serde(default)]
+    pub(super) path: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) max_bytes: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) keep: Option<Spanned<i64>>,
 }
 
 /// `[jwt]`: JWT-SVID signing; every key is optional.

@@ -62,8 +62,8 @@ fn the_design_example_parses_with_defaults() {
         Some(&*format!("aa{}", "0".repeat(62)))
     );
     assert_eq!(
-        c.audit.as_deref(),
-        Some(Path::new("/var/lib/keyward/audit.jsonl"))
+        c.audit.path.as_path(),
+        Path::new("/var/lib/keyward/audit.jsonl")
     );
 }
 

@@ -11,11 +11,12 @@ use toml::Spanned;
 
 use super::names::{check_spiffe_id, check_trust_domain, lookup_group};
 use super::raw::{
-    GroupValue, ModeValue, RawAgent, RawCa, RawConfig, RawIntermediate, RawSelectors, RawWorkload,
+    GroupValue, ModeValue, RawAgent, RawAudit, RawCa, RawConfig, RawIntermediate, RawSelectors,
+    RawWorkload,
 };
 use super::{
-    AgentSettings, CaSettings, Config, DEFAULT_RENEW_FRACTION, DEFAULT_TTL, IntermediateSettings,
-    LogFormat, WorkloadEntry,
+    AgentSettings, AuditSettings, CaSettings, Config, DEFAULT_RENEW_FRACTION, DEFAULT_TTL,
+    IntermediateSettings, LogFormat, WorkloadEntry,
 };
 use crate::daemon::selectors::Selectors;
 use crate::duration::parse_duration;
@@ -81,7 +82,7 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<Config, Error> {
     for w in &raw.workload {
         workloads.push(Arc::new(workload(&src, w, &agent.trust_domain)?));
     }
-    let audit = raw.audit.as_ref().map(|a| src.path(&a.path)).transpose()?;
+    let audit = audit(&src, raw.audit.as_ref(), &agent.state_dir)?;
     let jwt = jwt::settings(&src, raw.jwt.as_ref())?;
     Ok(Config {
         source: name.to_string(),
@@ -91,6 +92,31 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<Config, Error> {
         jwt,
         metrics_listen: raw.metrics.map(|m| m.listen.into_inner()),
         workloads,
+    })
+}
+
+fn audit(src: &Src, a: Option<&RawAudit>, state_dir: &Path) -> Result<AuditSettings, Error> {
+    use keyward_core::audit::{DEFAULT_KEEP, DEFAULT_MAX_BYTES, default_path};
+    let Some(a) = a else {
+        return Ok(AuditSettings {
+            path: default_path(state_dir),
+            max_bytes: DEFAULT_MAX_BYTES,
+            keep: DEFAULT_KEEP,
+        });
+    };
+    let int = |v: &Option<Spanned<i64>>, min: i64, max: i64, default: i64| match v {
+        None => Ok(default),
+        Some(v) if (min..=max).contains(v.get_ref()) => Ok(*v.get_ref()),
+        Some(v) => Err(src.err(&v.span(), format!("must be from {min} to {max}"))),
+    };
+    let default_max = i64::try_from(DEFAULT_MAX_BYTES).unwrap_or(i64::MAX);
+    Ok(AuditSettings {
+        path: match &a.path {
+            Some(p) => src.path(p)?,
+            None => default_path(state_dir),
+        },
+        max_bytes: int(&a.max_bytes, 1024, i64::MAX, default_max)?.unsigned_abs(),
+        keep: u32::try_from(int(&a.keep, 1, 1000, i64::from(DEFAULT_KEEP))?).unwrap_or(1),
     })
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures_util::stream;
 use prost::bytes::Bytes;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::watch;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
@@ -14,13 +14,14 @@ use tonic::{Request, Response, Status};
 use super::keys::{KeySet, now_ms};
 use super::token;
 use crate::daemon::attest::Facts;
-use crate::daemon::server::WorkloadApi;
+use crate::daemon::server::{WorkloadApi, caller_of};
 use crate::daemon::snapshot::Snapshot;
 use crate::daemon::streams::refresh;
 use crate::daemon::workload_api::{
     JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
     ValidateJwtsvidRequest, ValidateJwtsvidResponse,
 };
+use keyward_core::audit::Event;
 
 /// FetchJWTSVID: one JWT-SVID per entry of the caller (or only `spiffe_id`'s).
 pub async fn fetch_jwt_svid(
@@ -82,8 +83,17 @@ pub async fn fetch_jwt_svid(
         return Err(Status::permission_denied("the calling process is gone"));
     }
     api.audit().record(
-        "jwt_svid_served",
-        || json!({"uid": facts.uid, "pid": facts.pid, "kid": keys.active.kid, "audience": r.audience, "spiffe_ids": chosen.iter().map(|e| e.spiffe_id.as_str()).collect::<Vec<_>>()}),
+        Event::new("jwt_svid_served")
+            .with("kid", &keys.active.kid)
+            .with("audience", &r.audience)
+            .with(
+                "spiffe_ids",
+                chosen
+                    .iter()
+                    .map(|e| e.spiffe_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .caller(&caller_of(&facts)),
     );
     Ok(Response::new(JwtsvidResponse { svids }))
 }
