@@ -8,6 +8,7 @@ pub mod config;
 pub mod fetch;
 mod intermediate;
 pub mod logging;
+pub mod metrics;
 mod rotation;
 mod selectors;
 mod server;
@@ -56,6 +57,9 @@ pub struct Agent {
     rotation: tokio::task::JoinHandle<()>,
     audit: Audit,
     signals: Signals,
+    metrics: metrics::Metrics,
+    /// The metrics endpoint, the readiness probe and the alert evaluator.
+    observers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 struct Signals {
@@ -81,12 +85,18 @@ impl Agent {
     /// Loads (or creates) the CA, issues every workload SVID once and binds the socket.
     pub async fn start(config: Config) -> Result<Agent, Error> {
         let signals = Signals::install()?;
-        if let Some(listen) = &config.metrics_listen {
-            tracing::warn!(listen = %listen, "[metrics] is accepted but the metrics endpoint is not served yet");
+        let metrics = metrics::Metrics::new(metrics::Policy {
+            thresholds: config.alerts,
+            renew_fraction: config.agent.renew_fraction,
+        });
+        let mut observers = Vec::new();
+        if let Some(listen) = config.metrics_listen {
+            observers.push(metrics::serve(listen, metrics.clone()).await?);
         }
-        let backends = Arc::new(Backends::default());
+        let backends = Arc::new(Backends::timed(metrics.clone()));
         let state = StateDir::new(&config.agent.state_dir);
         let ca = ca::load(&config.ca, &state, &backends).await?;
+        metrics.ca_loaded(config.ca.key.scheme());
         let audit = Audit::open(config.audit.as_deref())?;
         let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
         let mut rotation = Rotation::new(
@@ -97,7 +107,18 @@ impl Agent {
             tx,
             audit.clone(),
         );
+        rotation.set_metrics(metrics.clone());
         rotation.initial().await;
+        if config.metrics_listen.is_some() {
+            // Readiness follows the CA key's backend: probe it while /readyz is served.
+            let probe_key = backends.open(&config.ca.key).await?;
+            observers.push(metrics::spawn_probe(probe_key, metrics.clone()));
+        }
+        observers.push(metrics::spawn_evaluator(
+            state.clone(),
+            rx.clone(),
+            metrics.clone(),
+        ));
         let socket = socket::bind(
             &config.agent.socket,
             config.agent.socket_mode,
@@ -120,6 +141,8 @@ impl Agent {
             rotation,
             audit,
             signals,
+            metrics,
+            observers,
         })
     }
 
@@ -134,10 +157,12 @@ impl Agent {
             rotation,
             audit,
             mut signals,
+            metrics,
+            observers,
         } = self;
         let path = socket.path.clone();
         let ident = socket.ident();
-        let api = server::WorkloadApi::new(state, audit);
+        let api = server::WorkloadApi::new(state, audit).with_metrics(metrics.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let mut server = tokio::spawn(
             tonic::transport::Server::builder()
@@ -150,7 +175,10 @@ impl Agent {
             tokio::select! {
                 _ = signals.term.recv() => { tracing::info!("SIGTERM: shutting down"); break Ok(()) }
                 _ = signals.int.recv() => { tracing::info!("SIGINT: shutting down"); break Ok(()) }
-                _ = signals.hup.recv() => reload(reload_from.as_deref(), &mut config, &commands).await,
+                _ = signals.hup.recv() => {
+                    reload(reload_from.as_deref(), &mut config, &commands).await;
+                    metrics.set_policy(metrics::Policy { thresholds: config.alerts, renew_fraction: config.agent.renew_fraction });
+                }
                 r = &mut server => {
                     break match r {
                         Ok(Ok(())) => Ok(()),
@@ -171,6 +199,9 @@ impl Agent {
         {
             tracing::warn!("open calls did not finish in time; closing them");
             server.abort();
+        }
+        for task in observers {
+            task.abort();
         }
         BoundSocket::remove(&path, ident);
         tracing::info!(socket = %path.display(), "agent stopped");

@@ -17,6 +17,7 @@ use super::audit::Audit;
 use super::ca::{AgentCa, CaView};
 use super::config::WorkloadEntry;
 use super::intermediate::until;
+use super::metrics::Metrics;
 use super::selectors::Needs;
 use super::snapshot::Snapshot;
 use super::svid::{self, Svid};
@@ -62,6 +63,7 @@ pub struct Rotation {
     degraded: bool,
     ca_failures: u32,
     ca_due: Option<Instant>,
+    metrics: Metrics,
 }
 
 impl Rotation {
@@ -96,9 +98,15 @@ impl Rotation {
             degraded: false,
             ca_failures: 0,
             ca_due: None,
+            metrics: Metrics::default(),
         };
         r.schedule_ca();
         r
+    }
+
+    /// Counts issuances in `metrics` from now on.
+    pub fn set_metrics(&mut self, metrics: Metrics) {
+        self.metrics = metrics;
     }
 
     /// Issues every SVID once (failures are retried later) and publishes the result.
@@ -213,6 +221,8 @@ impl Rotation {
 
     fn settle(&mut self, i: usize, result: Result<Arc<Svid>, Error>) {
         let fraction = self.renew_fraction;
+        let backend = self.view.issuer.signer().uri().scheme();
+        self.metrics.issued(backend, result.is_ok());
         let slot = &mut self.slots[i];
         match result {
             Ok(svid) => {

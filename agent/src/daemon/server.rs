@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 
 use super::attest::{self, DigestCache, Facts};
 use super::audit::Audit;
+use super::metrics::Metrics;
 use super::snapshot::{Entitlement, Snapshot};
 use super::streams::{self, refresh};
 use super::workload_api::spiffe_workload_api_server::SpiffeWorkloadApi;
@@ -32,6 +33,7 @@ pub struct WorkloadApi {
     state: watch::Receiver<Arc<Snapshot>>,
     digests: DigestCache,
     audit: Audit,
+    metrics: Metrics,
 }
 
 impl WorkloadApi {
@@ -41,7 +43,19 @@ impl WorkloadApi {
             state,
             digests: DigestCache::default(),
             audit,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// The same service, counting refusals and open streams in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics handle (streams hold an open-stream guard from it).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The executable digest cache shared by every call.
@@ -56,6 +70,7 @@ impl WorkloadApi {
             .get("workload.spiffe.io")
             .and_then(|v| v.to_str().ok());
         if header != Some("true") {
+            self.metrics.denied("missing_security_header");
             return Err(Status::invalid_argument(
                 "security header missing from request (workload.spiffe.io: true)",
             ));
@@ -74,6 +89,7 @@ impl WorkloadApi {
         )
         .await
         .map_err(|e| {
+            self.metrics.denied("not_attested");
             self.audit.record(
                 "caller_refused",
                 || json!({"uid": cred.uid(), "gid": cred.gid(), "reason": e.0}),
@@ -84,6 +100,7 @@ impl WorkloadApi {
 
     /// The refusal for a caller no entry matches (logged and audited).
     pub fn denied(&self, facts: &Facts) -> Status {
+        self.metrics.denied("no_matching_entry");
         tracing::info!(
             uid = facts.uid,
             gid = facts.gid,

@@ -34,8 +34,10 @@ pub struct Config {
     pub ca: CaSettings,
     /// `[audit] path`: a JSON-lines record of every SVID issued and every caller refused.
     pub audit: Option<PathBuf>,
-    /// `[metrics] listen` (accepted; the metrics endpoint is not served yet).
-    pub metrics_listen: Option<String>,
+    /// `[metrics] listen`: the loopback address of the metrics and status endpoint.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `[alerts]`: the expiry thresholds for WARNING and ERROR.
+    pub alerts: keyward_core::check::AlertThresholds,
     /// `[[workload]]` entries, in file order.
     pub workloads: Vec<Arc<WorkloadEntry>>,
 }
@@ -163,6 +165,9 @@ impl Config {
         }
         if self.audit != new.audit {
             out.push("[audit]");
+        }
+        if self.metrics_listen != new.metrics_listen {
+            out.push("[metrics]");
         }
         out
     }

@@ -15,6 +15,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) audit: Option<RawAudit>,
     #[serde(default)]
+    pub(super) alerts: Option<RawAlerts>,
+    #[serde(default)]
     pub(super) workload: Vec<Spanned<RawWorkload>>,
 }
 
@@ -84,6 +86,16 @@ pub(super) struct RawIntermediate {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
     pub(super) listen: Spanned<String>,
+}
+
+/// `[alerts]`: expiry thresholds (durations in whole days).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlerts {
+    #[serde(default)]
+    pub(super) warning: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) error: Option<Spanned<String>>,
 }
 
 /// `[audit]`
