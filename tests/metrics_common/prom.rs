@@ -186,7 +186,7 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
             return Err(at("series repeated".into()));
         }
         let f = exp.families.get_mut(&family).expect("declared");
-        if f.kind == "counter" && !(value >= 0.0) {
+        if f.kind == "counter" && (value.is_nan() || value < 0.0) {
             return Err(at("negative counter".into()));
         }
         f.samples.push(Sample {

@@ -92,7 +92,7 @@ impl AlertThresholds {
     ) -> Result<Self, crate::Error> {
         let days = |what: &str, d: std::time::Duration| -> Result<i64, crate::Error> {
             let secs = d.as_secs();
-            if secs == 0 || secs % 86_400 != 0 || d.subsec_nanos() != 0 {
+            if secs == 0 || !secs.is_multiple_of(86_400) || d.subsec_nanos() != 0 {
                 return Err(crate::Error::InvalidInput(format!(
                     "the {what} threshold must be a whole number of days (e.g. 30d, 2w)"
                 )));

@@ -167,10 +167,7 @@ impl Metrics {
                 tracing::warn!(backend, reason = %reason, "backend health: not answering");
             }
         }
-        h.insert(
-            backend.to_string(),
-            Health { ok, reason },
-        );
+        h.insert(backend.to_string(), Health { ok, reason });
     }
 
     /// Counts one refused Workload API request, by reason.

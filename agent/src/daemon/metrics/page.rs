@@ -67,7 +67,11 @@ pub fn render(m: &Metrics, now: OffsetDateTime) -> String {
     h.push_str("<title>keyward agent status</title><style>");
     h.push_str(STYLE);
     h.push_str("</style></head><body><h1>keyward agent status</h1>");
-    let _ = write!(h, "<p>As of {}. ", escape(&date(now)));
+    let _ = write!(
+        h,
+        "<p>As of {}. ",
+        escape(&date(now.replace_nanosecond(0).unwrap_or(now)))
+    );
     match m.readiness() {
         Ok(()) => h.push_str("<span class=\"badge up\" id=\"readiness\">ready</span>"),
         Err(why) => {
@@ -168,4 +172,34 @@ fn timeline(h: &mut String, certs: &[CertRow], now: OffsetDateTime) {
         );
     }
     h.push_str("</div>");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_certificate_string_is_escaped() {
+        let m = Metrics::default();
+        let now = OffsetDateTime::now_utc();
+        m.set_certificates(vec![CertRow {
+            role: "issued",
+            name: "<script>alert(1)</script>".into(),
+            subject: "CN=a&b,O=\"q\"".into(),
+            issuer: "CN=x'y".into(),
+            serial_hex: "01".into(),
+            not_after: now + time::Duration::days(3),
+            days_left: 3,
+            level: AlertLevel::Error,
+        }]);
+        let html = render(&m, now);
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(html.contains("CN=a&amp;b,O=&quot;q&quot;"));
+        assert!(html.contains("class=\"lvl ERROR\""));
+        assert!(
+            html.contains("not ready"),
+            "the CA is not loaded in this test"
+        );
+    }
 }
