@@ -4,6 +4,7 @@
 //! Relative paths in the file are taken relative to the file's own directory.
 
 mod names;
+mod observe;
 mod raw;
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@ use keyward_core::{Algorithm, Error, KeyUri};
 use toml::Spanned;
 
 use super::names::{check_spiffe_id, check_trust_domain, lookup_group};
+use super::observe::{check_metrics_listen, thresholds};
 use super::raw::{
     GroupValue, ModeValue, RawAgent, RawAlerts, RawCa, RawConfig, RawIntermediate, RawSelectors,
     RawWorkload,
@@ -376,31 +377,13 @@ fn selectors(src: &Src, s: &Spanned<RawSelectors>) -> Result<Selectors, Error> {
     Ok(sel)
 }
 
-/// `[metrics] listen`: an `IP:port` on loopback (the endpoint has no authentication).
+/// `[metrics] listen`: an `IP:port` on loopback.
 fn metrics_listen(src: &Src, v: &Spanned<String>) -> Result<std::net::SocketAddr, Error> {
-    let addr: std::net::SocketAddr = v.get_ref().parse().map_err(|_| {
-        src.err(
-            &v.span(),
-            format!(
-                "'{}' is not an IP:port address such as 127.0.0.1:9464",
-                v.get_ref()
-            ),
-        )
-    })?;
-    if !addr.ip().is_loopback() {
-        return Err(src.err(
-            &v.span(),
-            format!(
-                "metrics listen address {addr} is not a loopback address: the endpoint has no authentication, so it only listens on 127.0.0.1 or [::1]"
-            ),
-        ));
-    }
-    Ok(addr)
+    check_metrics_listen(v.get_ref()).map_err(|why| src.err(&v.span(), why))
 }
 
 /// `[alerts]`: WARNING and ERROR thresholds, whole days (defaults 30d and 7d).
 fn alerts(src: &Src, a: &RawAlerts) -> Result<keyward_core::check::AlertThresholds, Error> {
-    let day = std::time::Duration::from_secs(86_400);
     let warning = a.warning.as_ref().map(|v| src.duration(v)).transpose()?;
     let error = a.error.as_ref().map(|v| src.duration(v)).transpose()?;
     let span = a
@@ -408,9 +391,5 @@ fn alerts(src: &Src, a: &RawAlerts) -> Result<keyward_core::check::AlertThreshol
         .as_ref()
         .or(a.error.as_ref())
         .map_or(0..0, |v| v.span());
-    keyward_core::check::AlertThresholds::from_durations(
-        warning.unwrap_or(day * 30),
-        error.unwrap_or(day * 7),
-    )
-    .map_err(|e| src.wrap(&span, e))
+    thresholds(warning, error).map_err(|e| src.wrap(&span, e))
 }

@@ -47,10 +47,15 @@ pub struct Registry {
 
 /// State read at scrape time rather than counted.
 pub struct Extra<'a> {
+    /// The scrape time (expiry gauges count from it).
     pub now: OffsetDateTime,
+    /// The certificates at the last alert evaluation.
     pub certificates: &'a [CertRow],
+    /// Every backend's last known health.
     pub health: &'a BTreeMap<String, Health>,
+    /// Workload API streams open now.
     pub open_streams: i64,
+    /// Whether `/readyz` would answer 200.
     pub ready: bool,
 }
 
