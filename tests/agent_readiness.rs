@@ -120,12 +120,14 @@ fn readyz_follows_the_transit_backend() {
     assert_eq!(ready.status, 200, "{}\n{}", ready.body, agent.log());
 
     bao.signal("STOP");
+    let stopped = std::time::Instant::now();
     let mut last = String::new();
     wait_for("/readyz to turn 503", Duration::from_secs(60), || {
         let r = get(addr, "/readyz");
         last = r.body.clone();
         r.status == 503
     });
+    eprintln!("unready {:?} after SIGSTOP", stopped.elapsed());
     assert!(
         last.starts_with("not ready:")
             && last.contains("transit")
@@ -139,9 +141,11 @@ fn readyz_follows_the_transit_backend() {
     assert_eq!(get(addr, "/healthz").status, 200, "alive while unready");
 
     bao.signal("CONT");
+    let resumed = std::time::Instant::now();
     wait_for("/readyz to turn 200 again", Duration::from_secs(60), || {
         get(addr, "/readyz").status == 200
     });
+    eprintln!("ready {:?} after SIGCONT", resumed.elapsed());
     assert_eq!(
         scrape(addr).value("keyward_backend_up", &[("backend", "transit")]),
         Some(1.0)
