@@ -32,6 +32,8 @@ step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
 
 step "installing packages"
 apt_install openssl curl ca-certificates
+# The status page test renders the agent's page in headless Chromium.
+apt_install chromium
 softhsm_install
 VENV=${KEYWARD_VENV:-$ROOT/target/test-venv}
 moto_install "$VENV"

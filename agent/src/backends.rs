@@ -16,9 +16,19 @@ pub struct Backends {
     awskms: OnceCell<Arc<dyn KeyBackend>>,
     #[cfg(feature = "vault")]
     transit: OnceCell<Arc<dyn KeyBackend>>,
+    /// When set (the agent), every signer reports its latency and outcome here.
+    timing: Option<crate::daemon::metrics::Metrics>,
 }
 
 impl Backends {
+    /// A registry whose signers report each signature to `metrics`.
+    pub fn timed(metrics: crate::daemon::metrics::Metrics) -> Self {
+        Backends {
+            timing: Some(metrics),
+            ..Backends::default()
+        }
+    }
+
     /// The backend that serves `uri`'s scheme.
     pub async fn for_uri(&self, uri: &KeyUri) -> Result<Arc<dyn KeyBackend>, Error> {
         let cell = match uri.scheme() {
@@ -31,7 +41,17 @@ impl Backends {
             "transit" => &self.transit,
             other => return Err(Error::NotCompiled(other.to_string())),
         };
-        cell.get_or_try_init(|| create(uri.scheme())).await.cloned()
+        let backend = cell
+            .get_or_try_init(|| create(uri.scheme()))
+            .await
+            .cloned()?;
+        Ok(match &self.timing {
+            Some(m) => Arc::new(crate::daemon::metrics::TimedBackend::new(
+                backend,
+                m.clone(),
+            )),
+            None => backend,
+        })
     }
 
     /// Opens the existing key at `uri`.

@@ -265,6 +265,12 @@ pub struct StatusArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// WARNING when this long or less is left (whole days, e.g. 30d).
+    #[arg(long, default_value = "30d")]
+    pub warning: String,
+    /// ERROR when this long or less is left (whole days, e.g. 7d).
+    #[arg(long, default_value = "7d")]
+    pub error: String,
 }
 
 /// `keyward revoke`

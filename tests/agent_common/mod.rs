@@ -33,6 +33,7 @@ pub struct Agent {
     pub ca_key: String,
     log: PathBuf,
     child: Option<Child>,
+    envs: Vec<(String, String)>,
 }
 
 impl Agent {
@@ -68,6 +69,7 @@ impl Agent {
             log: dir.path().join("agent.log"),
             dir,
             child: None,
+            envs: Vec::new(),
         };
         agent.write_config(workloads);
         agent
@@ -85,6 +87,11 @@ impl Agent {
         std::fs::write(&self.config, text).expect("write config");
     }
 
+    /// Sets an environment variable for the agent process (e.g. a private VAULT_ADDR).
+    pub fn env(&mut self, name: &str, value: &str) {
+        self.envs.push((name.to_string(), value.to_string()));
+    }
+
     /// Starts the agent and waits until its socket accepts connections.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "agent already running");
@@ -98,6 +105,7 @@ impl Agent {
             .arg("--config")
             .arg(&self.config)
             .env("KEYWARD_LOG", "info")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

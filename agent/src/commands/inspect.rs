@@ -1,14 +1,13 @@
 //! `keyward verify` and `keyward status`: read-only views of certificates and the CA.
 
 use keyward_core::Error;
-use keyward_core::check::{self, AlertLevel, AlertThresholds, CertSummary, alert_level};
-use keyward_core::issuance::RevokedCert;
+use keyward_core::check::{self, AlertThresholds, CertSummary, alert_level};
 use keyward_core::store::StateDir;
-use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{days_left, read_input, rfc3339};
 use crate::cli::{StatusArgs, VerifyArgs};
+use crate::duration::parse_duration;
 
 /// Verifies a certificate file against the CA (or `--ca`), printing the path on success.
 pub fn verify(state: &StateDir, args: &VerifyArgs) -> Result<(), Error> {
@@ -85,109 +84,15 @@ fn check_not_revoked(
     }
 }
 
-/// One certificate line of `keyward status`.
-#[derive(Serialize)]
-struct StatusEntry {
-    role: String,
-    name: String,
-    subject: String,
-    serial_hex: String,
-    #[serde(with = "time::serde::rfc3339")]
-    not_after: OffsetDateTime,
-    days_left: i64,
-    level: AlertLevel,
-    /// Set when the certificate is revoked.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    revoked: Option<RevokedCert>,
-}
-
-/// The whole status report.
-#[derive(Serialize)]
-struct StatusReport {
-    state_dir: String,
-    certificates: Vec<StatusEntry>,
-    problems: Vec<String>,
-}
-
-/// Lists the CA and every issued certificate with days left and alert level.
+/// Lists the CA and every issued certificate with days left and alert level, under the
+/// thresholds of `--warning`/`--error`.
 pub fn status(state: &StateDir, args: &StatusArgs) -> Result<(), Error> {
-    let ca = state.require_ca()?;
-    let now = OffsetDateTime::now_utc();
-    let t = AlertThresholds::default();
-    let entry = |role: &str, name: &str, s: &CertSummary| StatusEntry {
-        role: role.into(),
-        name: name.into(),
-        subject: s.subject.clone(),
-        serial_hex: s.serial_hex.clone(),
-        not_after: s.not_after,
-        days_left: days_left(s.not_after),
-        level: alert_level(s.not_after, now, &t),
-        revoked: None,
-    };
-    let mut certificates = Vec::new();
-    for root in &ca.roots {
-        certificates.push(entry("root", "", &check::summarize(root)?));
-    }
-    if let Some((inter, _)) = &ca.intermediate {
-        certificates.push(entry("intermediate", "", &check::summarize(inter)?));
-    }
-    let mut problems = state.problems()?;
-    let revocations = state.revocations().unwrap_or_default();
-    if let Ok(issuing) = ca.issuing()
-        && let Ok(crl) = std::fs::read(state.crl_der_path())
-        && let Err(e) = check::check_crl(
-            &crl,
-            &issuing.cert_der,
-            &state.crl_der_path().display().to_string(),
-            now,
-        )
-    {
-        problems.push(e.to_string());
-    }
-    for rec in state.inventory()? {
-        let der = std::fs::read(state.path().join(&rec.cert_file))
-            .ok()
-            .and_then(|pem| check::pem_to_ders(&pem).ok())
-            .and_then(|d| d.into_iter().next());
-        let mut e = match der.as_deref().map(check::summarize) {
-            Some(Ok(s)) => entry("issued", &rec.name, &s),
-            _ => {
-                problems.push(format!(
-                    "certificate {} ({}) cannot be read",
-                    rec.serial_hex, rec.name
-                ));
-                continue;
-            }
-        };
-        e.revoked = revocations.find(&rec.serial_hex).cloned();
-        // A stored certificate that no longer verifies under the CA is CRITICAL.
-        let mut intermediates: Vec<Vec<u8>> = ca.upstream_intermediates.clone();
-        if let Some((inter, _)) = &ca.intermediate {
-            intermediates.push(inter.clone());
-        }
-        let verified = check::verify_chain(
-            der.as_deref().unwrap_or_default(),
-            &intermediates,
-            &ca.roots,
-            now,
-        );
-        if let Err(err) = verified
-            && e.level != AlertLevel::Critical
-            && e.days_left >= 0
-        {
-            e.level = AlertLevel::Critical;
-            problems.push(format!(
-                "certificate {} ({}) fails verification: {err}",
-                rec.serial_hex, rec.name
-            ));
-        }
-        certificates.push(e);
-    }
-    let report = StatusReport {
-        state_dir: state.path().display().to_string(),
-        certificates,
-        problems,
-    };
+    let t = AlertThresholds::from_durations(
+        parse_duration(&args.warning)
+            .map_err(|e| Error::InvalidInput(format!("--warning: {e}")))?,
+        parse_duration(&args.error).map_err(|e| Error::InvalidInput(format!("--error: {e}")))?,
+    )?;
+    let report = check::status_report(state, OffsetDateTime::now_utc(), &t)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("json"));
         return Ok(());

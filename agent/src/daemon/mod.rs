@@ -10,6 +10,7 @@ pub mod fetch;
 mod intermediate;
 mod jwt;
 pub mod logging;
+pub mod metrics;
 mod rotation;
 mod selectors;
 mod server;
@@ -60,6 +61,9 @@ pub struct Agent {
     audit: Audit,
     signals: Signals,
     jwt: watch::Receiver<Arc<jwt::KeySet>>,
+    metrics: metrics::Metrics,
+    /// The metrics endpoint, the readiness probe and the alert evaluator.
+    observers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 struct Signals {
@@ -85,13 +89,19 @@ impl Agent {
     /// Loads (or creates) the CA, issues every workload SVID once and binds the socket.
     pub async fn start(config: Config) -> Result<Agent, Error> {
         let signals = Signals::install()?;
-        if let Some(listen) = &config.metrics_listen {
-            tracing::warn!(listen = %listen, "[metrics] is accepted but the metrics endpoint is not served yet");
+        let metrics = metrics::Metrics::new(metrics::Policy {
+            thresholds: config.alerts,
+            renew_fraction: config.agent.renew_fraction,
+        });
+        let mut observers = Vec::new();
+        if let Some(listen) = config.metrics_listen {
+            observers.push(metrics::serve(listen, metrics.clone()).await?);
         }
-        let backends = Arc::new(Backends::default());
+        let backends = Arc::new(Backends::timed(metrics.clone()));
         let state = StateDir::new(&config.agent.state_dir);
         let audit = Audit::open(&config.audit)?;
         let ca = ca::load(&config.ca, &state, &backends, &audit).await?;
+        metrics.ca_loaded(config.ca.key.scheme());
         let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
         let mut rotation = Rotation::new(
             ca,
@@ -102,8 +112,19 @@ impl Agent {
             audit.clone(),
         )
         .with_crl(crl::CrlWatch::new(state.clone()));
+        rotation.set_metrics(metrics.clone());
         rotation.initial().await;
         let jwt = jwt::JwtKeys::start(&config.jwt, state.clone(), backends.clone()).await?;
+        if config.metrics_listen.is_some() {
+            // Readiness follows the CA key's backend: probe it while /readyz is served.
+            let probe_key = backends.open(&config.ca.key).await?;
+            observers.push(metrics::spawn_probe(probe_key, metrics.clone()));
+        }
+        observers.push(metrics::spawn_evaluator(
+            state.clone(),
+            rx.clone(),
+            metrics.clone(),
+        ));
         let socket = socket::bind(
             &config.agent.socket,
             config.agent.socket_mode,
@@ -127,6 +148,8 @@ impl Agent {
             audit,
             signals,
             jwt,
+            metrics,
+            observers,
         })
     }
 
@@ -142,10 +165,14 @@ impl Agent {
             audit,
             mut signals,
             jwt,
+            metrics,
+            observers,
         } = self;
         let path = socket.path.clone();
         let ident = socket.ident();
-        let api = server::WorkloadApi::new(state, audit.clone()).with_jwt(jwt);
+        let api = server::WorkloadApi::new(state, audit.clone())
+            .with_jwt(jwt)
+            .with_metrics(metrics.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let mut server = tokio::spawn(
             tonic::transport::Server::builder()
@@ -160,7 +187,8 @@ impl Agent {
                 _ = signals.int.recv() => { tracing::info!("SIGINT: shutting down"); break Ok(()) }
                 _ = signals.hup.recv() => {
                     let _ = commands.send(Command::CheckCrl).await;
-                    reload(reload_from.as_deref(), &mut config, &commands, &audit).await
+                    reload(reload_from.as_deref(), &mut config, &commands, &audit).await;
+                    metrics.set_policy(metrics::Policy { thresholds: config.alerts, renew_fraction: config.agent.renew_fraction });
                 }
                 r = &mut server => {
                     break match r {
@@ -182,6 +210,9 @@ impl Agent {
         {
             tracing::warn!("open calls did not finish in time; closing them");
             server.abort();
+        }
+        for task in observers {
+            task.abort();
         }
         BoundSocket::remove(&path, ident);
         tracing::info!(socket = %path.display(), "agent stopped");

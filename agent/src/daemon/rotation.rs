@@ -18,6 +18,7 @@ use super::ca::{AgentCa, CaView};
 use super::config::WorkloadEntry;
 use super::crl::{CRL_POLL, CrlWatch};
 use super::intermediate::{Change, until};
+use super::metrics::Metrics;
 use super::selectors::Needs;
 use super::snapshot::Snapshot;
 use super::svid::{self, Svid};
@@ -66,6 +67,7 @@ pub struct Rotation {
     ca_failures: u32,
     ca_due: Option<Instant>,
     crl: Option<CrlWatch>,
+    metrics: Metrics,
 }
 
 impl Rotation {
@@ -101,6 +103,7 @@ impl Rotation {
             ca_failures: 0,
             ca_due: None,
             crl: None,
+            metrics: Metrics::default(),
         };
         r.schedule_ca();
         r
@@ -110,6 +113,11 @@ impl Rotation {
     pub fn with_crl(mut self, watch: CrlWatch) -> Self {
         self.crl = Some(watch);
         self
+    }
+
+    /// Counts issuances in `metrics` from now on.
+    pub fn set_metrics(&mut self, metrics: Metrics) {
+        self.metrics = metrics;
     }
 
     /// Issues every SVID once (failures are retried later) and publishes the result.
@@ -248,6 +256,7 @@ impl Rotation {
     fn settle(&mut self, i: usize, result: Result<Arc<Svid>, Error>) {
         let fraction = self.renew_fraction;
         let signing_key = self.view.issuer.signer().uri().clone();
+        self.metrics.issued(signing_key.scheme(), result.is_ok());
         let slot = &mut self.slots[i];
         match result {
             Ok(svid) => {

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 use super::attest::{self, DigestCache, Facts};
 use super::audit::Audit;
 use super::jwt::{self, KeySet};
+use super::metrics::Metrics;
 use super::snapshot::{Entitlement, Snapshot};
 use super::streams::{self, refresh};
 use super::workload_api::spiffe_workload_api_server::SpiffeWorkloadApi;
@@ -37,6 +38,7 @@ pub struct WorkloadApi {
     digests: DigestCache,
     audit: Audit,
     jwt: Option<watch::Receiver<Arc<KeySet>>>,
+    metrics: Metrics,
 }
 
 impl WorkloadApi {
@@ -47,6 +49,7 @@ impl WorkloadApi {
             digests: DigestCache::default(),
             audit,
             jwt: None,
+            metrics: Metrics::default(),
         }
     }
 
@@ -73,6 +76,17 @@ impl WorkloadApi {
         &self.audit
     }
 
+    /// The same service, counting refusals and open streams in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The metrics handle (streams hold an open-stream guard from it).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The executable digest cache shared by every call.
     pub fn digests(&self) -> &DigestCache {
         &self.digests
@@ -85,6 +99,7 @@ impl WorkloadApi {
             .get("workload.spiffe.io")
             .and_then(|v| v.to_str().ok());
         if header != Some("true") {
+            self.metrics.denied("missing_security_header");
             return Err(Status::invalid_argument(
                 "security header missing from request (workload.spiffe.io: true)",
             ));
@@ -103,6 +118,7 @@ impl WorkloadApi {
         )
         .await
         .map_err(|e| {
+            self.metrics.denied("not_attested");
             let caller = Caller::peer(
                 cred.uid(),
                 cred.gid(),
@@ -117,6 +133,7 @@ impl WorkloadApi {
 
     /// The refusal for a caller no entry matches (logged and audited).
     pub fn denied(&self, facts: &Facts) -> Status {
+        self.metrics.denied("no_matching_entry");
         tracing::info!(
             uid = facts.uid,
             gid = facts.gid,

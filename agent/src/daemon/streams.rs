@@ -13,6 +13,7 @@ use tonic::codegen::BoxStream;
 
 use super::attest::{self, DigestCache, Facts};
 use super::config::WorkloadEntry;
+use super::metrics::StreamGuard;
 use super::server::WorkloadApi;
 use super::snapshot::{Entitlement, Snapshot, same_svids};
 use super::svid::Svid;
@@ -29,6 +30,8 @@ struct Follow {
     api: WorkloadApi,
     rx: watch::Receiver<Arc<Snapshot>>,
     facts: Facts,
+    /// Counts this stream as open until it is dropped.
+    _open: StreamGuard,
 }
 
 enum Step<M> {
@@ -133,7 +136,14 @@ pub fn x509(
     sent: Set,
 ) -> BoxStream<X509svidResponse> {
     let crl = first.crl.first().cloned();
-    let start = (Step::First(first, Follow { api, rx, facts }), (sent, crl));
+    let _open = api.metrics().stream_opened();
+    let follow = Follow {
+        api,
+        rx,
+        facts,
+        _open,
+    };
+    let start = (Step::First(first, follow), (sent, crl));
     Box::pin(stream::unfold(start, |(step, mut last)| async move {
         match step {
             Step::First(m, f) => Some((Ok(m), (Step::Next(f), last))),
@@ -155,7 +165,14 @@ pub fn bundles(
     sent: Bytes,
 ) -> BoxStream<X509BundlesResponse> {
     let crl = first.crl.first().cloned();
-    let start = (Step::First(first, Follow { api, rx, facts }), (sent, crl));
+    let _open = api.metrics().stream_opened();
+    let follow = Follow {
+        api,
+        rx,
+        facts,
+        _open,
+    };
+    let start = (Step::First(first, follow), (sent, crl));
     Box::pin(stream::unfold(start, |(step, mut last)| async move {
         match step {
             Step::First(m, f) => Some((Ok(m), (Step::Next(f), last))),

@@ -82,3 +82,58 @@ pub fn alert_level(
         AlertLevel::Ok
     }
 }
+
+impl AlertThresholds {
+    /// Thresholds from durations (`[alerts]` in the agent config, `status --warning`):
+    /// each must be whole days, at least one day, and ERROR may not exceed WARNING.
+    pub fn from_durations(
+        warning: std::time::Duration,
+        error: std::time::Duration,
+    ) -> Result<Self, crate::Error> {
+        let days = |what: &str, d: std::time::Duration| -> Result<i64, crate::Error> {
+            let secs = d.as_secs();
+            if secs == 0 || !secs.is_multiple_of(86_400) || d.subsec_nanos() != 0 {
+                return Err(crate::Error::InvalidInput(format!(
+                    "the {what} threshold must be a whole number of days (e.g. 30d, 2w)"
+                )));
+            }
+            Ok(i64::try_from(secs / 86_400).unwrap_or(i64::MAX))
+        };
+        let t = AlertThresholds {
+            warning_days: days("warning", warning)?,
+            error_days: days("error", error)?,
+        };
+        if t.error_days > t.warning_days {
+            return Err(crate::Error::InvalidInput(format!(
+                "the error threshold ({}d) must not be longer than the warning threshold ({}d)",
+                t.error_days, t.warning_days
+            )));
+        }
+        Ok(t)
+    }
+}
+
+/// The alert level of a certificate its holder renews automatically (a workload SVID):
+/// fixed day thresholds would flag every short-lived SVID, so the level follows its
+/// renewal instead. OK until the renewal point (`renew_fraction` of the lifetime, with
+/// a grace of 5% of the lifetime) has passed, then WARNING (renewal overdue), ERROR in
+/// the last 10% of the lifetime, CRITICAL once expired.
+pub fn renewal_alert_level(
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+    now: OffsetDateTime,
+    renew_fraction: f64,
+) -> AlertLevel {
+    if now >= not_after {
+        return AlertLevel::Critical;
+    }
+    let lifetime = (not_after - not_before).as_seconds_f64().max(1.0);
+    let left = (not_after - now).as_seconds_f64() / lifetime;
+    if left <= 0.1 {
+        AlertLevel::Error
+    } else if left < 1.0 - renew_fraction - 0.05 {
+        AlertLevel::Warning
+    } else {
+        AlertLevel::Ok
+    }
+}

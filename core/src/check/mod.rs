@@ -8,6 +8,7 @@ mod alert;
 mod chain;
 mod crl;
 mod names;
+mod report;
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -16,7 +17,7 @@ use x509_parser::prelude::FromDer;
 
 use crate::Error;
 
-pub use alert::{AlertLevel, AlertThresholds, alert_level, days_left};
+pub use alert::{AlertLevel, AlertThresholds, alert_level, days_left, renewal_alert_level};
 pub use chain::verify_chain;
 pub(crate) use chain::verify_signed_by;
 pub(crate) use crl::parse_crl;
@@ -24,6 +25,7 @@ pub use crl::{check_crl, find_revoked, read_crl};
 pub(crate) use names::{
     general_name_to_string, key_algorithm_name, name_to_string, signature_algorithm,
 };
+pub use report::{StatusEntry, StatusReport, status_report};
 
 /// What a person (or `status --json`) needs to know about one certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

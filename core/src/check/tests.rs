@@ -126,3 +126,34 @@ fn names_escape_what_the_subject_parser_reads_back() {
         crate::issuance::parse_subject(r"CN=Acme\, Inc.,O=Acme + Co").unwrap()
     );
 }
+
+#[test]
+fn thresholds_from_durations_are_whole_days() {
+    let d = |days: u64| std::time::Duration::from_secs(days * 86_400);
+    let t = AlertThresholds::from_durations(d(60), d(10)).unwrap();
+    assert_eq!((t.warning_days, t.error_days), (60, 10));
+    assert!(AlertThresholds::from_durations(d(5), d(10)).is_err());
+    assert!(AlertThresholds::from_durations(std::time::Duration::from_secs(3600), d(0)).is_err());
+}
+
+#[test]
+fn renewed_certificates_alert_on_overdue_renewal() {
+    let start = NOW - Duration::minutes(10);
+    let at = |minutes_left: i64| {
+        renewal_alert_level(
+            start,
+            start + Duration::hours(1),
+            start + Duration::hours(1) - Duration::minutes(minutes_left),
+            0.5,
+        )
+    };
+    assert_eq!(at(50), AlertLevel::Ok);
+    assert_eq!(
+        at(28),
+        AlertLevel::Ok,
+        "within the grace after the renewal point"
+    );
+    assert_eq!(at(20), AlertLevel::Warning);
+    assert_eq!(at(5), AlertLevel::Error);
+    assert_eq!(at(0), AlertLevel::Critical);
+}

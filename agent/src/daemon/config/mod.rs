@@ -4,6 +4,7 @@
 //! Relative paths in the file are taken relative to the file's own directory.
 
 mod names;
+mod observe;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -36,8 +37,10 @@ pub struct Config {
     pub audit: AuditSettings,
     /// `[jwt]`: how JWT-SVIDs are signed (defaults when the section is absent).
     pub jwt: JwtSettings,
-    /// `[metrics] listen` (accepted; the metrics endpoint is not served yet).
-    pub metrics_listen: Option<String>,
+    /// `[metrics] listen`: the loopback address of the metrics and status endpoint.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `[alerts]`: the expiry thresholds for WARNING and ERROR.
+    pub alerts: keyward_core::check::AlertThresholds,
     /// `[[workload]]` entries, in file order.
     pub workloads: Vec<Arc<WorkloadEntry>>,
 }
@@ -199,6 +202,9 @@ impl Config {
         }
         if self.jwt != new.jwt {
             out.push("[jwt]");
+        }
+        if self.metrics_listen != new.metrics_listen {
+            out.push("[metrics]");
         }
         out
     }

@@ -16,6 +16,7 @@ pub(super) struct RawConfig {
     pub(super) audit: Option<RawAudit>,
     #[serde(default)]
     pub(super) jwt: Option<Spanned<RawJwt>>,
+    pub(super) alerts: Option<RawAlerts>,
     #[serde(default)]
     pub(super) workload: Vec<Spanned<RawWorkload>>,
 }
@@ -86,6 +87,16 @@ pub(super) struct RawIntermediate {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMetrics {
     pub(super) listen: Spanned<String>,
+}
+
+/// `[alerts]`: expiry thresholds (durations in whole days).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAlerts {
+    #[serde(default)]
+    pub(super) warning: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) error: Option<Spanned<String>>,
 }
 
 /// `[audit]`

@@ -204,3 +204,28 @@ fn an_intermediate_lead_over_half_its_ttl_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn metrics_listen_must_be_loopback_and_alerts_whole_days() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(c.alerts, keyward_core::check::AlertThresholds::default());
+    let open = GOOD.replace("127.0.0.1:9464", "0.0.0.0:9464");
+    let e = error(&open);
+    assert!(
+        e.contains("agent.toml:13:10") && e.contains("not a loopback address"),
+        "{e}"
+    );
+    assert!(error(&GOOD.replace("127.0.0.1:9464", "localhost")).contains("IP:port"));
+    let alerts = format!("{GOOD}\n[alerts]\nwarning = \"60d\"\nerror = \"2w\"\n");
+    let c = parse(&alerts).unwrap();
+    assert_eq!((c.alerts.warning_days, c.alerts.error_days), (60, 14));
+    let bad = format!("{GOOD}\n[alerts]\nwarning = \"5d\"\n");
+    assert!(
+        error(&bad).contains("must not be longer than the warning"),
+        "{}",
+        error(&bad)
+    );
+    let hours = format!("{GOOD}\n[alerts]\nerror = \"36h\"\n");
+    assert!(error(&hours).contains("whole number of days"));
+}

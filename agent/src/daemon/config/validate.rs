@@ -10,9 +10,10 @@ use keyward_core::{Algorithm, Error, KeyUri};
 use toml::Spanned;
 
 use super::names::{check_spiffe_id, check_trust_domain, lookup_group};
+use super::observe::{check_metrics_listen, thresholds};
 use super::raw::{
-    GroupValue, ModeValue, RawAgent, RawAudit, RawCa, RawConfig, RawIntermediate, RawSelectors,
-    RawWorkload,
+    GroupValue, ModeValue, RawAgent, RawAlerts, RawAudit, RawCa, RawConfig, RawIntermediate,
+    RawSelectors, RawWorkload,
 };
 use super::{
     AgentSettings, AuditSettings, CaSettings, Config, DEFAULT_RENEW_FRACTION, DEFAULT_TTL,
@@ -90,7 +91,17 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<Config, Error> {
         ca,
         audit,
         jwt,
-        metrics_listen: raw.metrics.map(|m| m.listen.into_inner()),
+        metrics_listen: raw
+            .metrics
+            .as_ref()
+            .map(|m| metrics_listen(&src, &m.listen))
+            .transpose()?,
+        alerts: raw
+            .alerts
+            .as_ref()
+            .map(|a| alerts(&src, a))
+            .transpose()?
+            .unwrap_or_default(),
         workloads,
     })
 }
@@ -396,4 +407,21 @@ fn selectors(src: &Src, s: &Spanned<RawSelectors>) -> Result<Selectors, Error> {
         ));
     }
     Ok(sel)
+}
+
+/// `[metrics] listen`: an `IP:port` on loopback.
+fn metrics_listen(src: &Src, v: &Spanned<String>) -> Result<std::net::SocketAddr, Error> {
+    check_metrics_listen(v.get_ref()).map_err(|why| src.err(&v.span(), why))
+}
+
+/// `[alerts]`: WARNING and ERROR thresholds, whole days (defaults 30d and 7d).
+fn alerts(src: &Src, a: &RawAlerts) -> Result<keyward_core::check::AlertThresholds, Error> {
+    let warning = a.warning.as_ref().map(|v| src.duration(v)).transpose()?;
+    let error = a.error.as_ref().map(|v| src.duration(v)).transpose()?;
+    let span = a
+        .warning
+        .as_ref()
+        .or(a.error.as_ref())
+        .map_or(0..0, |v| v.span());
+    thresholds(warning, error).map_err(|e| src.wrap(&span, e))
 }
