@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use agent_common::*;
-use common::{keyward, keyward_bin};
+use common::{keyward, keyward_bin, snapshot};
 use metrics_common::{get, metrics_addr, scrape, with_metrics};
 
 #[test]
@@ -135,6 +135,7 @@ fn metrics_count_issuance_refusals_and_open_streams() {
 #[test]
 fn metrics_on_a_non_loopback_address_are_refused() {
     let agent = Agent::new("[metrics]\nlisten = \"0.0.0.0:9464\"\n");
+    let before = snapshot(&agent.state);
     let out = keyward(
         &agent.state,
         &["agent", "--config", agent.config.to_str().unwrap()],
@@ -148,5 +149,5 @@ fn metrics_on_a_non_loopback_address_are_refused() {
         "{}",
         errors[0]
     );
-    assert!(!agent.state.exists(), "nothing created");
+    assert_eq!(snapshot(&agent.state), before, "nothing changed");
 }
