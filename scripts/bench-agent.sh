@@ -67,10 +67,14 @@ rss_kb() {
 
 # bench_agent_stop: stops the agent (TERM, then waits for a clean exit) and the baseline.
 bench_agent_stop() {
-  local rc=0
-  if [ -n "${BASE_PID:-}" ]; then kill "$BASE_PID" 2>/dev/null; wait "$BASE_PID" 2>/dev/null; BASE_PID=; fi
+  local rc
+  if [ -n "${BASE_PID:-}" ]; then
+    kill "$BASE_PID" 2>/dev/null || true
+    wait "$BASE_PID" 2>/dev/null || true
+    BASE_PID=
+  fi
   if [ -n "${AGENT_PID:-}" ]; then
-    kill -TERM "$AGENT_PID" 2>/dev/null
+    kill -TERM "$AGENT_PID" 2>/dev/null || true
     wait "$AGENT_PID" || { rc=$?; echo "warning: the agent exited with $rc" >&2; }
     AGENT_PID=
   fi

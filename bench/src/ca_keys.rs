@@ -56,10 +56,11 @@ fn env(name: &str) -> String {
     })
 }
 
+/// A name unique to this run, short enough for a SoftHSM token label (32 bytes).
 fn unique(prefix: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+        .map_or(0, |d| d.subsec_nanos());
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
