@@ -5,53 +5,106 @@
 # prints fetches/s, p50/p99 latency, errors, the ratio, and the agent's resident memory.
 #
 # Run it: scripts/bench-agent.sh [ENTRIES=1000] [SECONDS=10] [TASKS=32] [CLIENT_THREADS=2]
-# Source it: defines bench_agent only.
+# Source it: defines functions only (bench_agent, and the pieces scripts/bench.sh reuses:
+# bench_agent_build, bench_agent_start, bench_agent_baseline_start, bench_agent_load,
+# bench_agent_stop, rss_kb).
 
-bench_agent() {
-  local entries=${1:-1000} seconds=${2:-10} tasks=${3:-32} threads=${4:-2}
-  local root target tmp uid i agent_pid= base_pid=
+# bench_agent_build: builds the agent and the load client in release; sets KW and LOAD.
+bench_agent_build() {
+  local root target
   root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   target=${CARGO_TARGET_DIR:-$root/target}
   (cd "$root" && cargo build --release -q -p keyward --bin keyward --example load) || return 1
-  local kw=$target/release/keyward load=$target/release/examples/load
-  tmp=$(mktemp -d)
+  KW=$target/release/keyward
+  LOAD=$target/release/examples/load
+}
+
+# bench_agent_start ENTRIES DIR: a CA key, a config with ENTRIES workload entries (the
+# caller's uid last, so every fetch scans all entries) and an agent on DIR/agent.sock;
+# waits until it serves. Sets AGENT_PID; the agent's log is DIR/agent.log.
+bench_agent_start() {
+  local entries=$1 dir=$2 uid i
   uid=$(id -u)
-  "$kw" --state-dir "$tmp/state" key generate --key "file:$tmp/keys/ca.pem" --algorithm ecdsa-p256 >/dev/null || return 1
+  "$KW" --state-dir "$dir/state" key generate --key "file:$dir/keys/ca.pem" --algorithm ecdsa-p256 >/dev/null || return 1
   {
-    printf '[agent]\nsocket = "%s/agent.sock"\nstate_dir = "%s/state"\ntrust_domain = "example.org"\n\n' "$tmp" "$tmp"
-    printf '[ca]\nkey = "file:%s/keys/ca.pem"\n\n' "$tmp"
+    printf '[agent]\nsocket = "%s/agent.sock"\nstate_dir = "%s/state"\ntrust_domain = "example.org"\n\n' "$dir" "$dir"
+    printf '[ca]\nkey = "file:%s/keys/ca.pem"\n\n' "$dir"
     for ((i = 1; i < entries; i++)); do
       printf '[[workload]]\nspiffe_id = "spiffe://example.org/svc/%d"\nselectors = { uid = %d }\n\n' "$i" $((100000 + i))
     done
-    # The caller's entry comes last: every fetch scans all entries.
     printf '[[workload]]\nspiffe_id = "spiffe://example.org/bench"\nselectors = { uid = %d }\n' "$uid"
-  } >"$tmp/agent.toml"
+  } >"$dir/agent.toml"
+  "$KW" agent --config "$dir/agent.toml" >/dev/null 2>"$dir/agent.log" &
+  AGENT_PID=$!
+  for ((i = 0; i < 600; i++)); do [ -S "$dir/agent.sock" ] && break; sleep 0.1; done
+  [ -S "$dir/agent.sock" ] || {
+    echo "error: the agent did not start:" >&2
+    cat "$dir/agent.log" >&2
+    return 1
+  }
+}
 
+# bench_agent_baseline_start DIR: the raw tonic baseline on DIR/baseline.sock, serving
+# the response it fetched once from the agent. Sets BASE_PID.
+bench_agent_baseline_start() {
+  local dir=$1 i
+  "$LOAD" baseline --socket "$dir/baseline.sock" --from "$dir/agent.sock" >/dev/null 2>&1 &
+  BASE_PID=$!
+  for ((i = 0; i < 100; i++)); do [ -S "$dir/baseline.sock" ] && break; sleep 0.1; done
+  [ -S "$dir/baseline.sock" ] || { echo "error: the baseline server did not start" >&2; return 1; }
+}
+
+# bench_agent_load SOCKET SECONDS TASKS THREADS: one load run; prints the client's line
+# (fetches=.. fetches_per_s=.. p50_us=.. p99_us=.. max_us=.. errors=..).
+bench_agent_load() {
+  "$LOAD" run --socket "$1" --seconds "$2" --tasks "$3" --threads "$4"
+}
+
+# rss_kb PID [FIELD]: a process's VmRSS (or FIELD, e.g. VmHWM) in kB.
+rss_kb() {
+  awk -v f="${2:-VmRSS}:" '$1 == f {print $2}' "/proc/$1/status"
+}
+
+# bench_agent_stop: stops the agent (TERM, then waits for a clean exit) and the baseline.
+bench_agent_stop() {
+  local rc
+  if [ -n "${BASE_PID:-}" ]; then
+    kill "$BASE_PID" 2>/dev/null || true
+    wait "$BASE_PID" 2>/dev/null || true
+    BASE_PID=
+  fi
+  if [ -n "${AGENT_PID:-}" ]; then
+    kill -TERM "$AGENT_PID" 2>/dev/null || true
+    wait "$AGENT_PID" || { rc=$?; echo "warning: the agent exited with $rc" >&2; }
+    AGENT_PID=
+  fi
+  return 0
+}
+
+bench_agent() {
+  local entries=${1:-1000} seconds=${2:-10} tasks=${3:-32} threads=${4:-2}
+  local tmp
+  bench_agent_build || return 1
+  tmp=$(mktemp -d)
+  trap 'bench_agent_stop; rm -rf "$tmp"' RETURN
   local t0=$SECONDS
-  "$kw" agent --config "$tmp/agent.toml" >/dev/null 2>"$tmp/agent.log" &
-  agent_pid=$!
-  trap 'kill $agent_pid $base_pid 2>/dev/null; rm -rf "$tmp"' RETURN
-  for ((i = 0; i < 600; i++)); do [ -S "$tmp/agent.sock" ] && break; sleep 0.1; done
-  [ -S "$tmp/agent.sock" ] || { echo "error: the agent did not start:" >&2; cat "$tmp/agent.log" >&2; kill $agent_pid; return 1; }
+  bench_agent_start "$entries" "$tmp" || return 1
   echo "agent: $entries entries, SVIDs issued and serving after $((SECONDS - t0)) s"
-  echo "agent RSS after start:  $(awk '/VmRSS/ {print $2, $3}' /proc/$agent_pid/status)"
-
-  "$load" baseline --socket "$tmp/baseline.sock" --from "$tmp/agent.sock" >/dev/null 2>&1 &
-  base_pid=$!
-  for ((i = 0; i < 100; i++)); do [ -S "$tmp/baseline.sock" ] && break; sleep 0.1; done
+  echo "agent RSS after start:  $(rss_kb $AGENT_PID) kB"
+  bench_agent_baseline_start "$tmp" || return 1
 
   local base agent
-  base=$("$load" run --socket "$tmp/baseline.sock" --tasks "$tasks" --seconds "$seconds" --threads "$threads")
+  base=$(bench_agent_load "$tmp/baseline.sock" "$seconds" "$tasks" "$threads")
   echo "baseline (raw tonic, fixed response): $base"
-  kill $base_pid; wait $base_pid 2>/dev/null || true
-  agent=$("$load" run --socket "$tmp/agent.sock" --tasks "$tasks" --seconds "$seconds" --threads "$threads")
+  kill $BASE_PID; wait $BASE_PID 2>/dev/null || true
+  BASE_PID=
+  agent=$(bench_agent_load "$tmp/agent.sock" "$seconds" "$tasks" "$threads")
   echo "keyward agent:                        $agent"
   local b a
   b=$(sed -n 's/.*fetches_per_s=\([0-9]*\).*/\1/p' <<<"$base")
   a=$(sed -n 's/.*fetches_per_s=\([0-9]*\).*/\1/p' <<<"$agent")
   awk -v a="$a" -v b="$b" 'BEGIN { printf "ratio agent/baseline fetches/s: %.2f\n", a / b }'
-  echo "agent RSS after load:   $(awk '/VmRSS/ {print $2, $3}' /proc/$agent_pid/status) (peak $(awk '/VmHWM/ {print $2, $3}' /proc/$agent_pid/status))"
-  kill -TERM $agent_pid; wait $agent_pid || echo "warning: the agent exited with $?" >&2
+  echo "agent RSS after load:   $(rss_kb $AGENT_PID) kB (peak $(rss_kb $AGENT_PID VmHWM) kB)"
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
