@@ -229,3 +229,10 @@ fn metrics_listen_must_be_loopback_and_alerts_whole_days() {
     let hours = format!("{GOOD}\n[alerts]\nerror = \"36h\"\n");
     assert!(error(&hours).contains("whole number of days"));
 }
+
+#[test]
+fn relative_file_keys_are_relative_to_the_file() {
+    let text = GOOD.replace("file:/var/lib/keyward/keys/ca.pem", "file:keys/ca.pem");
+    let c = parse(&text).unwrap();
+    assert_eq!(c.ca.key.to_string(), "file:/etc/keyward/keys/ca.pem");
+}

@@ -62,6 +62,17 @@ impl Src<'_> {
         Ok(self.base.join(v.get_ref()))
     }
 
+    /// A key URI's text with a relative `file:` path made absolute against the file's
+    /// directory, like every other path in the file.
+    fn key_text(&self, v: &Spanned<String>) -> String {
+        match v.get_ref().strip_prefix("file:") {
+            Some(rest) if !rest.starts_with('/') && !rest.is_empty() => {
+                format!("file:{}", self.base.join(rest).display())
+            }
+            _ => v.get_ref().clone(),
+        }
+    }
+
     fn duration(&self, v: &Spanned<String>) -> Result<std::time::Duration, Error> {
         parse_duration(v.get_ref()).map_err(|e| self.wrap(&v.span(), e))
     }
@@ -228,7 +239,7 @@ fn group(src: &Src, g: &Spanned<GroupValue>) -> Result<u32, Error> {
 }
 
 fn ca(src: &Src, c: &RawCa) -> Result<CaSettings, Error> {
-    let key = KeyUri::parse(c.key.get_ref()).map_err(|e| src.wrap(&c.key.span(), e))?;
+    let key = KeyUri::parse(&src.key_text(&c.key)).map_err(|e| src.wrap(&c.key.span(), e))?;
     let subject = match &c.subject {
         None => "CN=keyward root CA".to_string(),
         Some(s) => subject(src, s)?,
@@ -261,7 +272,7 @@ fn subject(src: &Src, s: &Spanned<String>) -> Result<String, Error> {
 
 fn intermediate(src: &Src, i: &Spanned<RawIntermediate>) -> Result<IntermediateSettings, Error> {
     let r = i.get_ref();
-    let template = r.key.get_ref().clone();
+    let template = src.key_text(&r.key);
     KeyUri::parse(&template.replace("{n}", "1")).map_err(|e| src.wrap(&r.key.span(), e))?;
     let algorithm = match &r.algorithm {
         None => Algorithm::EcdsaP256Sha256,

@@ -30,7 +30,7 @@ pub(super) fn settings(src: &Src, raw: Option<&Spanned<RawJwt>>) -> Result<JwtSe
     let key = match &r.key {
         None => None,
         Some(k) => {
-            let uri = KeyUri::parse(k.get_ref()).map_err(|e| src.wrap(&k.span(), e))?;
+            let uri = KeyUri::parse(&src.key_text(k)).map_err(|e| src.wrap(&k.span(), e))?;
             naming::check_base(&uri).map_err(|why| src.err(&k.span(), why))?;
             Some(uri)
         }
