@@ -2,9 +2,11 @@
 # The one test command. Installs what the tests need (Debian packages, a Python venv with
 # moto and OpenBao), starts SoftHSM2, moto_server and OpenBao on loopback with private
 # directories and free ports, checks formatting and lints, runs the whole workspace's
-# tests, and stops everything it started, also on failure or interrupt.
+# tests, fuzzes each parser for a bounded time (scripts/fuzz.sh), and stops everything it
+# started, also on failure or interrupt.
 #
-# Environment: KEYWARD_VENV (default target/test-venv) keeps the Python venv between runs.
+# Environment: KEYWARD_VENV (default target/test-venv) keeps the Python venv between runs;
+# KEYWARD_FUZZ_SECONDS (default 20) is how long each fuzz target runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -33,6 +35,7 @@ softhsm_install
 VENV=${KEYWARD_VENV:-$ROOT/target/test-venv}
 moto_install "$VENV"
 openbao_install "$VENV"
+cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
 
 step "starting backends"
 softhsm_start "$WORK/softhsm"
@@ -52,4 +55,7 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+step "fuzzing (bounded)"
+scripts/fuzz.sh "${KEYWARD_FUZZ_SECONDS:-20}"
 step "done"

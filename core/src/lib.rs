@@ -9,6 +9,8 @@ mod algorithm;
 pub mod check;
 mod error;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod issuance;
 mod signer;
 pub mod store;

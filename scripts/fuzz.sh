@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds the cargo-fuzz targets in fuzz/ and runs each one for a bounded time, starting
+# from its checked-in seed corpus (fuzz/corpus/TARGET) plus its saved crashes
+# (fuzz/regressions/TARGET). Fails if any target crashes, leaks past the memory limit or
+# hangs; the input that did it is left in fuzz/artifacts/TARGET/ (git-ignored).
+#
+# usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (default 20 s, every target)
+#
+# A crash found here becomes a regression test: copy the artifact into
+# fuzz/regressions/TARGET/, fix the code, and `cargo test` replays it from then on
+# (core/tests/fuzz_regressions.rs, agent/tests/fuzz_regressions.rs).
+#
+# cargo-fuzz needs nightly compiler flags; on the stable toolchain RUSTC_BOOTSTRAP=1
+# allows them for this build only. Installs cargo-fuzz (cargo install) when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+SECONDS_PER_TARGET=${1:-20}
+shift || true
+TARGETS=("$@")
+if [ ${#TARGETS[@]} -eq 0 ]; then
+  TARGETS=(key_uri csr verify agent_config workload_request)
+fi
+# Memory per fuzzing process (MB); libFuzzer fails the run above it.
+RSS_LIMIT_MB=${KEYWARD_FUZZ_RSS_MB:-2048}
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "installing cargo-fuzz"
+  cargo install cargo-fuzz --locked --quiet
+fi
+
+export RUSTC_BOOTSTRAP=1
+start=$SECONDS
+# Release build with debug assertions and AddressSanitizer (cargo-fuzz's defaults).
+(cd fuzz && cargo fuzz build)
+echo "fuzz targets built in $((SECONDS - start))s"
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/keyward-fuzz.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+failed=()
+for t in "${TARGETS[@]}"; do
+  [ -f "fuzz/fuzz_targets/$t.rs" ] || { echo "error: no fuzz target '$t'" >&2; exit 2; }
+  # New inputs go to a scratch corpus; the checked-in directories are only read.
+  mkdir -p "$WORK/$t" "fuzz/artifacts/$t"
+  seeds=("fuzz/corpus/$t")
+  [ -d "fuzz/regressions/$t" ] && seeds+=("fuzz/regressions/$t")
+  echo "== fuzzing $t for ${SECONDS_PER_TARGET}s"
+  if ! (cd fuzz && cargo fuzz run "$t" "$WORK/$t" "${seeds[@]/#/$ROOT/}" -- \
+    -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb="$RSS_LIMIT_MB" -timeout=10 \
+    -print_final_stats=1 >"$WORK/$t.log" 2>&1); then
+    tail -n 60 "$WORK/$t.log"
+    echo "FAILED: fuzz target $t; the input is in fuzz/artifacts/$t/" >&2
+    failed+=("$t")
+  else
+    grep -E '^stat::(number_of_executed_units|new_units_added)|^Done ' "$WORK/$t.log" || true
+  fi
+done
+
+echo "fuzzing took $((SECONDS - start))s in all"
+echo "fuzz: $((${#TARGETS[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "error: fuzz targets failed: ${failed[*]}" >&2
+  exit 1
+fi
