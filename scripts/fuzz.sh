@@ -50,7 +50,9 @@ for t in "${TARGETS[@]}"; do
   if ! (cd fuzz && cargo fuzz run "$t" "$WORK/$t" "${seeds[@]/#/$ROOT/}" -- \
     -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb="$RSS_LIMIT_MB" -timeout=10 \
     -print_final_stats=1 >"$WORK/$t.log" 2>&1); then
-    tail -n 60 "$WORK/$t.log"
+    # The panic message (far above the end of a long backtrace), then the end.
+    grep -A2 -m1 'panicked at' "$WORK/$t.log" || true
+    tail -n 25 "$WORK/$t.log"
     echo "FAILED: fuzz target $t; the input is in fuzz/artifacts/$t/" >&2
     failed+=("$t")
   else

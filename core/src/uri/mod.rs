@@ -109,8 +109,11 @@ impl fmt::Display for KeyUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KeyUri::File(u) => {
-                let p = u.path.to_string_lossy();
-                write!(f, "file:{}", encode(&p, PATH_SAFE))
+                let p = encode(&u.path.to_string_lossy(), PATH_SAFE);
+                // `file://x` would read back as authority `//` and relative path `x`:
+                // a path starting with `//` is written after an empty authority.
+                let authority = if p.starts_with("//") { "//" } else { "" };
+                write!(f, "file:{authority}{p}")
             }
             KeyUri::Pkcs11(u) => u.fmt(f),
             KeyUri::AwsKms(u) => u.fmt(f),
@@ -171,9 +174,10 @@ fn decode_bytes(s: &str, what: &str) -> Result<Vec<u8>, Error> {
                 && bytes[i + 1].is_ascii_hexdigit()
                 && bytes[i + 2].is_ascii_hexdigit();
             if !ok {
+                // Three characters, not bytes: a multi-byte character may follow '%'.
+                let at: String = s[i..].chars().take(3).collect();
                 return Err(Error::InvalidUri(format!(
-                    "{what}: malformed percent-encoding at '{}'",
-                    &s[i..s.len().min(i + 3)]
+                    "{what}: malformed percent-encoding at '{at}'"
                 )));
             }
             i += 3;
