@@ -108,13 +108,7 @@ impl FromStr for KeyUri {
 impl fmt::Display for KeyUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KeyUri::File(u) => {
-                let p = encode(&u.path.to_string_lossy(), PATH_SAFE);
-                // `file://x` would read back as authority `//` and relative path `x`:
-                // a path starting with `//` is written after an empty authority.
-                let authority = if p.starts_with("//") { "//" } else { "" };
-                write!(f, "file:{authority}{p}")
-            }
+            KeyUri::File(u) => write!(f, "file:{}", file_path(&u.path)),
             KeyUri::Pkcs11(u) => u.fmt(f),
             KeyUri::AwsKms(u) => u.fmt(f),
             KeyUri::Transit(u) => u.fmt(f),
@@ -155,6 +149,18 @@ const VALUE_SAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUME
     .remove(b'.')
     .remove(b'_')
     .remove(b'~');
+
+/// A path as written after `file:`, percent-encoded. `file://x` would read back as an
+/// authority and the relative path `x`, so a path starting with `//` gets an empty
+/// authority in front (`file:////x`).
+fn file_path(path: &Path) -> String {
+    let p = encode(&path.to_string_lossy(), PATH_SAFE);
+    if p.starts_with("//") {
+        format!("//{p}")
+    } else {
+        p
+    }
+}
 
 fn encode(s: &str, set: &'static percent_encoding::AsciiSet) -> String {
     percent_encoding::utf8_percent_encode(s, set).to_string()
