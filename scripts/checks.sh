@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The checks scripts/test.sh runs once the backends are up (through scripts/with-backends.sh):
-# formatting, lints, the build, and the whole workspace's tests.
+# formatting, lints, the build, the whole workspace's tests, and bounded fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +19,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+step "fuzzing (bounded)"
+scripts/fuzz.sh "${KEYWARD_FUZZ_SECONDS:-20}"
 step "done"

@@ -5,7 +5,8 @@ mod backends;
 mod cli;
 mod commands;
 mod daemon;
-mod duration;
+
+use keyward::duration;
 
 use std::process::ExitCode;
 

@@ -11,6 +11,8 @@ pub mod backup;
 pub mod check;
 mod error;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod issuance;
 mod signer;
 pub mod store;

@@ -1,10 +1,8 @@
 //! The agent daemon: loads the CA, keeps workload SVIDs fresh, and serves the SPIFFE
 //! Workload API on a Unix socket until SIGTERM/SIGINT; SIGHUP reloads the config.
 
-mod attest;
 mod audit;
 mod ca;
-pub mod config;
 mod crl;
 pub mod fetch;
 mod intermediate;
@@ -12,14 +10,14 @@ mod jwt;
 pub mod logging;
 pub mod metrics;
 mod rotation;
-mod selectors;
 mod server;
 mod snapshot;
 mod socket;
 mod streams;
 mod svid;
-#[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
-pub mod workload_api;
+
+// Configuration, attestation and the Workload API messages live in the library part.
+pub use keyward::daemon::{attest, config, selectors, workload_api};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

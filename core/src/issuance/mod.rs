@@ -8,7 +8,7 @@
 mod adapter;
 mod ca_issuer;
 mod crl;
-mod csr;
+pub(crate) mod csr;
 mod names;
 mod postcheck;
 mod profile;
@@ -78,7 +78,7 @@ pub struct ServiceProfile {
 
 /// Checks names and assembles the SAN list: DNS (the CN first when it is a DNS name not
 /// already listed), then IPs, then URIs; duplicates dropped; at least one name required.
-fn build_sans(
+pub(crate) fn build_sans(
     common_name: Option<&str>,
     dns: &[String],
     ips: &[IpAddr],

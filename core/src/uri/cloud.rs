@@ -2,7 +2,11 @@
 
 use std::fmt;
 
-use super::{VALUE_SAFE, decode_utf8, encode, split_attrs};
+use super::{PATH_SAFE, VALUE_SAFE, decode_utf8, encode, split_attrs};
+
+/// Characters left unencoded in a printed ARN: ordinary ARNs print unchanged, while a
+/// `?`, `%` or `&` that came percent-encoded stays encoded and reads back the same.
+const ARN_SAFE: &percent_encoding::AsciiSet = &PATH_SAFE.remove(b':');
 use crate::Error;
 
 /// How an AWS KMS key is named.
@@ -105,7 +109,7 @@ impl fmt::Display for AwsKmsUri {
         match &self.key {
             KmsKeyRef::Alias(a) => write!(f, "awskms:{a}")?,
             KmsKeyRef::KeyId(id) => write!(f, "awskms:key-id={id}")?,
-            KmsKeyRef::Arn(arn) => write!(f, "awskms:{arn}")?,
+            KmsKeyRef::Arn(arn) => write!(f, "awskms:{}", encode(arn, ARN_SAFE))?,
         }
         let attrs = [
             ("region", &self.region),

@@ -108,10 +108,7 @@ impl FromStr for KeyUri {
 impl fmt::Display for KeyUri {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KeyUri::File(u) => {
-                let p = u.path.to_string_lossy();
-                write!(f, "file:{}", encode(&p, PATH_SAFE))
-            }
+            KeyUri::File(u) => write!(f, "file:{}", file_path(&u.path)),
             KeyUri::Pkcs11(u) => u.fmt(f),
             KeyUri::AwsKms(u) => u.fmt(f),
             KeyUri::Transit(u) => u.fmt(f),
@@ -153,6 +150,18 @@ const VALUE_SAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUME
     .remove(b'_')
     .remove(b'~');
 
+/// A path as written after `file:`, percent-encoded. `file://x` would read back as an
+/// authority and the relative path `x`, so a path starting with `//` gets an empty
+/// authority in front (`file:////x`).
+fn file_path(path: &Path) -> String {
+    let p = encode(&path.to_string_lossy(), PATH_SAFE);
+    if p.starts_with("//") {
+        format!("//{p}")
+    } else {
+        p
+    }
+}
+
 fn encode(s: &str, set: &'static percent_encoding::AsciiSet) -> String {
     percent_encoding::utf8_percent_encode(s, set).to_string()
 }
@@ -171,9 +180,10 @@ fn decode_bytes(s: &str, what: &str) -> Result<Vec<u8>, Error> {
                 && bytes[i + 1].is_ascii_hexdigit()
                 && bytes[i + 2].is_ascii_hexdigit();
             if !ok {
+                // Three characters, not bytes: a multi-byte character may follow '%'.
+                let at: String = s[i..].chars().take(3).collect();
                 return Err(Error::InvalidUri(format!(
-                    "{what}: malformed percent-encoding at '{}'",
-                    &s[i..s.len().min(i + 3)]
+                    "{what}: malformed percent-encoding at '{at}'"
                 )));
             }
             i += 3;

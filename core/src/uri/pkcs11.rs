@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use zeroize::Zeroizing;
 
-use super::{PATH_SAFE, VALUE_SAFE, decode_bytes, decode_utf8, encode, encode_bytes, split_attrs};
+use super::{
+    PATH_SAFE, VALUE_SAFE, decode_bytes, decode_utf8, encode, encode_bytes, file_path, split_attrs,
+};
 use crate::Error;
 
 /// The `type=` path attribute: which kind of object the URI names.
@@ -264,10 +266,7 @@ impl fmt::Display for Pkcs11Uri {
             query.push(format!("module-name={}", encode(n, VALUE_SAFE)));
         }
         match &self.pin_source {
-            Some(PinSource::File(p)) => query.push(format!(
-                "pin-source=file:{}",
-                encode(&p.to_string_lossy(), PATH_SAFE)
-            )),
+            Some(PinSource::File(p)) => query.push(format!("pin-source=file:{}", file_path(p))),
             Some(PinSource::Env(n)) => {
                 query.push(format!("pin-source=env:{}", encode(n, VALUE_SAFE)))
             }
