@@ -55,26 +55,7 @@ async fn a_bundles_stream_receives_the_new_crl_after_a_revocation() {
     agent.start();
     // A certificate issued from the agent's CA with the CLI, in the agent's state dir.
     let out = agent.dir.path().join("svc");
-    keyward_ok(
-        &agent.state,
-        &[
-            "issue",
-            "--name",
-            "svc",
-            "--dns",
-            "svc.internal",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
-    let serial = openssl(&[
-        "x509",
-        "-noout",
-        "-serial",
-        "-in",
-        out.join("cert.pem").to_str().unwrap(),
-    ]);
-    let serial = serial.trim().strip_prefix("serial=").unwrap().to_string();
+    let serial = issue_named(&agent.state, "svc", &out);
 
     let mut stream = stream_bundles(raw::channel(&agent.socket).await)
         .await

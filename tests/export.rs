@@ -10,21 +10,6 @@ use base64::Engine;
 use common::*;
 use tempfile::TempDir;
 
-fn issue(state: &Path, name: &str, out: &Path) {
-    keyward_ok(
-        state,
-        &[
-            "issue",
-            "--name",
-            name,
-            "--dns",
-            "api.internal",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
-}
-
 /// Every scalar of the Secret by its dotted path (`metadata.name`, `data.tls.crt`),
 /// parsed by hand: the output is block YAML with one mapping entry per line.
 fn parse(yaml: &str) -> BTreeMap<String, String> {
@@ -57,9 +42,9 @@ fn decode(s: &str) -> Vec<u8> {
 fn the_secret_holds_the_latest_certificate_its_key_and_the_ca() {
     let tmp = TempDir::new().unwrap();
     let state = root_ca(tmp.path(), &software_key(tmp.path()), "ecdsa-p256");
-    issue(&state, "API_Server", &tmp.path().join("old"));
+    issue_named(&state, "API_Server", &tmp.path().join("old"));
     let out = tmp.path().join("new");
-    issue(&state, "API_Server", &out);
+    issue_named(&state, "API_Server", &out);
     let yaml = keyward_ok(
         &state,
         &[
@@ -143,7 +128,7 @@ fn bad_exports_fail_with_one_clear_line() {
     let tmp = TempDir::new().unwrap();
     let state = root_ca(tmp.path(), &software_key(tmp.path()), "ecdsa-p256");
     let out = tmp.path().join("svc");
-    issue(&state, "api", &out);
+    issue_named(&state, "api", &out);
     keyward_fails(
         &state,
         &["export", "--name", "nope", "--format", "k8s-secret"],

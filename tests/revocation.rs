@@ -15,30 +15,7 @@ use x509_parser::revocation_list::CertificateRevocationList;
 /// Issues a service certificate named `name` into `dir/name`; returns (dir, serial).
 fn issue(state: &Path, dir: &Path, name: &str) -> (PathBuf, String) {
     let out = dir.join(name);
-    keyward_ok(
-        state,
-        &[
-            "issue",
-            "--name",
-            name,
-            "--dns",
-            &format!("{name}.internal"),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
-    let serial = openssl(&[
-        "x509",
-        "-noout",
-        "-serial",
-        "-in",
-        out.join("cert.pem").to_str().unwrap(),
-    ]);
-    let serial = serial
-        .trim()
-        .strip_prefix("serial=")
-        .expect("serial=")
-        .to_string();
+    let serial = issue_named(state, name, &out);
     (out, serial)
 }
 

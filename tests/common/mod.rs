@@ -242,3 +242,37 @@ pub fn root_ca_issues_verifiable_certificate(
     openssl_verify(&out);
     state
 }
+
+/// `keyward issue --name NAME --dns name.internal --out OUT` (a new ECDSA P-256 key; the
+/// DNS name is NAME in lower case with other characters than letters and digits as `-`);
+/// returns the certificate's serial as openssl prints it (upper-case hex).
+pub fn issue_named(state: &Path, name: &str, out: &Path) -> String {
+    keyward_ok(
+        state,
+        &[
+            "issue",
+            "--name",
+            name,
+            "--dns",
+            &format!(
+                "{}.internal",
+                name.to_lowercase()
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+            ),
+            "--out",
+            out.to_str().expect("utf-8 path"),
+        ],
+    );
+    let serial = openssl(&[
+        "x509",
+        "-noout",
+        "-serial",
+        "-in",
+        out.join("cert.pem").to_str().expect("utf-8 path"),
+    ]);
+    serial
+        .trim()
+        .strip_prefix("serial=")
+        .expect("serial=")
+        .to_string()
+}
