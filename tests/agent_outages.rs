@@ -127,10 +127,32 @@ fn counter(addr: std::net::SocketAddr, backend: &str, outcome: &str) -> u32 {
         .unwrap_or(0.0) as u32
 }
 
-/// Generates the CA key `key` on `server`, runs an agent with it and one short-lived
-/// workload entry for this process, and pauses the server as `plan` says.
-fn agent_rides_out_an_outage(server: &PrivateServer, key: &str, backend: &str, plan: Plan) {
-    let env = server.client_env();
+/// How the test takes the backend away and gives it back.
+struct Backend<'a> {
+    /// The scheme label the agent's metrics use (`transit`, `awskms`, `pkcs11`).
+    name: &'a str,
+    /// Environment for `keyward key generate` and the agent.
+    env: Vec<(&'static str, String)>,
+    /// Starts the outage.
+    take_away: Box<dyn Fn() + 'a>,
+    /// Ends it; `None` when the test only covers the outage itself.
+    give_back: Option<Box<dyn Fn() + 'a>>,
+}
+
+/// Pausing and resuming `server` with SIGSTOP and SIGCONT.
+fn paused<'a>(server: &'a PrivateServer, name: &'a str) -> Backend<'a> {
+    Backend {
+        name,
+        env: server.client_env(),
+        take_away: Box::new(|| server.signal("STOP")),
+        give_back: Some(Box::new(|| server.signal("CONT"))),
+    }
+}
+
+/// Generates the CA key `key` in `backend`, runs an agent with it and one short-lived
+/// workload entry for this process, and takes the backend away as `plan` says.
+fn agent_rides_out_an_outage(b: Backend<'_>, key: &str, plan: Plan) {
+    let (env, backend) = (&b.env, b.name);
     let dir = TempDir::new().unwrap();
     let generated = Command::new(keyward_bin())
         .arg("--state-dir")
@@ -142,7 +164,7 @@ fn agent_rides_out_an_outage(server: &PrivateServer, key: &str, backend: &str, p
     assert!(generated.status.success(), "{generated:?}");
     let ttl = format!("{}s", plan.ttl);
     let mut agent = Agent::with_ca_key(dir, key, &with_metrics(&entry("outage", 0, &ttl, "")));
-    for (k, v) in &env {
+    for (k, v) in env {
         agent.env(k, v);
     }
     if backend == "transit" {
@@ -166,12 +188,12 @@ fn agent_rides_out_an_outage(server: &PrivateServer, key: &str, backend: &str, p
     let issued = Instant::now() - Duration::from_secs(plan.ttl - left as u64);
     std::thread::sleep((issued + plan.stop_at).saturating_duration_since(Instant::now()));
 
-    server.signal("STOP");
+    (b.take_away)();
     let stopped = Instant::now();
     wait_for("/readyz to turn 503", Duration::from_secs(20), || {
         get(addr, "/readyz").status == 503
     });
-    eprintln!("{backend}: unready {:?} after SIGSTOP", stopped.elapsed());
+    eprintln!("{backend}: unready {:?} into the outage", stopped.elapsed());
     std::thread::sleep((issued + plan.resume_at).saturating_duration_since(Instant::now()));
 
     // Just before the resume: still unready, the stream quiet, the old SVID valid.
@@ -213,13 +235,17 @@ fn agent_rides_out_an_outage(server: &PrivateServer, key: &str, backend: &str, p
         agent.log()
     );
 
-    server.signal("CONT");
+    let Some(give_back) = b.give_back else {
+        agent.stop();
+        return;
+    };
+    give_back();
     let resumed = Instant::now();
     // The retry due next waits at most one more doubling, then one request.
     let bound = backoff(failures + 1) + plan.request_deadline + SLACK;
     let renewed = next_svid(&svids, bound, "renewal after the resume", &agent.log());
     eprintln!(
-        "{backend}: renewed {:?} after SIGCONT (bound {bound:?})",
+        "{backend}: renewed {:?} after the outage (bound {bound:?})",
         resumed.elapsed()
     );
     assert_ne!(serial(&renewed[0]), serial(&first[0]), "a new certificate");
@@ -228,7 +254,7 @@ fn agent_rides_out_an_outage(server: &PrivateServer, key: &str, backend: &str, p
     wait_for("/readyz to turn 200 again", Duration::from_secs(15), || {
         get(addr, "/readyz").status == 200
     });
-    eprintln!("{backend}: ready {:?} after SIGCONT", resumed.elapsed());
+    eprintln!("{backend}: ready {:?} after the outage", resumed.elapsed());
     assert!(counter(addr, backend, "success") >= 2);
     assert!(
         matches!(svids.try_recv(), Err(mpsc::TryRecvError::Empty)),
@@ -258,7 +284,7 @@ fn transit_outage_keeps_svids_served_and_recovers() {
         request_deadline: Duration::from_secs(1),
     };
     let key = format!("transit:{}", unique("kw-outage"));
-    agent_rides_out_an_outage(&bao, &key, "transit", plan);
+    agent_rides_out_an_outage(paused(&bao, "transit"), &key, plan);
 }
 
 #[test]
@@ -274,5 +300,66 @@ fn kms_outage_keeps_svids_served_and_recovers() {
         request_deadline: Duration::from_secs(10),
     };
     let key = format!("awskms:alias/{}", unique("kw-outage"));
-    agent_rides_out_an_outage(&moto, &key, "awskms", plan);
+    agent_rides_out_an_outage(paused(&moto, "awskms"), &key, plan);
+}
+
+/// A SoftHSM configuration of this test's own (file object store in `dir/tokens`)
+/// with one token holding the agent's CA key; returns (SOFTHSM2_CONF, key URI).
+fn private_softhsm(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let module = common::required_env("KEYWARD_TEST_PKCS11_MODULE");
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", "kw-outage"])
+        .args(["--pin", "outage-pin", "--so-pin", "so-secret-1"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util");
+    assert!(out.status.success(), "{out:?}");
+    let pin = dir.join("token.pin");
+    std::fs::write(&pin, "outage-pin").unwrap();
+    let key = format!(
+        "pkcs11:token=kw-outage;object=agent-ca?module-path={module}&pin-source=file:{}",
+        pin.display()
+    );
+    (conf, key)
+}
+
+/// SoftHSM: the token's directory disappears under the running agent (a removed
+/// token). Only the outage is asserted: the agent keeps serving its current SVID,
+/// reports unready and backs off. Recovery after the directory comes back is not:
+/// SoftHSM marks a token whose directory vanished invalid for the rest of the process
+/// (until `C_Finalize`/`C_Initialize`), and keyward's PKCS#11 backend does not
+/// re-initialize the module on "key not found", so the agent keeps failing until it is
+/// restarted (a known gap).
+#[test]
+fn softhsm_token_removed_under_the_agent_keeps_svids_served() {
+    let hsm = TempDir::new().unwrap();
+    let (conf, key) = private_softhsm(hsm.path());
+    let tokens = hsm.path().join("tokens");
+    let away = hsm.path().join("tokens-away");
+    let plan = Plan {
+        ttl: 30,
+        stop_at: Duration::from_secs(10),
+        resume_at: Duration::from_secs(24),
+        request_deadline: Duration::ZERO,
+    };
+    let backend = Backend {
+        name: "pkcs11",
+        env: vec![("SOFTHSM2_CONF", conf.display().to_string())],
+        take_away: Box::new(|| {
+            std::fs::rename(&tokens, &away).expect("move the token directory away")
+        }),
+        give_back: None,
+    };
+    agent_rides_out_an_outage(backend, &key, plan);
 }
