@@ -4,95 +4,22 @@
 //! the agent unready, resuming it makes the agent ready again.
 
 mod agent_common;
+mod backend_common;
 mod common;
 mod metrics_common;
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use agent_common::*;
-use common::{keyward_bin, required_env, unique};
+use backend_common::PrivateServer;
+use common::{keyward_bin, unique};
 use metrics_common::{get, metrics_addr, scrape, with_metrics};
 use tempfile::TempDir;
 
-/// A private `bao server -dev` with Transit enabled; resumed and killed on drop.
-struct PrivateBao {
-    child: Child,
-    addr: String,
-    _dir: TempDir,
-}
-
-impl PrivateBao {
-    fn start() -> PrivateBao {
-        let bin = required_env("KEYWARD_TEST_BAO_BIN");
-        let dir = TempDir::new().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::fs::File::create(dir.path().join("bao.log")).unwrap();
-        let child = Command::new(&bin)
-            .args([
-                "server",
-                "-dev",
-                "-dev-root-token-id=root",
-                "-dev-no-store-token",
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        let bao = PrivateBao {
-            child,
-            addr: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        wait_for("the private bao server", Duration::from_secs(30), || {
-            bao.curl("GET", "sys/health", None).status.success()
-        });
-        let mounted = bao.curl("POST", "sys/mounts/transit", Some(r#"{"type":"transit"}"#));
-        assert!(mounted.status.success(), "enable transit: {mounted:?}");
-        bao
-    }
-
-    fn curl(&self, method: &str, path: &str, body: Option<&str>) -> Output {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sf", "-m", "5", "-X", method, "-H", "X-Vault-Token: root"]);
-        if let Some(b) = body {
-            cmd.args(["-d", b]);
-        }
-        cmd.arg(format!("{}/v1/{path}", self.addr))
-            .output()
-            .expect("curl")
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(ok.success(), "kill -{sig} bao");
-    }
-}
-
-impl Drop for PrivateBao {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-CONT")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn readyz_follows_the_transit_backend() {
-    let bao = PrivateBao::start();
+    let bao = PrivateServer::bao();
     let dir = TempDir::new().unwrap();
     let key = format!("transit:{}", unique("kw-ready"));
     let generated = Command::new(keyward_bin())

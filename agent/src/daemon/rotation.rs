@@ -279,9 +279,14 @@ impl Rotation {
             Err(e) => {
                 slot.failures += 1;
                 let mut wait = backoff(slot.failures);
-                if let Some(current) = &slot.svid {
-                    // Never wait past the current SVID's expiry to try again.
-                    wait = wait.min(until(current.not_after).max(FIRST_BACKOFF));
+                let left = slot
+                    .svid
+                    .as_ref()
+                    .map_or(Duration::ZERO, |s| until(s.not_after));
+                if !left.is_zero() {
+                    // Never wait past the current SVID's expiry to try again; once it
+                    // has expired, keep doubling (no retry every FIRST_BACKOFF).
+                    wait = wait.min(left.max(FIRST_BACKOFF));
                 }
                 slot.due = Instant::now() + wait;
                 tracing::warn!(

@@ -39,11 +39,15 @@ impl KeySigner for Flaky {
 }
 
 fn entry() -> Arc<WorkloadEntry> {
+    entry_with_ttl(Duration::from_secs(3600))
+}
+
+fn entry_with_ttl(ttl: Duration) -> Arc<WorkloadEntry> {
     Arc::new(WorkloadEntry {
         spiffe_id: "spiffe://example.org/api".into(),
         dns: Vec::new(),
         ips: Vec::new(),
-        ttl: Duration::from_secs(3600),
+        ttl,
         algorithm: Algorithm::EcdsaP256Sha256,
         hint: String::new(),
         selectors: Selectors {
@@ -116,4 +120,44 @@ fn backoff_doubles_up_to_a_minute() {
     assert_eq!(backoff(2), Duration::from_secs(1));
     assert_eq!(backoff(4), Duration::from_secs(4));
     assert_eq!(backoff(30), MAX_BACKOFF);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_keep_doubling_once_the_current_svid_has_expired() {
+    let uri = KeyUri::file("/keyward-test/ca.pem").unwrap();
+    let (key, _) = SoftwareKey::generate(Algorithm::EcdsaP256Sha256, uri).unwrap();
+    let flaky = Arc::new(Flaky {
+        key,
+        down: AtomicBool::new(false),
+    });
+    let root = self_signed_root(flaky.clone(), "CN=test root", Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    let issuer = CaIssuer::new(root.der.clone(), Vec::new(), flaky.clone()).unwrap();
+    let ca = AgentCa::Fixed(CaView::new(issuer, &[root.der]));
+    let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
+    let ttl = Duration::from_secs(2);
+    let mut r = Rotation::new(
+        ca,
+        vec![entry_with_ttl(ttl)],
+        0.5,
+        "example.org",
+        tx,
+        Audit::default(),
+    );
+    r.initial().await;
+    let first = r.slots[0].svid.clone().expect("issued at start");
+    flaky.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(until(first.not_after) + Duration::from_millis(100)).await;
+    assert!(until(first.not_after).is_zero(), "the SVID has expired");
+    for attempt in 1..=6u32 {
+        r.slots[0].due = Instant::now();
+        r.issue_due().await;
+        let retry = r.slots[0].due - Instant::now();
+        assert!(
+            retry > backoff(attempt) / 2 && retry <= backoff(attempt),
+            "attempt {attempt}: retry in {retry:?}, not {:?}",
+            backoff(attempt)
+        );
+    }
 }
