@@ -16,7 +16,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, Error> {
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| bad("missing unit"))?;
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| bad("missing number"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        // All digits yet no u64: the number is too large, not missing.
+        bad(if num.is_empty() {
+            "missing number"
+        } else {
+            "longer than 100 years"
+        })
+    })?;
     let secs = match unit {
         "s" => 1,
         "m" => 60,
@@ -51,6 +58,14 @@ mod tests {
             Duration::from_secs(365 * 86_400)
         );
         assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn a_number_too_large_for_u64_is_too_long_not_missing() {
+        let e = parse_duration("99999999999999999999d")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("longer than 100 years"), "{e}");
     }
 
     #[test]

@@ -119,5 +119,46 @@ pub fn chain_line(err: &(dyn std::error::Error + 'static)) -> String {
         }
         cur = e.source();
     }
-    line.replace('\n', " ")
+    elide_middle(&line.replace('\n', " "))
+}
+
+/// The longest error line printed whole; longer ones (a 100 KB argument echoed back)
+/// keep their start and end, which name the cause, around a note of what was cut.
+const MAX_ERROR_LINE: usize = 2048;
+
+/// Shortens `line` to about [`MAX_ERROR_LINE`] bytes by cutting out its middle.
+fn elide_middle(line: &str) -> String {
+    if line.len() <= MAX_ERROR_LINE {
+        return line.to_string();
+    }
+    let floor = |mut i: usize| {
+        while !line.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let head = floor(MAX_ERROR_LINE / 2);
+    let tail = floor(line.len() - MAX_ERROR_LINE / 4);
+    format!(
+        "{}...[{} bytes elided]...{}",
+        &line[..head],
+        tail - head,
+        &line[tail..]
+    )
+}
+
+#[cfg(test)]
+mod elide_tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_echoed_value_is_cut_from_the_middle_of_the_line() {
+        let e = Error::InvalidInput(format!("bad name '{}é' (too long)", "é".repeat(50_000)));
+        let line = chain_line(&e);
+        assert!(line.len() <= MAX_ERROR_LINE + 40, "{}", line.len());
+        assert!(line.starts_with("invalid input: bad name") || line.contains("bad name"));
+        assert!(line.ends_with("(too long)") && line.contains("bytes elided"));
+        let short = Error::InvalidInput("short".into());
+        assert!(!chain_line(&short).contains("elided"));
+    }
 }

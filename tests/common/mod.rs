@@ -85,8 +85,11 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u32, Vec<u8>)> {
             if meta.is_dir() {
                 out.insert(rel, (mode, Vec::new()));
                 stack.push(p);
-            } else {
+            } else if meta.is_file() {
                 out.insert(rel, (mode, std::fs::read(&p).expect("read")));
+            } else {
+                // A socket or symlink: its presence and mode, not its contents.
+                out.insert(rel, (mode, Vec::new()));
             }
         }
     }

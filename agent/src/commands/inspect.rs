@@ -18,7 +18,8 @@ pub fn verify(state: &StateDir, args: &VerifyArgs) -> Result<(), Error> {
     })?;
     let mut intermediates = rest.to_vec();
     let trust = match &args.ca {
-        Some(path) => check::pem_to_ders(&read_input(path)?)?,
+        Some(path) => check::pem_to_ders(&read_input(path)?)
+            .map_err(|e| Error::InvalidInput(format!("--ca {}: {e}", path.display())))?,
         None => {
             let ca = state.require_ca()?;
             if let Some((inter, _)) = ca.intermediate {

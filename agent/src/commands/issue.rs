@@ -41,6 +41,12 @@ pub async fn issue(
     };
     let out = std::path::absolute(&args.out)
         .map_err(|e| Error::io(format!("bad output directory {}", args.out.display()), e))?;
+    if out.exists() && !out.is_dir() {
+        return Err(Error::InvalidInput(format!(
+            "--out {} exists and is not a directory",
+            out.display()
+        )));
+    }
     let key_path = out.join("key.pem");
     if key_path.exists() {
         return Err(Error::AlreadyExists(format!(

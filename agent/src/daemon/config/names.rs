@@ -15,6 +15,13 @@ pub fn check_trust_domain(td: &str) -> Result<(), String> {
     if td.is_empty() {
         return Err("trust_domain is empty".into());
     }
+    // The SPIFFE ID standard caps a trust domain name at 255 bytes.
+    if td.len() > 255 {
+        return Err(format!(
+            "trust_domain is {} bytes long; at most 255 are allowed",
+            td.len()
+        ));
+    }
     if !td
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
