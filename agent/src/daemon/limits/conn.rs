@@ -75,9 +75,15 @@ pub struct LimitedStream {
 }
 
 impl LimitedStream {
-    /// Wraps `inner`, holding one of the `max_connections` slots until dropped.
-    pub fn new(inner: UnixStream, slot: OwnedSemaphorePermit, idle: Duration) -> Self {
-        let now = Instant::now();
+    /// Wraps `inner` (accepted at `since`), holding one of the `max_connections` slots
+    /// until dropped.
+    pub fn new(
+        inner: UnixStream,
+        slot: OwnedSemaphorePermit,
+        idle: Duration,
+        since: Instant,
+    ) -> Self {
+        let now = since;
         let info = ConnInfo {
             uds: inner.connect_info(),
             activity: Arc::new(Activity {
