@@ -14,10 +14,8 @@ const MAX_CONNECTIONS_LIMIT: i64 = 1_000_000;
 pub(super) fn caller_limits(src: &Src, a: &RawAgent) -> Result<CallerLimits, Error> {
     let mut limits = CallerLimits::default();
     if let Some(t) = &a.idle_timeout {
+        // parse_duration refuses zero, so a connection always gets some time.
         limits.idle_timeout = src.duration(t)?;
-        if limits.idle_timeout.is_zero() {
-            return Err(src.err(&t.span(), "idle_timeout must be at least 1s"));
-        }
     }
     if let Some(m) = &a.max_connections {
         let n = *m.get_ref();
