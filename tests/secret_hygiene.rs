@@ -398,7 +398,12 @@ fn no_secret_leaves_its_place() {
 
     // Everything keyward wrote: both directories minus the test's own inputs.
     let (mut files, mut dirs) = (Vec::new(), Vec::new());
-    walk(tmp.path(), std::slice::from_ref(&inputs), &mut files, &mut dirs);
+    walk(
+        tmp.path(),
+        std::slice::from_ref(&inputs),
+        &mut files,
+        &mut dirs,
+    );
     let agent_skip = [agent.config.clone()];
     walk(agent.dir.path(), &agent_skip, &mut files, &mut dirs);
 

@@ -7,6 +7,7 @@ mod crl;
 pub mod fetch;
 mod intermediate;
 mod jwt;
+mod limits;
 pub mod logging;
 pub mod metrics;
 mod rotation;
@@ -28,7 +29,6 @@ use keyward_core::audit::Event;
 use keyward_core::store::StateDir;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::wrappers::UnixListenerStream;
 
 use self::audit::Audit;
 use self::config::Config;
@@ -40,6 +40,17 @@ use crate::backends::Backends;
 
 /// How long shutdown waits for open calls to finish before the socket is removed anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// HTTP/2 pings on quiet connections, so a peer that died with a stream open is dropped.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a keepalive ping may go unanswered before the connection is closed.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request message accepted: Workload API requests are a few bytes (a JWT
+/// to validate is the largest), so anything bigger is refused before it is buffered.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Concurrent calls on one connection.
+const MAX_STREAMS_PER_CONNECTION: u32 = 100;
+/// The largest request header block.
+const MAX_HEADER_BYTES: u32 = 16 * 1024;
 
 /// Runs the agent with the configuration file at `config` until SIGTERM or SIGINT.
 pub async fn run(config: &Path) -> Result<(), Error> {
@@ -123,6 +134,7 @@ impl Agent {
             rx.clone(),
             metrics.clone(),
         ));
+        limits::raise_fd_limit();
         let socket = socket::bind(
             &config.agent.socket,
             config.agent.socket_mode,
@@ -172,10 +184,22 @@ impl Agent {
             .with_jwt(jwt)
             .with_metrics(metrics.clone());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let caller_limits = config.agent.limits;
+        let incoming = limits::incoming(socket.listener, caller_limits, metrics.clone());
         let mut server = tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(SpiffeWorkloadApiServer::new(api))
-                .serve_with_incoming_shutdown(UnixListenerStream::new(socket.listener), async {
+                .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+                .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+                .http2_max_header_list_size(MAX_HEADER_BYTES)
+                .layer(limits::CallerGuardLayer::new(
+                    &caller_limits,
+                    metrics.clone(),
+                ))
+                .add_service(
+                    SpiffeWorkloadApiServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES),
+                )
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = stop_rx.await;
                 }),
         );

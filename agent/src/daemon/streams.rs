@@ -60,13 +60,36 @@ pub async fn refresh(
     Ok(())
 }
 
+/// Attests the caller again when any entry looks at its executable: a process that
+/// exec'd another program keeps its pid and start time but not its path or digest, so
+/// what it receives from now on follows the new program's entitlement (often none).
+async fn reattest(facts: &mut Facts, snap: &Snapshot, digests: &DigestCache) -> Result<(), Status> {
+    if !(snap.needs.path || snap.needs.sha256) {
+        return refresh(facts, snap, digests).await;
+    }
+    let new = attest::attest(facts.uid, facts.gid, Some(facts.pid), snap.needs, digests)
+        .await
+        .map_err(|e| Status::permission_denied(format!("caller not attested: {e}")))?;
+    if facts.start_time.is_some() && new.start_time != facts.start_time {
+        return Err(Status::permission_denied("the calling process is gone"));
+    }
+    if (&new.path, &new.sha256) != (&facts.path, &facts.sha256) {
+        tracing::info!(
+            pid = facts.pid,
+            "the caller now runs another executable; re-attested"
+        );
+    }
+    *facts = new;
+    Ok(())
+}
+
 impl Follow {
-    /// The next snapshot, re-attesting if needed; `None` when the agent stops.
+    /// The next snapshot, with the caller attested again; `None` when the agent stops.
     async fn next_snapshot(&mut self) -> Option<Result<Arc<Snapshot>, Status>> {
         self.rx.changed().await.ok()?;
         let snap = self.rx.borrow_and_update().clone();
         Some(
-            refresh(&mut self.facts, &snap, self.api.digests())
+            reattest(&mut self.facts, &snap, self.api.digests())
                 .await
                 .map(|()| snap),
         )

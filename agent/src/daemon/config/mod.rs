@@ -62,6 +62,33 @@ pub struct AgentSettings {
     pub log_format: LogFormat,
     /// The fraction of an SVID's lifetime after which it is renewed (0.1 to 0.9).
     pub renew_fraction: f64,
+    /// What one socket caller may hold and ask for (idle timeout, connections, rate).
+    pub limits: CallerLimits,
+}
+
+/// `[agent] idle_timeout`, `max_connections` and `rate_limit`: bounds that keep a
+/// hostile or broken caller of the socket from exhausting the agent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CallerLimits {
+    /// A connection with no call in progress for this long is closed.
+    pub idle_timeout: Duration,
+    /// Connections beyond this many are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Calls each uid may start per second, on average.
+    pub rate_per_second: f64,
+    /// Calls each uid may start at once before the rate applies.
+    pub rate_burst: u32,
+}
+
+impl Default for CallerLimits {
+    fn default() -> Self {
+        CallerLimits {
+            idle_timeout: Duration::from_secs(10),
+            max_connections: 10_000,
+            rate_per_second: 50.0,
+            rate_burst: 100,
+        }
+    }
 }
 
 /// How the agent writes its log lines.
@@ -193,6 +220,9 @@ impl Config {
         }
         if a.log_format != b.log_format {
             out.push("[agent] log_format");
+        }
+        if a.limits != b.limits {
+            out.push("[agent] idle_timeout, max_connections, rate_limit");
         }
         if self.ca != new.ca {
             out.push("[ca]");

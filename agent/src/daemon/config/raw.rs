@@ -36,6 +36,22 @@ pub(super) struct RawAgent {
     pub(super) log_format: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) renew_fraction: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub(super) idle_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) max_connections: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) rate_limit: Option<Spanned<RawRateLimit>>,
+}
+
+/// `[agent] rate_limit = { per_second = 50, burst = 100 }`: Workload API calls per uid.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    #[serde(default)]
+    pub(super) per_second: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub(super) burst: Option<Spanned<i64>>,
 }
 
 /// A file mode: `"0660"` (octal text) or a TOML octal integer `0o660`.

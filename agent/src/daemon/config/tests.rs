@@ -236,3 +236,40 @@ fn relative_file_keys_are_relative_to_the_file() {
     let c = parse(&text).unwrap();
     assert_eq!(c.ca.key.to_string(), "file:/etc/keyward/keys/ca.pem");
 }
+
+#[test]
+fn caller_limits_default_and_parse_and_bad_values_name_their_position() {
+    use std::time::Duration;
+    let base = std::path::Path::new("/etc/keyward");
+    let with = |agent_extra: &str| {
+        format!(
+            "[agent]\nsocket = \"/run/k.sock\"\nstate_dir = \"/var/lib/k\"\ntrust_domain = \"example.org\"\n{agent_extra}\n[ca]\nkey = \"file:/k/ca.pem\"\n"
+        )
+    };
+    let c = Config::parse(&with(""), "a.toml", base).unwrap();
+    assert_eq!(c.agent.limits, super::CallerLimits::default());
+    let c = Config::parse(
+        &with("idle_timeout = \"3s\"\nmax_connections = 50\nrate_limit = { per_second = 2, burst = 5 }"),
+        "a.toml",
+        base,
+    )
+    .unwrap();
+    assert_eq!(c.agent.limits.idle_timeout, Duration::from_secs(3));
+    assert_eq!(c.agent.limits.max_connections, 50);
+    assert_eq!(
+        (c.agent.limits.rate_per_second, c.agent.limits.rate_burst),
+        (2.0, 5)
+    );
+    for (bad, needle) in [
+        ("max_connections = 0", "a.toml:5:19: max_connections 0"),
+        ("rate_limit = { burst = -1 }", "burst -1"),
+        ("rate_limit = { per_second = 0 }", "per_second 0"),
+        ("idle_timeout = \"0s\"", "a.toml:5:16: invalid duration"),
+        ("rate_limit = { rate = 1 }", "unknown field"),
+    ] {
+        let e = Config::parse(&with(bad), "a.toml", base)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{bad}: {e}");
+    }
+}

@@ -23,6 +23,7 @@ use crate::daemon::selectors::Selectors;
 use crate::duration::parse_duration;
 
 mod jwt;
+mod limits;
 
 /// The longest socket path the kernel accepts (`sun_path` is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -192,6 +193,7 @@ fn agent(src: &Src, a: &RawAgent) -> Result<AgentSettings, Error> {
         trust_domain,
         log_format,
         renew_fraction,
+        limits: limits::caller_limits(src, a)?,
     })
 }
 

@@ -1,0 +1,165 @@
+//! One accepted connection: closed (its reads end) once it has had no call in
+//! progress for the idle timeout, counted against `max_connections` until dropped.
+//!
+//! "No call in progress" covers a caller that never completes the HTTP/2 preface, one
+//! that never sends a request, and one whose calls have all finished; an open stream
+//! keeps its connection (dead peers there are found by HTTP/2 keepalive pings).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UnixStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
+use tonic::transport::server::{Connected, UdsConnectInfo};
+
+/// What the calls on one connection share: the peer's credentials and its activity.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The peer's SO_PEERCRED credentials, as tonic records them for Unix sockets.
+    pub uds: UdsConnectInfo,
+    /// The connection's calls in progress.
+    pub activity: Arc<Activity>,
+}
+
+/// The calls in progress on a connection and when the last one ended.
+#[derive(Debug)]
+pub struct Activity {
+    in_flight: AtomicUsize,
+    last_end: Mutex<Instant>,
+}
+
+/// Counts one call as in progress until dropped.
+#[derive(Debug)]
+pub struct CallInProgress(Arc<Activity>);
+
+impl Activity {
+    /// Marks a call as started; it ends when the returned guard is dropped.
+    pub fn start(self: &Arc<Self>) -> CallInProgress {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        CallInProgress(self.clone())
+    }
+
+    /// When the connection becomes idle-expired; `None` while a call is in progress.
+    fn idle_deadline(&self, idle: Duration) -> Option<Instant> {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let last = *self.last_end.lock().unwrap_or_else(|p| p.into_inner());
+        Some(last + idle)
+    }
+}
+
+impl Drop for CallInProgress {
+    fn drop(&mut self) {
+        *self.0.last_end.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An accepted Unix stream that reports end-of-file once idle for too long.
+#[derive(Debug)]
+pub struct LimitedStream {
+    inner: UnixStream,
+    info: ConnInfo,
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    expired: bool,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl LimitedStream {
+    /// Wraps `inner` (accepted at `since`), holding one of the `max_connections` slots
+    /// until dropped.
+    pub fn new(
+        inner: UnixStream,
+        slot: OwnedSemaphorePermit,
+        idle: Duration,
+        since: Instant,
+    ) -> Self {
+        let now = since;
+        let info = ConnInfo {
+            uds: inner.connect_info(),
+            activity: Arc::new(Activity {
+                in_flight: AtomicUsize::new(0),
+                last_end: Mutex::new(now),
+            }),
+        };
+        LimitedStream {
+            inner,
+            info,
+            idle,
+            timer: Box::pin(tokio::time::sleep_until(now + idle)),
+            expired: false,
+            _slot: slot,
+        }
+    }
+
+    /// Whether the idle timeout has passed with no call in progress; otherwise the
+    /// timer is re-armed (and registered with `cx`) for the next possible expiry.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        while !self.expired && self.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            match self.info.activity.idle_deadline(self.idle) {
+                None => self.timer.as_mut().reset(now + self.idle),
+                Some(deadline) if deadline > now => self.timer.as_mut().reset(deadline),
+                Some(_) => {
+                    tracing::debug!(peer = ?self.info.uds.peer_cred, "closing an idle connection");
+                    self.expired = true;
+                }
+            }
+        }
+        self.expired
+    }
+}
+
+impl Connected for LimitedStream {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for LimitedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.idle_expired(cx) {
+            // End of file: the HTTP/2 connection ends and the socket is closed.
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
