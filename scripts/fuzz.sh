@@ -34,6 +34,8 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 start=$SECONDS
+# fuzz/ is its own workspace with its own Cargo.lock: after a dependency change in core/
+# or agent/, `cargo update -w --manifest-path fuzz/Cargo.toml` brings it along.
 cargo build --release --locked --manifest-path fuzz/Cargo.toml --target "$HOST" --bins
 echo "fuzz targets built in $((SECONDS - start))s"
 BIN=$CARGO_TARGET_DIR/$HOST/release
