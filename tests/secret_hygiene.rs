@@ -107,7 +107,7 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// Every regular file under `dir` (skipping `skip`), and every directory.
+/// Every regular file under `dir` except those under `skip`, and every directory.
 fn walk(dir: &Path, skip: &[PathBuf], files: &mut Vec<PathBuf>, dirs: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).expect("read_dir") {
         let p = e.unwrap().path();

@@ -34,6 +34,19 @@ struct Follow {
     _open: StreamGuard,
 }
 
+impl Follow {
+    /// A stream following `rx` for the caller `facts`, counted as open until dropped.
+    fn open(api: WorkloadApi, rx: watch::Receiver<Arc<Snapshot>>, facts: Facts) -> Self {
+        let _open = api.metrics().stream_opened();
+        Follow {
+            api,
+            rx,
+            facts,
+            _open,
+        }
+    }
+}
+
 enum Step<M> {
     First(M, Follow),
     Next(Follow),
@@ -159,14 +172,10 @@ pub fn x509(
     sent: Set,
 ) -> BoxStream<X509svidResponse> {
     let crl = first.crl.first().cloned();
-    let _open = api.metrics().stream_opened();
-    let follow = Follow {
-        api,
-        rx,
-        facts,
-        _open,
-    };
-    let start = (Step::First(first, follow), (sent, crl));
+    let start = (
+        Step::First(first, Follow::open(api, rx, facts)),
+        (sent, crl),
+    );
     Box::pin(stream::unfold(start, |(step, mut last)| async move {
         match step {
             Step::First(m, f) => Some((Ok(m), (Step::Next(f), last))),
@@ -188,14 +197,10 @@ pub fn bundles(
     sent: Bytes,
 ) -> BoxStream<X509BundlesResponse> {
     let crl = first.crl.first().cloned();
-    let _open = api.metrics().stream_opened();
-    let follow = Follow {
-        api,
-        rx,
-        facts,
-        _open,
-    };
-    let start = (Step::First(first, follow), (sent, crl));
+    let start = (
+        Step::First(first, Follow::open(api, rx, facts)),
+        (sent, crl),
+    );
     Box::pin(stream::unfold(start, |(step, mut last)| async move {
         match step {
             Step::First(m, f) => Some((Ok(m), (Step::Next(f), last))),
