@@ -44,7 +44,7 @@ pub(super) struct RawAgent {
     pub(super) rate_limit: Option<Spanned<RawRateLimit>>,
 }
 
-/// `[agent] rate_limit = { per_second = 50, burst = 100 }`: Workload API calls per uid.
+/// `[agent] rate_limit = { per_second = 500, burst = 1000 }`: Workload API calls per uid.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRateLimit {
