@@ -1,16 +1,22 @@
 //! The agent's side of the audit log (`[audit]`, by default STATE/audit.jsonl, shared
 //! with the CLI commands): SVIDs issued and renewed, callers served and refused,
 //! intermediates rotated, configuration reloads. Never holds key material.
+//!
+//! Records go through one writer thread that appends whatever has gathered with one
+//! fsync ([`AuditQueue`]), so serving thousands of callers a second does not mean
+//! thousands of fsyncs a second.
+
+use std::sync::Arc;
 
 use keyward_core::Error;
-use keyward_core::audit::{AuditLog, Event};
+use keyward_core::audit::{AuditLog, AuditQueue, Event, Ticket};
 
 use super::config::AuditSettings;
 
 /// The audit log; a no-op for [`Audit::default`] (unit tests). Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Audit {
-    log: Option<AuditLog>,
+    queue: Option<Arc<AuditQueue>>,
 }
 
 impl Audit {
@@ -19,23 +25,56 @@ impl Audit {
     pub fn open(settings: &AuditSettings) -> Result<Self, Error> {
         let log = AuditLog::new(&settings.path).with_rotation(settings.max_bytes, settings.keep);
         log.check()?;
-        Ok(Audit { log: Some(log) })
+        let queue = AuditQueue::start(log, |e, n| {
+            tracing::error!(records = n, error = %keyward_core::chain_line(e), "cannot write the audit log");
+        })
+        .map_err(|e| Error::io("cannot start the audit log's writer thread", e))?;
+        Ok(Audit {
+            queue: Some(Arc::new(queue)),
+        })
     }
 
-    /// Appends one event. A failure is logged, not returned: the agent keeps serving.
+    /// Appends a record of a change (a key, a certificate, a reload) and returns once
+    /// it is on disk. A failure is logged, not returned: the agent keeps serving.
     pub fn record(&self, event: Event) {
-        let Some(log) = &self.log else { return };
-        // The append waits for the file lock and fsyncs: on the multi-threaded runtime,
-        // let other tasks move to another worker meanwhile.
-        let on_worker = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        let result = if on_worker {
-            tokio::task::block_in_place(|| log.append(&event))
-        } else {
-            log.append(&event)
-        };
-        if let Err(e) = result {
-            tracing::error!(event = %event.name, error = %keyward_core::chain_line(&e), "cannot write the audit log");
+        let Some(queue) = &self.queue else { return };
+        let ticket = enqueue(queue, event);
+        off_worker(|| queue.wait(ticket));
+    }
+
+    /// Queues a record of a request served or refused, without waiting for the disk:
+    /// the writer commits it with the others gathered meanwhile, within milliseconds.
+    /// A crash can lose those last milliseconds of request records, never a change's.
+    pub fn note(&self, event: Event) {
+        if let Some(queue) = &self.queue {
+            enqueue(queue, event);
         }
+    }
+
+    /// Waits until every record queued so far is on disk (at shutdown).
+    pub fn flush(&self) {
+        if let Some(queue) = &self.queue {
+            off_worker(|| queue.flush());
+        }
+    }
+}
+
+/// Queues `event`, waiting (off the async workers) only while the queue is full.
+fn enqueue(queue: &AuditQueue, event: Event) -> Ticket {
+    match queue.try_enqueue(event) {
+        Ok(ticket) => ticket,
+        Err(event) => off_worker(|| queue.enqueue(event)),
+    }
+}
+
+/// Runs blocking `f`; on the multi-threaded runtime other tasks move to another worker
+/// meanwhile.
+fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    let on_worker = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_worker {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
     }
 }

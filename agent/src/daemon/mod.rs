@@ -236,6 +236,7 @@ impl Agent {
         for task in observers {
             task.abort();
         }
+        audit.flush();
         BoundSocket::remove(&path, ident);
         tracing::info!(socket = %path.display(), "agent stopped");
         result

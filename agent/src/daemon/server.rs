@@ -126,7 +126,7 @@ impl WorkloadApi {
                 None,
             );
             self.audit
-                .record(Event::denied(&format!("caller not attested: {e}"), &caller));
+                .note(Event::denied(&format!("caller not attested: {e}"), &caller));
             Status::permission_denied(format!("caller not attested: {e}"))
         })
     }
@@ -140,7 +140,7 @@ impl WorkloadApi {
             pid = facts.pid,
             "no workload entry matches the caller"
         );
-        self.audit.record(Event::denied(
+        self.audit.note(Event::denied(
             "no workload entry matches the caller",
             &caller_of(facts),
         ));
@@ -188,7 +188,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         if !facts.still_same_process() {
             return Err(Status::permission_denied("the calling process is gone"));
         }
-        self.audit.record(
+        self.audit.note(
             Event::new("svid_served")
                 .with(
                     "spiffe_ids",

@@ -11,6 +11,7 @@
 //! omits `pin-value`), and no key bytes, PINs or passphrases are ever passed in.
 
 mod event;
+mod queue;
 mod record;
 mod tail;
 mod verify;
@@ -19,6 +20,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 
 pub use event::{Caller, Event};
+pub use queue::{AuditQueue, QUEUE_CAPACITY, Ticket};
 pub use record::{GENESIS, Record, line_hash};
 pub use verify::{VerifyFailure, VerifySummary, verify};
 pub use writer::AuditLog;

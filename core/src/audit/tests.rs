@@ -233,3 +233,79 @@ fn key_uris_are_written_without_their_pin() {
     assert!(text.contains("token=t"), "{text}");
     assert!(!text.contains("s3cr3t-4242"), "{text}");
 }
+
+#[test]
+fn a_batch_is_one_chain_across_rotations() {
+    let d = tempfile::tempdir().unwrap();
+    let log = log_with(d.path(), 2).with_rotation(700, 8);
+    let events: Vec<Event> = (0..20).map(|i| Event::new("batch").with("i", i)).collect();
+    assert_eq!(log.append_all(&events).unwrap(), 22);
+    let mut files: Vec<PathBuf> = (1..=8)
+        .rev()
+        .map(|k| rotated_path(log.path(), k))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(
+        files.len() >= 2,
+        "700-byte files must have rotated: {files:?}"
+    );
+    files.push(log.path().to_path_buf());
+    let s = verify(&files).unwrap().unwrap();
+    assert_eq!(
+        (s.records, s.first_seq, s.last_seq),
+        (22, Some(1), Some(22))
+    );
+    assert!(s.head_checked);
+}
+
+#[test]
+fn queued_events_from_many_threads_all_land_in_one_chain() {
+    let d = tempfile::tempdir().unwrap();
+    let log = AuditLog::new(d.path().join("audit.jsonl"));
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let queue = {
+        let failures = failures.clone();
+        AuditQueue::start(log.clone(), move |_, n| {
+            failures.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+        })
+        .unwrap()
+    };
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let queue = &queue;
+            s.spawn(move || {
+                for i in 0..250 {
+                    let ticket = queue.enqueue(Event::new("queued").with("t", t).with("i", i));
+                    if i % 50 == 0 {
+                        queue.wait(ticket);
+                    }
+                }
+            });
+        }
+    });
+    queue.flush();
+    assert_eq!(failures.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let s = verify(&[log.path().to_path_buf()]).unwrap().unwrap();
+    assert_eq!((s.records, s.last_seq), (2000, Some(2000)));
+    // Each thread's events keep their order.
+    let mut next = [0u64; 8];
+    for line in lines(log.path()) {
+        let r: Record = serde_json::from_str(&line).unwrap();
+        let t = r.fields["t"].as_u64().unwrap() as usize;
+        assert_eq!(r.fields["i"].as_u64().unwrap(), next[t]);
+        next[t] += 1;
+    }
+}
+
+#[test]
+fn dropping_the_queue_writes_what_is_still_queued() {
+    let d = tempfile::tempdir().unwrap();
+    let log = AuditLog::new(d.path().join("audit.jsonl"));
+    let queue = AuditQueue::start(log.clone(), |e, _| panic!("write failed: {e}")).unwrap();
+    for i in 0..100 {
+        queue.try_enqueue(Event::new("late").with("i", i)).unwrap();
+    }
+    drop(queue);
+    let s = verify(&[log.path().to_path_buf()]).unwrap().unwrap();
+    assert_eq!(s.records, 100);
+}

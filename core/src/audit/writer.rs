@@ -85,34 +85,57 @@ impl AuditLog {
     /// is written with one `write` to the locked file and fsynced before the head
     /// file is updated.
     pub fn append(&self, event: &Event) -> Result<u64, Error> {
+        self.append_all(std::slice::from_ref(event))
+    }
+
+    /// Appends `events` in order as consecutive records under one lock, with one
+    /// `write` and one fsync per file they land in (the log may rotate between them),
+    /// and returns the sequence number the log then ends at. This is what lets a
+    /// busy agent record every request without one fsync each.
+    pub fn append_all(&self, events: &[Event]) -> Result<u64, Error> {
         let _local = self.local.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fsutil::create_private_dir(dir)?;
         }
-        for _ in 0..MAX_REOPENS {
-            let mut file = self.open_locked()?;
-            let tail = self.tail(&file)?;
-            let mut pred = self.predecessor(&tail)?;
-            if tail.torn > 0 {
-                // An append cut short by a crash: it was never acknowledged, so drop it
-                // and say so in the chain.
-                file.set_len(tail.complete_len)
-                    .map_err(|e| Error::io(format!("cannot repair {}", self.path.display()), e))?;
-                let note = Event::new("audit_torn_tail_discarded").with("bytes", tail.torn);
-                pred = self.write(&mut file, pred.as_ref(), &note)?;
-                tracing::warn!(log = %self.path.display(), bytes = tail.torn, "discarded a torn last line of the audit log");
-            }
-            let line = encode(pred.as_ref(), event);
-            if tail.complete_len > 0 && tail.complete_len + line.len() as u64 + 1 > self.max_bytes {
+        let (mut file, mut pred, mut len) = self.continue_chain()?;
+        let mut batch = Batch::default();
+        for event in events {
+            let mut line = encode(pred.as_ref(), event);
+            let before = len + batch.bytes.len() as u64;
+            if before > 0 && before + line.len() as u64 + 1 > self.max_bytes {
+                self.commit(&mut file, &batch)?;
                 self.rotate()?;
-                continue; // unlocks; the next round opens the new file
+                // Another process may append to the new file before we lock it: the
+                // chain continues from wherever it now ends.
+                (file, pred, len) = self.continue_chain()?;
+                line = encode(pred.as_ref(), event);
+                batch = Batch::default();
             }
-            return Ok(self.write_line(&mut file, &line)?.seq);
+            pred = Some(batch.push_line(pred.as_ref(), line));
         }
-        Err(Error::State(format!(
-            "cannot append to {}: it keeps being rotated by another process",
-            self.path.display()
-        )))
+        self.commit(&mut file, &batch)?;
+        Ok(pred.map_or(0, |p| p.seq))
+    }
+
+    /// Opens and locks the log and finds where its chain ends: the locked file, the
+    /// record the next one follows, and the file's length. A torn last line (an append
+    /// cut short by a crash, never acknowledged) is cut off and recorded.
+    fn continue_chain(&self) -> Result<(File, Option<Predecessor>, u64), Error> {
+        let mut file = self.open_locked()?;
+        let tail = self.tail(&file)?;
+        let mut pred = self.predecessor(&tail)?;
+        let mut len = tail.complete_len;
+        if tail.torn > 0 {
+            file.set_len(tail.complete_len)
+                .map_err(|e| Error::io(format!("cannot repair {}", self.path.display()), e))?;
+            let note = Event::new("audit_torn_tail_discarded").with("bytes", tail.torn);
+            let mut batch = Batch::default();
+            pred = Some(batch.push(pred.as_ref(), &note));
+            len += batch.bytes.len() as u64;
+            self.commit(&mut file, &batch)?;
+            tracing::warn!(log = %self.path.display(), bytes = tail.torn, "discarded a torn last line of the audit log");
+        }
+        Ok((file, pred, len))
     }
 
     /// Opens (creating, mode 0600) and locks the log, reopening when another process
@@ -200,21 +223,13 @@ impl AuditLog {
         Ok(pred)
     }
 
-    fn write(
-        &self,
-        file: &mut File,
-        pred: Option<&Predecessor>,
-        event: &Event,
-    ) -> Result<Option<Predecessor>, Error> {
-        let line = encode(pred, event);
-        self.write_line(file, &line).map(Some)
-    }
-
-    fn write_line(&self, file: &mut File, line: &str) -> Result<Predecessor, Error> {
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
-        file.write_all(&bytes)
+    /// Writes `batch` with one `write`, fsyncs it, then records its last line in the
+    /// head file. Nothing to do for an empty batch.
+    fn commit(&self, file: &mut File, batch: &Batch) -> Result<(), Error> {
+        let Some(last) = &batch.last else {
+            return Ok(());
+        };
+        file.write_all(&batch.bytes)
             .and_then(|()| file.sync_data())
             .map_err(|e| {
                 Error::io(
@@ -222,10 +237,9 @@ impl AuditLog {
                     e,
                 )
             })?;
-        let seq = Record::seq_of(line.as_bytes()).unwrap_or_default();
         let head = Head {
-            seq,
-            hash: line_hash(line.as_bytes()),
+            seq: last.seq,
+            hash: last.hash.clone(),
         };
         let json = serde_json::to_vec(&head).expect("the head serializes");
         fsutil::write_atomic(
@@ -233,11 +247,7 @@ impl AuditLog {
             &json,
             fsutil::SECRET_FILE_MODE,
             Replace::Allow,
-        )?;
-        Ok(Predecessor {
-            seq: head.seq,
-            hash: head.hash,
-        })
+        )
     }
 
     /// Shifts `LOG.k` to `LOG.k+1` (dropping the oldest past `keep`) and `LOG` to
@@ -262,6 +272,35 @@ impl AuditLog {
         )?;
         tracing::info!(log = %self.path.display(), rotated_to = %to.display(), "rotated the audit log");
         Ok(())
+    }
+}
+
+/// Lines encoded for one write, and the record the last of them is.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    last: Option<Predecessor>,
+}
+
+impl Batch {
+    /// Adds `event` as the record after `pred`; returns what the next one follows.
+    fn push(&mut self, pred: Option<&Predecessor>, event: &Event) -> Predecessor {
+        self.push_line(pred, encode(pred, event))
+    }
+
+    /// Adds `line`, already encoded as the record after `pred`.
+    fn push_line(&mut self, pred: Option<&Predecessor>, line: String) -> Predecessor {
+        let this = Predecessor {
+            seq: pred.map_or(1, |p| p.seq + 1),
+            hash: line_hash(line.as_bytes()),
+        };
+        self.bytes.extend_from_slice(line.as_bytes());
+        self.bytes.push(b'\n');
+        self.last = Some(Predecessor {
+            seq: this.seq,
+            hash: this.hash.clone(),
+        });
+        this
     }
 }
 

@@ -82,7 +82,7 @@ pub async fn fetch_jwt_svid(
     if !facts.still_same_process() {
         return Err(Status::permission_denied("the calling process is gone"));
     }
-    api.audit().record(
+    api.audit().note(
         Event::new("jwt_svid_served")
             .with("kid", &keys.active.kid)
             .with("audience", &r.audience)
