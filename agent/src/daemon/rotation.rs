@@ -20,7 +20,7 @@ use super::crl::{CRL_POLL, CrlWatch};
 use super::intermediate::{Change, until};
 use super::metrics::Metrics;
 use super::selectors::Needs;
-use super::snapshot::Snapshot;
+use super::snapshot::{Snapshot, UidIndex};
 use super::svid::{self, Svid};
 
 /// How many SVIDs are issued at once.
@@ -322,8 +322,10 @@ impl Rotation {
         for s in &self.slots {
             s.entry.selectors.add_needs(&mut needs);
         }
+        let entries: Vec<_> = self.slots.iter().map(|s| s.entry.clone()).collect();
         let snap = Snapshot {
-            entries: self.slots.iter().map(|s| s.entry.clone()).collect(),
+            by_uid: UidIndex::new(&entries),
+            entries,
             svids: self.slots.iter().map(|s| s.svid.clone()).collect(),
             needs,
             bundle: self.view.bundle.clone(),

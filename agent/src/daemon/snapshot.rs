@@ -1,6 +1,7 @@
 //! What the server answers from: the entries, their current SVIDs and the bundle,
 //! published as one immutable snapshot (a `watch` channel) on every change.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use prost::bytes::Bytes;
@@ -16,6 +17,8 @@ use super::workload_api::{X509BundlesResponse, X509svidResponse};
 pub struct Snapshot {
     /// The configured entries.
     pub entries: Vec<Arc<WorkloadEntry>>,
+    /// Which entries can match a caller, by uid (see [`UidIndex::new`]).
+    pub by_uid: UidIndex,
     /// Each entry's current SVID (`None` until its first issuance succeeds).
     pub svids: Vec<Option<Arc<Svid>>>,
     /// What attestation must establish for these entries.
@@ -41,16 +44,19 @@ pub enum Entitlement {
 impl Snapshot {
     /// Whether any entry matches the caller.
     pub fn any_match(&self, facts: &Facts) -> bool {
-        self.entries.iter().any(|e| e.selectors.matches(facts))
+        self.by_uid
+            .candidates(facts.uid)
+            .any(|i| self.entries[i].selectors.matches(facts))
     }
 
     /// The caller's entries and SVIDs.
     pub fn entitlement(&self, facts: &Facts) -> Entitlement {
         let mut out = Vec::new();
         let mut pending = false;
-        for (entry, svid) in self.entries.iter().zip(&self.svids) {
+        for i in self.by_uid.candidates(facts.uid) {
+            let entry = &self.entries[i];
             if entry.selectors.matches(facts) {
-                match svid {
+                match &self.svids[i] {
                     Some(s) => out.push((entry.clone(), s.clone())),
                     None => pending = true,
                 }
@@ -95,4 +101,77 @@ pub fn same_svids(
         && a.iter()
             .zip(b)
             .all(|((ea, sa), (eb, sb))| Arc::ptr_eq(sa, sb) && ea == eb)
+}
+
+/// The entries a caller's uid can match, so a fetch looks at its own entries rather
+/// than at every entry of a large configuration.
+#[derive(Debug, Default)]
+pub struct UidIndex {
+    /// Entries with a `uid` selector, by that uid, in configuration order.
+    by_uid: HashMap<u32, Vec<usize>>,
+    /// Entries without a `uid` selector, in configuration order.
+    any_uid: Vec<usize>,
+}
+
+impl UidIndex {
+    /// The index of `entries` (positions in that slice).
+    pub fn new(entries: &[Arc<WorkloadEntry>]) -> UidIndex {
+        let mut index = UidIndex::default();
+        for (i, e) in entries.iter().enumerate() {
+            match e.selectors.uid {
+                Some(uid) => index.by_uid.entry(uid).or_default().push(i),
+                None => index.any_uid.push(i),
+            }
+        }
+        index
+    }
+
+    /// Positions of the entries a caller with `uid` can match, in configuration order.
+    fn candidates(&self, uid: u32) -> impl Iterator<Item = usize> + '_ {
+        let own = self.by_uid.get(&uid).map_or(&[][..], Vec::as_slice);
+        let (mut a, mut b) = (
+            own.iter().copied().peekable(),
+            self.any_uid.iter().copied().peekable(),
+        );
+        std::iter::from_fn(move || match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x < y => a.next(),
+            (Some(_), Some(_)) | (None, _) => b.next(),
+            (Some(_), None) => a.next(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::selectors::Selectors;
+    use keyward_core::Algorithm;
+
+    fn entry(uid: Option<u32>) -> Arc<WorkloadEntry> {
+        Arc::new(WorkloadEntry {
+            spiffe_id: format!("spiffe://example.org/{uid:?}"),
+            dns: Vec::new(),
+            ips: Vec::new(),
+            ttl: std::time::Duration::from_secs(3600),
+            algorithm: Algorithm::EcdsaP256Sha256,
+            hint: String::new(),
+            selectors: Selectors {
+                uid,
+                ..Default::default()
+            },
+        })
+    }
+
+    #[test]
+    fn candidates_are_the_uids_own_entries_and_the_uid_free_ones_in_order() {
+        let entries: Vec<_> = [Some(5), None, Some(7), Some(5), None, Some(5)]
+            .into_iter()
+            .map(entry)
+            .collect();
+        let index = UidIndex::new(&entries);
+        assert_eq!(index.candidates(5).collect::<Vec<_>>(), [0, 1, 3, 4, 5]);
+        assert_eq!(index.candidates(7).collect::<Vec<_>>(), [1, 2, 4]);
+        assert_eq!(index.candidates(9).collect::<Vec<_>>(), [1, 4]);
+        assert_eq!(UidIndex::default().candidates(5).count(), 0);
+    }
 }
