@@ -18,7 +18,7 @@
 //! `module`). While the token stays away every call fails with `Unavailable`, and the
 //! pool looks for it again at most once per `RETRY_GAP`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,8 @@ pub(crate) struct Pool {
     pub(crate) epoch: AtomicU64,
     /// Set while the token is away: when recovery last failed, and why.
     pub(crate) outage: Mutex<Option<Outage>>,
+    /// Whether `outage` is set, for a lock-free look on every operation.
+    pub(crate) away: AtomicBool,
 }
 
 /// A failed recovery: the token is away.
@@ -106,6 +108,7 @@ impl Pool {
             recover_lock: Mutex::new(()),
             epoch: AtomicU64::new(epoch),
             outage: Mutex::new(None),
+            away: AtomicBool::new(false),
         }
     }
 

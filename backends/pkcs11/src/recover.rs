@@ -39,6 +39,12 @@ impl Token {
     }
 
     fn look_again(&self, always: bool) -> Result<(), Error> {
+        if !always
+            && !self.pool.away.load(Ordering::Acquire)
+            && self.pool.epoch.load(Ordering::Acquire) == self.module.epoch()
+        {
+            return Ok(());
+        }
         let generation = self.pool.generation();
         let needed = match &*lock(&self.pool.outage) {
             Some(o) if o.tried.elapsed() < RETRY_GAP => {
@@ -113,6 +119,7 @@ impl Token {
         match found {
             Ok(slot) => {
                 *self.slot.write().unwrap_or_else(|p| p.into_inner()) = slot;
+                self.pool.away.store(false, Ordering::Release);
                 if let Some(o) = outage.take() {
                     tracing::info!(token = %self.label, was = %o.message, "PKCS#11 token is back");
                 }
@@ -129,6 +136,7 @@ impl Token {
                     tried: Instant::now(),
                     message: e.to_string(),
                 });
+                self.pool.away.store(true, Ordering::Release);
                 Err(e)
             }
         }
