@@ -88,9 +88,14 @@ impl Token {
                 }
             }
             Recovery::Reopen => {
+                // Closed only while their handles are still theirs: not after a reset
+                // of the module, which hands the same numbers to new sessions.
+                let _shared = self.module.shared();
                 let idle: Vec<Pooled> = std::mem::take(&mut *lock(&self.pool.idle));
-                for p in idle {
-                    let _ = p.session.close();
+                if self.pool.epoch.load(Ordering::Acquire) == self.module.epoch() {
+                    for p in idle {
+                        let _ = p.session.close();
+                    }
                 }
             }
             Recovery::Reset | Recovery::Reinitialize => {
