@@ -334,15 +334,15 @@ fn private_softhsm(dir: &std::path::Path) -> (std::path::PathBuf, String) {
     (conf, key)
 }
 
-/// SoftHSM: the token's directory disappears under the running agent (a removed
-/// token). Only the outage is asserted: the agent keeps serving its current SVID,
-/// reports unready and backs off. Recovery after the directory comes back is not:
-/// SoftHSM marks a token whose directory vanished invalid for the rest of the process
-/// (until `C_Finalize`/`C_Initialize`), and keyward's PKCS#11 backend does not
-/// re-initialize the module on "key not found", so the agent keeps failing until it is
-/// restarted (a known gap).
+/// SoftHSM: the token directory disappears under the running agent (a removed token)
+/// and comes back. SoftHSM marks the token invalid once it notices (and keeps it so
+/// after the directory is back, until the module is finalized and initialized
+/// again), and `C_Initialize` fails while the directory is away; keyward's PKCS#11
+/// backend reports this as an outage and resets the module at the next attempt, so
+/// the agent keeps serving its current SVID, reports unready, backs off, and renews
+/// within one backoff period after the directory is back.
 #[test]
-fn softhsm_token_removed_under_the_agent_keeps_svids_served() {
+fn softhsm_token_removed_under_the_agent_keeps_svids_served_and_recovers() {
     let hsm = TempDir::new().unwrap();
     let (conf, key) = private_softhsm(hsm.path());
     let tokens = hsm.path().join("tokens");
@@ -359,7 +359,9 @@ fn softhsm_token_removed_under_the_agent_keeps_svids_served() {
         take_away: Box::new(|| {
             std::fs::rename(&tokens, &away).expect("move the token directory away")
         }),
-        give_back: None,
+        give_back: Some(Box::new(|| {
+            std::fs::rename(&away, &tokens).expect("move the token directory back")
+        })),
     };
     agent_rides_out_an_outage(backend, &key, plan);
 }

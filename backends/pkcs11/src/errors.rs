@@ -91,7 +91,10 @@ pub(crate) fn recovery_for(e: &CkError) -> Option<Recovery> {
         RvError::SessionHandleInvalid
         | RvError::SessionClosed
         | RvError::DeviceRemoved
-        | RvError::TokenNotPresent => Some(Recovery::Reset),
+        | RvError::DeviceError
+        | RvError::TokenNotPresent
+        | RvError::TokenNotRecognized
+        | RvError::SlotIdInvalid => Some(Recovery::Reset),
         RvError::CryptokiNotInitialized => Some(Recovery::Reinitialize),
         _ => None,
     }
@@ -136,6 +139,33 @@ pub(crate) fn map(e: CkError, what: &str, token: &str) -> Error {
         ),
         _ => backend(format!("{what}: {ckr}")),
     }
+}
+
+/// The error for an operation that still fails the same way after the token was
+/// recovered once: the token is having an outage, so it is retryable.
+pub(crate) fn still_failing(e: CkError, what: &str, token: &str) -> Error {
+    let message = format!(
+        "{what}: {token} is not available ({}, also after reopening its sessions)",
+        describe(&e)
+    );
+    match e {
+        CkError::Pkcs11(rv, function) => {
+            Error::unavailable(message, Some(Box::new(Ckr { rv, function })))
+        }
+        other => Error::unavailable(message, Some(Box::new(other))),
+    }
+}
+
+/// The error for a token that was in use and cannot be found any more (removed, or its
+/// module cannot read it): retryable, since it may come back.
+pub(crate) fn token_gone(token: &str, module: &std::path::Path, why: &str) -> Error {
+    Error::unavailable(
+        format!(
+            "{token} is not available in PKCS#11 module {}: {why}",
+            module.display()
+        ),
+        None,
+    )
 }
 
 /// The error for a module that cannot be loaded: the path and the loader's reason.

@@ -47,7 +47,8 @@ pub struct SlotInfo {
 pub fn list_slots(module: &Path, with_mechanisms: bool) -> Result<Vec<SlotInfo>, Error> {
     let m = module::load(module)?;
     let what = format!("listing the slots of {}", module.display());
-    let slots = module::reinitializing(&m.ctx, &m.path, || m.ctx.get_all_slots())
+    let slots = m
+        .listing(|| m.ctx.get_all_slots())
         .map_err(|e| errors::map(e, &what, "the module"))?;
     slots
         .into_iter()
@@ -127,7 +128,7 @@ pub fn init_token(
     };
     let what = format!("initializing {described}");
     let mut free = None;
-    let slots = module::reinitializing(&m.ctx, &m.path, || m.ctx.get_slots_with_token());
+    let slots = m.listing(|| m.ctx.get_slots_with_token());
     for slot in slots.map_err(map(&what))? {
         let t = m.ctx.get_token_info(slot).map_err(map(&what))?;
         if t.token_initialized() && t.label() == label {
@@ -147,6 +148,8 @@ pub fn init_token(
         ))
     })?;
     let so = AuthPin::from(so_pin);
+    // No module reset while this session's handle is in use.
+    let shared = m.shared();
     m.ctx.init_token(slot, &so, label).map_err(map(&what))?;
     let session = m.ctx.open_rw_session(slot).map_err(map(&what))?;
     session.login(UserType::So, Some(&so)).map_err(map(&what))?;
@@ -155,6 +158,7 @@ pub fn init_token(
         .map_err(map(&what))?;
     session.logout().map_err(map(&what))?;
     session.close().map_err(map(&what))?;
+    drop(shared);
     tracing::info!(token = %label, module = %m.path.display(), "initialized PKCS#11 token");
     slot_info(&m, slot, false)
 }

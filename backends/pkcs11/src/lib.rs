@@ -8,6 +8,10 @@
 //!   per-token queue, see `dispatch`).
 //! - When sessions die underneath (session closed or invalid, token removed, user logged
 //!   out, module finalized), the pool reopens sessions, logs in again and retries once.
+//!   A token that cannot be found or read any more is looked for again after finalizing
+//!   and initializing its module (safely for the module's other tokens, see `module`);
+//!   while it stays away, calls fail with `Unavailable` and it is looked for again at
+//!   most every 250 ms.
 //! - PINs are held in `Zeroizing` memory and never appear in errors, logs or `Debug`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -18,6 +22,7 @@ mod inspect;
 mod keys;
 mod module;
 mod pool;
+mod recover;
 mod signer;
 mod spki;
 mod tables;

@@ -8,9 +8,19 @@
 //! Sessions are opened "no close on drop" so keyward decides when `C_CloseSession` is
 //! called: after a module reset, session handles are handed out again from 1, and
 //! closing a stale handle would close someone else's new session.
+//!
+//! Recovery (see `recover`): stale key handles are looked up again, logged-out sessions
+//! reopened, dead sessions forgotten and the token found again by label and serial. A
+//! token that cannot be found or read any more (SoftHSM: its directory went away; it
+//! answers `CKR_OBJECT_HANDLE_INVALID` for keys and `CKR_GENERAL_ERROR` for the token's
+//! info, and keeps doing so after the directory is back) is seen again only after
+//! `C_Finalize` and `C_Initialize` of the module, so recovery resets the module (see
+//! `module`). While the token stays away every call fails with `Unavailable`, and the
+//! pool looks for it again at most once per `RETRY_GAP`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use cryptoki::error::Error as CkError;
 use cryptoki::session::Session;
@@ -18,13 +28,13 @@ use keyward_core::Error;
 
 use crate::dispatch::Dispatcher;
 use crate::errors::{self, Recovery};
-use crate::module::{initialize, lock};
+use crate::module::lock;
 use crate::token::Token;
 
 /// A session and the pool generation it was opened (or last vouched for) in.
 pub(crate) struct Pooled {
-    session: Session,
-    generation: u64,
+    pub(crate) session: Session,
+    pub(crate) generation: u64,
 }
 
 /// What an operation on a session can fail with: a PKCS#11 error (which may call for
@@ -49,26 +59,45 @@ impl From<Error> for OpError {
 
 /// The sessions of one token.
 pub(crate) struct Pool {
-    idle: Mutex<Vec<Pooled>>,
+    pub(crate) idle: Mutex<Vec<Pooled>>,
     dispatch: Arc<Dispatcher>,
     /// Bumped by every recovery; key handles and sessions from older generations are stale.
-    generation: AtomicU64,
+    pub(crate) generation: AtomicU64,
     /// Sessions from generations below this one died with the module or token: they are
     /// forgotten, never closed.
-    dead_below: AtomicU64,
+    pub(crate) dead_below: AtomicU64,
     /// The generation in which the user last logged in.
     logged_in: AtomicU64,
-    recover_lock: Mutex<()>,
-    /// Held shared while a session is in use, and exclusively while a reset replaces
-    /// the sessions: after a module reset the module hands out the same session and
-    /// object handle numbers again, so no stale handle may be in use while new ones
-    /// are created.
-    in_use: RwLock<()>,
+    pub(crate) recover_lock: Mutex<()>,
+    /// The module epoch the sessions and slot belong to; the module moving on means
+    /// they died with its old context.
+    pub(crate) epoch: AtomicU64,
+    /// Set while the token is away: when recovery last failed, and why.
+    pub(crate) outage: Mutex<Option<Outage>>,
+    /// Whether `outage` is set, for a lock-free look on every operation.
+    pub(crate) away: AtomicBool,
+}
+
+/// A failed recovery: the token is away.
+pub(crate) struct Outage {
+    pub(crate) tried: Instant,
+    pub(crate) message: String,
+}
+
+/// During an outage, the pool looks for the token again at most this often; calls in
+/// between fail at once (callers such as the agent back off on their own).
+pub(crate) const RETRY_GAP: Duration = Duration::from_millis(250);
+
+/// What went wrong in one try of an operation.
+enum Failed {
+    /// The module was reset since the pool last looked: the sessions are dead.
+    Stale,
+    Op(OpError),
 }
 
 impl Pool {
-    /// A pool of at most `cap` sessions in use at once.
-    pub(crate) fn new(cap: usize) -> Self {
+    /// A pool of at most `cap` sessions in use at once, for a module in `epoch`.
+    pub(crate) fn new(cap: usize, epoch: u64) -> Self {
         let cap = cap.max(1);
         Pool {
             idle: Mutex::new(Vec::with_capacity(cap)),
@@ -77,7 +106,9 @@ impl Pool {
             dead_below: AtomicU64::new(0),
             logged_in: AtomicU64::new(0),
             recover_lock: Mutex::new(()),
-            in_use: RwLock::new(()),
+            epoch: AtomicU64::new(epoch),
+            outage: Mutex::new(None),
+            away: AtomicBool::new(false),
         }
     }
 
@@ -98,6 +129,14 @@ impl Pool {
     /// The current generation.
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// The outage's error, or `Ok` when the token is not away.
+    pub(crate) fn outage_error(&self) -> Result<(), Error> {
+        match &*lock(&self.outage) {
+            Some(o) => Err(Error::unavailable(o.message.clone(), None)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -121,6 +160,7 @@ impl Token {
     /// Opens the first session and logs in, so a wrong PIN shows up at once.
     pub(crate) fn warm_up(&self) -> Result<(), Error> {
         let what = || format!("logging in to {}", self.describe());
+        let _shared = self.module.shared();
         let p = self
             .checkout()
             .map_err(|e| errors::map(e, &what(), &self.describe()))?;
@@ -129,51 +169,83 @@ impl Token {
     }
 
     /// Runs `op` on a pooled session (the caller is on a blocking thread, inside the
-    /// dispatcher's bound). On an error that a fresh session or login can cure, the pool
-    /// recovers and `op` runs once more. `op` gets the pool generation, so it can tell
-    /// when its cached object handles went stale. `what` describes the operation for
-    /// error messages.
+    /// dispatcher's bound). On an error that a fresh session, login or module reset can
+    /// cure, the pool recovers and `op` runs once more. `op` gets the pool generation,
+    /// so it can tell when its cached object handles went stale. `what` describes the
+    /// operation for error messages.
     pub(crate) fn run<T>(
         &self,
         what: &dyn Fn() -> String,
         mut op: impl FnMut(&Session, u64) -> Result<T, OpError>,
     ) -> Result<T, Error> {
+        self.catch_up()?;
         let mut retried = false;
         loop {
             let generation = self.pool.generation();
-            let in_use = self.pool.in_use.read().unwrap_or_else(|p| p.into_inner());
-            let result = self.checkout().map_err(OpError::Ck).and_then(|p| {
-                let out = op(&p.session, p.generation);
-                match &out {
-                    Err(OpError::Ck(e)) if errors::recovery_for(e).is_some() => {
-                        self.discard(p, errors::recovery_for(e))
-                    }
-                    _ => self.checkin(p),
-                }
-                out
-            });
-            drop(in_use);
-            match result {
+            let shared = self.module.shared();
+            let result = if self.pool.epoch.load(Ordering::Acquire) != self.module.epoch() {
+                Err(Failed::Stale)
+            } else {
+                self.checkout()
+                    .map_err(OpError::Ck)
+                    .and_then(|p| {
+                        let out = op(&p.session, p.generation);
+                        match &out {
+                            Err(OpError::Ck(e)) if errors::recovery_for(e).is_some() => {
+                                self.discard(p, errors::recovery_for(e))
+                            }
+                            _ => self.checkin(p),
+                        }
+                        out
+                    })
+                    .map_err(Failed::Op)
+            };
+            drop(shared);
+            let kind = match result {
                 Ok(v) => return Ok(v),
-                Err(OpError::Keyward(e)) => return Err(e),
-                Err(OpError::Ck(e)) => match errors::recovery_for(&e) {
-                    Some(kind) if !retried => {
+                Err(Failed::Stale) => Recovery::Reset,
+                Err(Failed::Op(OpError::Keyward(e))) => {
+                    // A key that vanished with its token is an outage, not a missing key.
+                    if !matches!(e, Error::NotFound(_)) || self.healthy() {
+                        return Err(e);
+                    }
+                    if retried {
+                        return Err(errors::token_gone(
+                            &self.describe(),
+                            &self.module_path,
+                            &format!("{e}, and the token cannot be read"),
+                        ));
+                    }
+                    Recovery::Reset
+                }
+                Err(Failed::Op(OpError::Ck(e))) => match errors::recovery_for(&e) {
+                    None => return Err(errors::map(e, &what(), &self.describe())),
+                    Some(_) if retried => {
+                        return Err(errors::still_failing(e, &what(), &self.describe()));
+                    }
+                    Some(kind) => {
                         tracing::warn!(
                             token = %self.label,
                             error = %errors::describe(&e),
                             recovery = ?kind,
                             "PKCS#11 token needs recovery; retrying once"
                         );
-                        self.recover(generation, kind)?;
-                        retried = true;
+                        // Stale handles on a token that cannot be read: it went away.
+                        if kind < Recovery::Reset && !self.healthy() {
+                            Recovery::Reset
+                        } else {
+                            kind
+                        }
                     }
-                    _ => return Err(errors::map(e, &what(), &self.describe())),
                 },
-            }
+            };
+            self.recover(generation, kind)?;
+            retried = true;
         }
     }
 
-    /// A session of the current generation, logged in: an idle one, or a new one.
+    /// A session of the current generation, logged in: an idle one, or a new one. The
+    /// caller holds the module shared.
     fn checkout(&self) -> Result<Pooled, CkError> {
         let generation = self.pool.generation();
         let reused = loop {
@@ -206,7 +278,7 @@ impl Token {
     }
 
     /// Puts a session back, or disposes of it if the pool moved on meanwhile.
-    fn checkin(&self, p: Pooled) {
+    pub(crate) fn checkin(&self, p: Pooled) {
         if p.generation == self.pool.generation() {
             lock(&self.pool.idle).push(p);
         } else {
@@ -216,7 +288,7 @@ impl Token {
 
     /// Gets rid of a session: closes it if it may still be alive, forgets it if its
     /// handle is dead (and may already belong to a new session).
-    fn discard(&self, p: Pooled, why: Option<Recovery>) {
+    pub(crate) fn discard(&self, p: Pooled, why: Option<Recovery>) {
         let dead = why.is_some_and(|k| k >= Recovery::Reset)
             || p.generation < self.pool.dead_below.load(Ordering::Acquire);
         if why == Some(Recovery::Relogin) {
@@ -228,57 +300,6 @@ impl Token {
         } else if !dead {
             let _ = p.session.close();
         }
-    }
-
-    /// Brings the token back after an error of kind `kind` seen in generation `seen`.
-    /// Several threads may see the same failure; the first one recovers, the others
-    /// find the generation already moved on and just retry.
-    fn recover(&self, seen: u64, kind: Recovery) -> Result<(), Error> {
-        let _one_at_a_time = lock(&self.pool.recover_lock);
-        if self.pool.generation() != seen {
-            return Ok(());
-        }
-        let next = seen + 1;
-        // A reset waits until no thread is inside an operation on an old handle, and
-        // keeps them out until the new generation is in place.
-        let _exclusive = (kind >= Recovery::Reset)
-            .then(|| self.pool.in_use.write().unwrap_or_else(|p| p.into_inner()));
-        let idle: Vec<Pooled> = std::mem::take(&mut *lock(&self.pool.idle));
-        match kind {
-            Recovery::Relogin => {
-                // Sessions stay; they move to the new generation, which forces a login
-                // and a fresh look-up of key handles.
-                let mut pool = lock(&self.pool.idle);
-                pool.extend(idle.into_iter().map(|p| Pooled {
-                    session: p.session,
-                    generation: next,
-                }));
-            }
-            Recovery::Reopen => {
-                for p in idle {
-                    let _ = p.session.close();
-                }
-            }
-            Recovery::Reset | Recovery::Reinitialize => {
-                self.pool.dead_below.store(next, Ordering::Release);
-                drop(idle); // forgotten: the handles are dead
-                if kind == Recovery::Reinitialize {
-                    initialize(&self.ctx, &self.module_path)?;
-                }
-                let (slot, info) = self.selector.find(&self.ctx, &self.module_path)?;
-                if info.serial_number() != self.serial {
-                    return Err(Error::backend(format!(
-                        "{} was replaced by another token (serial {} instead of {})",
-                        self.describe(),
-                        info.serial_number(),
-                        self.serial
-                    )));
-                }
-                *self.slot.write().unwrap_or_else(|p| p.into_inner()) = slot;
-            }
-        }
-        self.pool.generation.store(next, Ordering::Release);
-        Ok(())
     }
 }
 

@@ -87,6 +87,28 @@ fn other_codes_carry_the_raw_name_and_removal_is_retryable() {
 }
 
 #[test]
+fn outage_errors_are_retryable_and_name_the_cause() {
+    let e = errors::still_failing(
+        ck(RvError::SessionHandleInvalid, Function::SignInit),
+        "signing with key 'k' on token 't'",
+        "token 't'",
+    );
+    assert!(e.is_retryable(), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "signing with key 'k' on token 't': token 't' is not available \
+         (CKR_SESSION_HANDLE_INVALID from C_SignInit, also after reopening its sessions)"
+    );
+    let e = errors::token_gone("token 't'", std::path::Path::new("/m.so"), "not listed");
+    assert!(e.is_retryable(), "{e:?}");
+    assert!(
+        e.to_string()
+            .starts_with("token 't' is not available in PKCS#11 module /m.so: not listed"),
+        "{e}"
+    );
+}
+
+#[test]
 fn recovery_kinds() {
     use errors::Recovery;
     let r = |rv| errors::recovery_for(&ck(rv, Function::Sign));
@@ -94,6 +116,9 @@ fn recovery_kinds() {
     assert_eq!(r(RvError::SessionClosed), Some(Recovery::Reset));
     assert_eq!(r(RvError::DeviceRemoved), Some(Recovery::Reset));
     assert_eq!(r(RvError::TokenNotPresent), Some(Recovery::Reset));
+    assert_eq!(r(RvError::SlotIdInvalid), Some(Recovery::Reset));
+    assert_eq!(r(RvError::TokenNotRecognized), Some(Recovery::Reset));
+    assert_eq!(r(RvError::DeviceError), Some(Recovery::Reset));
     assert_eq!(r(RvError::UserNotLoggedIn), Some(Recovery::Reopen));
     assert_eq!(r(RvError::KeyHandleInvalid), Some(Recovery::Relogin));
     assert_eq!(

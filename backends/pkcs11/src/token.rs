@@ -1,7 +1,6 @@
 //! Tokens: found by label or serial (never by slot number), logged in once, with their
 //! mechanism list read once and checked before a mechanism is first used.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use cryptoki::context::Pkcs11;
@@ -15,7 +14,7 @@ use keyward_core::uri::Pkcs11Uri;
 use zeroize::Zeroizing;
 
 use crate::errors;
-use crate::module::{Module, lock, reinitializing};
+use crate::module::{Module, lock};
 use crate::pool::Pool;
 
 /// How a URI picks its token: label and/or serial (plus manufacturer and model when given).
@@ -61,20 +60,32 @@ impl Selector {
     }
 
     /// The slot holding the selected token now (slots get renumbered, so this is asked
-    /// again after a reset). Errors list the tokens that are present.
-    pub(crate) fn find(&self, ctx: &Pkcs11, path: &Path) -> Result<(Slot, TokenInfo), Error> {
-        let module = path.display();
-        let what = format!("listing the tokens of {module}");
-        let slots = reinitializing(ctx, path, || ctx.get_slots_with_token())
-            .map_err(|e| errors::map(e, &what, "the module"))?;
+    /// again after a reset), without locking or initializing the module: the outer
+    /// error is a failed listing (e.g. the module is not initialized), the inner one
+    /// says no single token matches, listing the tokens that are present. A slot whose
+    /// token cannot be read (SoftHSM answers `CKR_GENERAL_ERROR` for a token whose
+    /// directory vanished) holds no usable token.
+    pub(crate) fn find(
+        &self,
+        module: &Module,
+    ) -> Result<Result<(Slot, TokenInfo), Error>, CkError> {
+        let ctx = &module.ctx;
+        let slots = ctx.get_slots_with_token()?;
         let mut present = Vec::new();
+        let mut unreadable = Vec::new();
         let mut found = Vec::new();
         for slot in slots {
             let info = match ctx.get_token_info(slot) {
                 Ok(i) => i,
+                Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, f)) => {
+                    return Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, f));
+                }
                 // A token pulled out between the two calls is simply not present.
                 Err(CkError::Pkcs11(RvError::TokenNotPresent, _)) => continue,
-                Err(e) => return Err(errors::map(e, &what, "the module")),
+                Err(e) => {
+                    unreadable.push(format!("slot {}: {}", slot.id(), errors::describe(&e)));
+                    continue;
+                }
             };
             if !info.token_initialized() {
                 continue;
@@ -88,14 +99,18 @@ impl Selector {
                 found.push((slot, info));
             }
         }
-        match found.len() {
+        let module = module.path.display();
+        Ok(match found.len() {
             1 => Ok(found.remove(0)),
             0 => {
-                let listed = if present.is_empty() {
+                let mut listed = if present.is_empty() {
                     "none".to_string()
                 } else {
                     present.join(", ")
                 };
+                if !unreadable.is_empty() {
+                    listed.push_str(&format!("; unreadable: {}", unreadable.join(", ")));
+                }
                 let wanted = match (&self.label, &self.serial) {
                     (Some(l), None) => format!("no token labelled '{l}'"),
                     (None, Some(s)) => format!("no token with serial '{s}'"),
@@ -110,12 +125,14 @@ impl Selector {
                 "{n} tokens match {} in PKCS#11 module {module}; add serial= to the URI to choose one",
                 self.describe()
             ))),
-        }
+        })
     }
 }
 
 /// One token in use: where it is, how to log in again, what it can do, its sessions.
 pub(crate) struct Token {
+    /// The module the token is reached through, shared with its other tokens.
+    pub(crate) module: Arc<Module>,
     pub(crate) ctx: Pkcs11,
     pub(crate) module_path: std::path::PathBuf,
     pub(crate) selector: Selector,
@@ -157,7 +174,27 @@ impl Token {
     ) -> Result<Arc<Token>, Error> {
         let selector = Selector::from_uri(uri)?;
         let _setup = module.setup_lock();
-        let (slot, info) = selector.find(&module.ctx, &module.path)?;
+        let listed = module.listing(|| selector.find(module)).map_err(|e| {
+            errors::map(
+                e,
+                &format!("listing the tokens of {}", module.path.display()),
+                "the module",
+            )
+        });
+        let (slot, info) = match listed.and_then(|found| found) {
+            Ok(found) => found,
+            // A token this process used and cannot find now is having an outage: look
+            // for it as recovery does (resetting the module if need be).
+            Err(e) => match module.known_token(&selector) {
+                Some(token) => {
+                    token.check_pin(pin.as_ref())?;
+                    token.refind()?;
+                    token.pool.limit(cap);
+                    return Ok(token);
+                }
+                None => return Err(e),
+            },
+        };
         if let Some(token) = module.cached_token(info.serial_number()) {
             token.check_pin(pin.as_ref())?;
             *token.slot.write().unwrap_or_else(|p| p.into_inner()) = slot;
@@ -180,6 +217,7 @@ impl Token {
             )));
         }
         let token = Arc::new(Token {
+            module: Arc::clone(module),
             ctx: module.ctx.clone(),
             module_path: module.path.clone(),
             selector,
@@ -190,7 +228,7 @@ impl Token {
             login_required,
             protected_path,
             pin: Mutex::new(pin),
-            pool: Pool::new(cap),
+            pool: Pool::new(cap, module.epoch()),
             generate_lock: Mutex::new(()),
         });
         // The first session logs in; a wrong PIN fails here and nothing is cached.
