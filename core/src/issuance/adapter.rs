@@ -9,7 +9,6 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use tokio::runtime::Handle;
@@ -34,9 +33,6 @@ pub(crate) struct RcgenKey {
     /// The runtime current when the adapter was made, used only if the signing
     /// thread has no runtime context of its own.
     handle: Option<Handle>,
-    /// Whether the last signature was ready at the first poll (the key signs in
-    /// process); false until a first signature says so.
-    answered_at_once: AtomicBool,
 }
 
 impl RcgenKey {
@@ -61,19 +57,12 @@ impl RcgenKey {
             raw_public_key,
             alg: rcgen_alg,
             handle: Handle::try_current().ok(),
-            answered_at_once: AtomicBool::new(false),
         })
     }
 
     /// The raw `subjectPublicKey` bits of the signer.
     pub(crate) fn raw_public_key(&self) -> &[u8] {
         &self.raw_public_key
-    }
-
-    /// Whether the signer's last signature was ready without waiting: a key in process
-    /// memory, whose certificates can share blocking-pool threads (see `sign_queue`).
-    pub(crate) fn signs_in_process(&self) -> bool {
-        self.answered_at_once.load(Ordering::Relaxed)
     }
 
     /// Signs `msg` synchronously. Must run on a blocking-pool thread (or outside any
@@ -83,10 +72,8 @@ impl RcgenKey {
         // Fast path: a signer that completes without waiting (software keys) needs no
         // executor at all.
         if let Poll::Ready(result) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            self.answered_at_once.store(true, Ordering::Relaxed);
             return result;
         }
-        self.answered_at_once.store(false, Ordering::Relaxed);
         let handle = Handle::try_current()
             .ok()
             .or_else(|| self.handle.clone())

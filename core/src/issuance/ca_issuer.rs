@@ -11,7 +11,6 @@ use x509_parser::x509::SubjectPublicKeyInfo;
 use super::adapter::{RcgenKey, SubjectKey, clear_sign_error, map_rcgen_error};
 use super::postcheck::{IssuerKey, check_issued};
 use super::profile::{self, IssuerWindow, Window, random_serial, validity_window};
-use super::sign_queue::SignQueue;
 use super::{IssuedCertificate, ServiceProfile, blocking, build_sans, csr, names, parse_subject};
 use crate::check::{self, parse_cert};
 use crate::{Error, KeySigner};
@@ -25,8 +24,6 @@ struct Inner {
     key: IssuerKey,
     window: IssuerWindow,
     path_len: Option<u32>,
-    /// Certificates waiting for a key that signs in process.
-    queue: Arc<SignQueue>,
 }
 
 /// A CA that issues certificates: its certificate, the chain above it, and its key.
@@ -113,7 +110,6 @@ impl CaIssuer {
                 issuer,
                 window,
                 path_len,
-                queue: Arc::new(SignQueue::new()),
             }),
         })
     }
@@ -162,21 +158,14 @@ impl CaIssuer {
         Ok(w)
     }
 
-    /// Signs `params` for `subject_key` on the blocking pool, then checks the result:
-    /// through this CA's queue when its key signs in process, else in a blocking task
-    /// of its own (so that slow signatures run side by side).
+    /// Signs `params` for `subject_key` on the blocking pool, then checks the result.
     async fn issue(
         &self,
         params: rcgen::CertificateParams,
         subject_key: SubjectKey,
     ) -> Result<IssuedCertificate, Error> {
         let inner = self.inner.clone();
-        let job = move || sign_and_check(&inner, &params, &subject_key);
-        if self.inner.issuer.key().signs_in_process() {
-            self.inner.queue.run(job).await
-        } else {
-            blocking(job).await
-        }
+        blocking(move || sign_and_check(&inner, &params, &subject_key)).await
     }
 
     /// Issues an intermediate CA certificate (pathLenConstraint 0, keyCertSign +

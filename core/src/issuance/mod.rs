@@ -12,7 +12,6 @@ pub(crate) mod csr;
 mod names;
 mod postcheck;
 mod profile;
-mod sign_queue;
 
 use std::net::IpAddr;
 use std::sync::Arc;
