@@ -12,6 +12,8 @@
 #   BENCH_AGENT_ENTRIES [1000] workload entries in the agent's configuration
 #   BENCH_CLIENT_THREADS [2]  tokio threads of the Workload API load client
 #   BENCH_OUT [$CARGO_TARGET_DIR/bench-table.md]  the table is also written there
+#   BENCH_ROWS [all]          comma-separated rows to run: sign, issue, pki, agent
+#                             (e.g. BENCH_ROWS=pki for the OpenBao PKI row alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -50,9 +52,16 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { r = a / b; printf (r < 10 ? "%.2f" : 
 # num X: a rate, rounded, with thousands separators.
 num() { LC_ALL=C awk -v x="$1" 'BEGIN { s = sprintf("%.0f", x); o = ""; while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) }; print s o }'; }
 
+# want ROW: whether BENCH_ROWS selects ROW (every row when it is unset or empty).
+want() { [[ -z "${BENCH_ROWS:-}" || ",$BENCH_ROWS," == *",$1,"* ]]; }
+for r in ${BENCH_ROWS//,/ }; do
+  case $r in sign|issue|pki|agent) ;; *) echo "BENCH_ROWS: unknown row '$r' (sign, issue, pki, agent)" >&2; exit 2 ;; esac
+done
+
 ROWS=()
 row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 |"); }
 
+if want sign; then
 echo "== row 1: ECDSA P-256 signing, one thread ($ROUNDS rounds of ${S}s)" >&2
 ossl=() kwsign=()
 openssl_rate() {
@@ -68,6 +77,7 @@ b=$(printf '%s\n' "${ossl[@]}" | median) k=$(printf '%s\n' "${kwsign[@]}" | medi
 row "ECDSA P-256 signing, 1 thread (keyward: software \`KeySigner::sign\`)" \
   "\`openssl speed ecdsap256\` ($(openssl version | awk '{print $1, $2}'))" \
   "$(num "$b") signs/s" "$(num "$k") signs/s" "$(ratio "$k" "$b")"
+fi
 
 # issuance_row CA LABEL BASELINE: row 2 for one CA backend.
 issuance_row() {
@@ -79,11 +89,14 @@ issuance_row() {
   b=$(field baseline_per_s "$line") k=$(field keyward_per_s "$line")
   row "Service-cert issuance, CA key in $2" "$3" "$(num "$b") signs/s" "$(num "$k") certs/s" "$(ratio "$k" "$b")"
 }
+if want issue; then
 issuance_row software "software" "raw aws-lc-rs ECDSA sign of the same TBS, same key"
 issuance_row softhsm "SoftHSM" "raw cryptoki \`C_Sign\` loop, $CONC sessions, same key"
 issuance_row transit "OpenBao Transit" "raw reqwest \`POST transit/sign\`, same key"
 issuance_row kms "AWS KMS (moto)" "raw aws-sdk-kms \`Sign\`, same key and client"
+fi
 
+if want pki; then
 echo "== row 3: keyward issuance (CA key in software) vs OpenBao PKI" >&2
 line=$("$KWBENCH" pki --concurrency "$CONC" --seconds "$S" --rounds "$ROUNDS")
 note "$line"
@@ -91,7 +104,10 @@ b=$(field baseline_per_s "$line") k=$(field keyward_per_s "$line")
 row "Service-cert issuance, EC P-256 leaf + key (keyward: CA key in software, in process)" \
   "OpenBao PKI \`POST pki/issue/<role>\` over HTTP" \
   "$(num "$b") certs/s" "$(num "$k") certs/s" "$(ratio "$k" "$b")"
+fi
 
+errors=none arss=
+if want agent; then
 NENTRIES=$(num "$ENTRIES")
 echo "== rows 4-5: Workload API, $ENTRIES workloads, $TASKS clients" >&2
 t0=$SECONDS
@@ -125,6 +141,7 @@ row "Agent resident memory (VmRSS) with $NENTRIES workloads, after the load" \
   "the raw tonic server's VmRSS after the same load" \
   "$(mb "$brss")" "$(mb "$arss") (peak $(mb "$ahwm"))" "$(ratio "$arss" "$brss")"
 bench_agent_stop
+fi
 
 {
   echo "keyward benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'); CPU: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(nproc) cores; commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
@@ -138,7 +155,10 @@ bench_agent_stop
   echo "ratio = keyward rate / baseline rate. Issuance rows compare certificates/s (new P-256 leaf key + certificate signed by the CA key + keyward's post-issuance check) with the raw signature rate of the same key, the ceiling issuance can reach"
   echo "(keyward's PKCS#11 session pool is capped at the core count, $(nproc) here, while the raw C_Sign baseline uses $CONC sessions)."
   echo "The OpenBao PKI row compares whole issuances (both generate the leaf key; the role does not store certificates); the issue's target for it is a ratio of 10 or more."
-  echo "The memory row is the exception: ratio = keyward RSS / baseline RSS (lower is better). Its baseline is the raw tonic server of the fetch row (the same gRPC stack holding one response), i.e. what serving the Workload API costs before keyward's own state; the issue's 50 MB target is $( ((arss < 50 * 1024)) && echo met || echo NOT met) by the agent's $(mb "$arss")."
-  echo "Workload API errors over all rounds: $errors."
+  if [ -n "$arss" ]; then
+    echo "The memory row is the exception: ratio = keyward RSS / baseline RSS (lower is better). Its baseline is the raw tonic server of the fetch row (the same gRPC stack holding one response), i.e. what serving the Workload API costs before keyward's own state; the issue's 50 MB target is $( ((arss < 50 * 1024)) && echo met || echo NOT met) by the agent's $(mb "$arss")."
+    echo "Workload API errors over all rounds: $errors."
+  fi
+  [ -z "${BENCH_ROWS:-}" ] || echo "Rows run: $BENCH_ROWS (BENCH_ROWS)."
 } | tee "$OUT"
 echo "(table also written to $OUT)" >&2

@@ -1,12 +1,14 @@
 //! One software key pair: generation, PKCS#8 import/export, signing.
 
 use async_trait::async_trait;
-use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::encoding::{AsBigEndian, AsDer, EcPrivateKeyBin};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use keyward_core::{Algorithm, Error, KeySigner, KeyType, KeyUri, RsaBits};
 use zeroize::Zeroizing;
+
+use crate::ec_der;
 
 /// The aws-lc key object behind a [`SoftwareKey`].
 enum Inner {
@@ -50,10 +52,29 @@ impl SoftwareKey {
     pub fn generate(alg: Algorithm, uri: KeyUri) -> Result<(Self, Zeroizing<Vec<u8>>), Error> {
         let (inner, pkcs8) = match alg.key_type() {
             kt @ (KeyType::EcP256 | KeyType::EcP384) => {
+                // Leaf keys are made per certificate: encode from the point aws-lc already
+                // holds in affine form rather than through its encoders (see ec_der).
                 let k = EcdsaKeyPair::generate(ecdsa_signing(kt))
                     .map_err(|_| crypto_err("ECDSA key generation"))?;
-                let der = k.to_pkcs8v1().map_err(|_| crypto_err("PKCS#8 encoding"))?;
-                (Inner::Ecdsa(k), Zeroizing::new(der.as_ref().to_vec()))
+                let oid = if kt == KeyType::EcP384 {
+                    ec_der::P384_OID
+                } else {
+                    ec_der::P256_OID
+                };
+                let point = k.public_key().as_ref();
+                let scalar: EcPrivateKeyBin<'_> = k
+                    .private_key()
+                    .as_be_bytes()
+                    .map_err(|_| crypto_err("PKCS#8 encoding"))?;
+                let pkcs8 = ec_der::pkcs8(oid, scalar.as_ref(), point);
+                let spki = ec_der::spki(oid, point);
+                let key = SoftwareKey {
+                    uri,
+                    algorithm: alg,
+                    spki,
+                    inner: Inner::Ecdsa(k),
+                };
+                return Ok((key, pkcs8));
             }
             KeyType::Ed25519 => {
                 let k =

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod ec_der;
 mod key;
 
 use std::io::ErrorKind;

@@ -9,7 +9,9 @@ use x509_parser::certificate::{X509Certificate, X509CertificateParser};
 use x509_parser::nom::Parser;
 
 use crate::check::{name_to_string, serial_hex, to_datetime};
-use crate::{Algorithm, Error, KeySigner, verify_signature};
+use aws_lc_rs::signature::ParsedPublicKey;
+
+use crate::{Algorithm, Error, KeySigner, subject_public_key, verify_signature};
 
 /// The issuing key, as the check needs it.
 #[derive(Debug, Clone)]
@@ -20,15 +22,42 @@ pub(crate) struct IssuerKey {
     pub alg: Algorithm,
     /// The key's URI, for error messages.
     pub uri: String,
+    /// The public key decoded once for aws-lc (a CA checks every certificate it issues
+    /// under the same key, so decoding the point per certificate is wasted work);
+    /// `None` for RSA-PSS (two salt lengths are accepted, see [`verify_signature`]) and
+    /// for a key aws-lc rejects, which then fails through [`verify_signature`].
+    parsed: Option<ParsedPublicKey>,
 }
 
 impl IssuerKey {
     /// The check's view of `signer`.
     pub(crate) fn of(signer: &dyn KeySigner) -> Self {
+        let spki_der = signer.public_key_spki_der().to_vec();
+        let alg = signer.algorithm();
+        let parsed = match alg {
+            Algorithm::RsaPssSha256(_) => None,
+            _ => subject_public_key(&spki_der)
+                .ok()
+                .and_then(|raw| ParsedPublicKey::new(alg.verification(), raw).ok()),
+        };
         IssuerKey {
-            spki_der: signer.public_key_spki_der().to_vec(),
-            alg: signer.algorithm(),
+            spki_der,
+            alg,
             uri: signer.uri().to_string(),
+            parsed,
+        }
+    }
+
+    /// Checks that `signature` over `message` verifies under this key.
+    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), Error> {
+        match &self.parsed {
+            Some(key) => key.verify_sig(message, signature).map_err(|_| {
+                Error::Verification(format!(
+                    "{} signature does not verify under the public key",
+                    self.alg
+                ))
+            }),
+            None => verify_signature(self.alg, &self.spki_der, message, signature),
         }
     }
 }
@@ -52,19 +81,15 @@ fn parse_and_verify<'a>(der: &'a [u8], issuer: &IssuerKey) -> Result<X509Certifi
             issuer.uri
         )));
     }
-    verify_signature(
-        issuer.alg,
-        &issuer.spki_der,
-        cert.tbs_certificate.as_ref(),
-        &cert.signature_value.data,
-    )
-    .map_err(|_| {
-        Error::Verification(format!(
-            "the certificate just issued does not verify under the public key of {}; \
+    issuer
+        .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
+        .map_err(|_| {
+            Error::Verification(format!(
+                "the certificate just issued does not verify under the public key of {}; \
              its backend returned a bad signature",
-            issuer.uri
-        ))
-    })?;
+                issuer.uri
+            ))
+        })?;
     Ok(cert)
 }
 
@@ -113,17 +138,16 @@ pub(crate) fn check_csr(der: &[u8], issuer: &IssuerKey) -> Result<(), Error> {
             issuer.uri
         ))
     })?;
-    verify_signature(
-        issuer.alg,
-        &issuer.spki_der,
-        csr.certification_request_info.raw,
-        &csr.signature_value.data,
-    )
-    .map_err(|_| {
-        Error::Verification(format!(
-            "the CSR just signed does not verify under the public key of {}; \
+    issuer
+        .verify(
+            csr.certification_request_info.raw,
+            &csr.signature_value.data,
+        )
+        .map_err(|_| {
+            Error::Verification(format!(
+                "the CSR just signed does not verify under the public key of {}; \
              its backend returned a bad signature",
-            issuer.uri
-        ))
-    })
+                issuer.uri
+            ))
+        })
 }
