@@ -54,7 +54,8 @@ num() { LC_ALL=C awk -v x="$1" 'BEGIN { s = sprintf("%.0f", x); o = ""; while (l
 
 # want ROW: whether BENCH_ROWS selects ROW (every row when it is unset or empty).
 want() { [[ -z "${BENCH_ROWS:-}" || ",$BENCH_ROWS," == *",$1,"* ]]; }
-for r in ${BENCH_ROWS//,/ }; do
+rows=${BENCH_ROWS:-}
+for r in ${rows//,/ }; do
   case $r in sign|issue|pki|agent) ;; *) echo "BENCH_ROWS: unknown row '$r' (sign, issue, pki, agent)" >&2; exit 2 ;; esac
 done
 
