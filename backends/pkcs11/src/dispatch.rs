@@ -9,8 +9,14 @@
 //! it still there and only the wake-up of the waiting task remains; when every CPU is
 //! busy signing it sleeps on a condition variable instead of taking CPU from them.
 //!
-//! At most `cap` drainers run at once, each using one session at a time, so `cap`
-//! bounds the sessions in use.
+//! A caller that finds a slot free and nothing queued ahead of it runs its job on its
+//! own thread instead (`block_in_place`, on the multi-threaded runtime only): a caller
+//! signing in a loop then pays no wake-up at all. Measured with
+//! `cargo bench -p keyward-pkcs11 --bench sign` (paired rounds), one session went
+//! from 58% of the raw `C_Sign` rate to 81-95%, two sessions from 57% to 74-79%.
+//!
+//! At most `cap` jobs run at once (drainers plus callers running in place), each using
+//! one session at a time, so `cap` bounds the sessions in use.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -69,12 +75,38 @@ impl Dispatcher {
         T: Send + 'static,
         F: FnOnce() -> Result<T, Error> + Send + 'static,
     {
+        if self.may_run_in_place() {
+            return self.run_in_place(f);
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(Box::new(move || {
             let _ = tx.send(f());
         }));
         rx.await
             .map_err(|_| Error::backend("PKCS#11 operation failed: its worker panicked"))?
+    }
+
+    /// Whether the caller's own thread may run the job: on a multi-threaded runtime
+    /// (whose other tasks `block_in_place` moves to another thread), with no job
+    /// waiting ahead of it and a slot free. This spares a sequential caller both
+    /// thread wake-ups of a hand-off, the larger part of a SoftHSM signature's
+    /// overhead.
+    fn may_run_in_place(&self) -> bool {
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        multi_thread && lock(&self.queue).jobs.is_empty() && self.try_start()
+    }
+
+    /// Runs `f` here, in the slot [`Self::may_run_in_place`] took, then gives the slot
+    /// back (starting a drainer for any job queued meanwhile).
+    fn run_in_place<T>(self: &Arc<Self>, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        let result = catch_unwind(AssertUnwindSafe(|| tokio::task::block_in_place(f)));
+        self.active.fetch_sub(1, Ordering::SeqCst);
+        if !lock(&self.queue).jobs.is_empty() && self.try_start() {
+            let this = Arc::clone(self);
+            tokio::task::spawn_blocking(move || this.drain());
+        }
+        result.unwrap_or_else(|_| Err(Error::backend("PKCS#11 operation failed: it panicked")))
     }
 
     fn submit(self: &Arc<Self>, job: Job) {
