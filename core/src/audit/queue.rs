@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use super::{AuditLog, Event};
 
@@ -14,6 +15,13 @@ pub const QUEUE_CAPACITY: usize = 65_536;
 
 /// The most events one write carries.
 const MAX_BATCH: usize = 4_096;
+
+/// The shortest time between the starts of two writes while events keep coming: under
+/// load the writer gathers for this long rather than paying a lock, a write and three
+/// fsyncs for every few events (profiled at 14k fetches/s, writing as soon as anything
+/// was queued took 29% of the agent's CPU). An event after a quiet spell is written at
+/// once.
+const MIN_WRITE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// An audit log appended by its own writer thread. Dropping it writes what is still
 /// queued, then stops the thread.
@@ -132,9 +140,11 @@ impl Shared {
     }
 }
 
-/// The writer thread: takes what has gathered (up to [`MAX_BATCH`]), appends it with
-/// one write, and repeats until the queue is closed and empty.
+/// The writer thread: takes what has gathered (up to [`MAX_BATCH`], at most one write
+/// per [`MIN_WRITE_INTERVAL`]), appends it with one write, and repeats until the queue
+/// is closed and empty.
 fn write_batches(shared: &Shared, log: &AuditLog, on_error: &dyn Fn(&crate::Error, usize)) {
+    let mut last_write: Option<Instant> = None;
     loop {
         let batch: Vec<Event> = {
             let mut state = shared.lock();
@@ -144,6 +154,13 @@ fn write_batches(shared: &Shared, log: &AuditLog, on_error: &dyn Fn(&crate::Erro
             if state.pending.is_empty() {
                 return;
             }
+            let since = last_write.map_or(MIN_WRITE_INTERVAL, |t| t.elapsed());
+            if since < MIN_WRITE_INTERVAL && !state.closed {
+                drop(state);
+                std::thread::sleep(MIN_WRITE_INTERVAL - since);
+                state = shared.lock();
+            }
+            last_write = Some(Instant::now());
             let n = state.pending.len().min(MAX_BATCH);
             state.pending.drain(..n).collect()
         };
