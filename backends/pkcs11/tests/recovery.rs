@@ -22,23 +22,12 @@ mod common;
 
 use std::sync::Arc;
 
-use common::TestToken;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
+use common::{TestToken, second_handle};
+use cryptoki::context::Pkcs11;
 use keyward_core::{Algorithm, KeyBackend, KeySigner, RsaBits, verify_signature};
 use keyward_pkcs11::Pkcs11Backend;
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Another handle on the same module, like a second library in the process would hold.
-fn second_handle(token: &TestToken) -> Pkcs11 {
-    let ctx = Pkcs11::new(&token.module).unwrap();
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => panic!("initialize: {e}"),
-    }
-    ctx
-}
 
 fn slot_of(ctx: &Pkcs11, token: &TestToken) -> cryptoki::slot::Slot {
     ctx.get_slots_with_token()

@@ -27,10 +27,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::TestToken;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
-use keyward_core::{Algorithm, Error, KeyBackend, KeySigner, RsaBits, verify_signature};
+use common::{TestToken, ec_and_rsa_keys, second_handle};
+use keyward_core::{Algorithm, Error, KeyBackend, KeySigner, verify_signature};
 use keyward_pkcs11::Pkcs11Backend;
 
 /// keyward's pause between looks for a token that is away (pool.rs), plus a margin.
@@ -132,17 +130,6 @@ fn assert_outage(e: &Error, token: &TestToken, what: &str) {
     assert!(line.contains("not available"), "{what}: says so: {line}");
 }
 
-/// Another handle on the module, as a second library in the process would hold: its
-/// `C_Finalize` closes every session of the process.
-fn second_handle(token: &TestToken) -> Pkcs11 {
-    let ctx = Pkcs11::new(&token.module).unwrap();
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => panic!("initialize: {e}"),
-    }
-    ctx
-}
-
 /// One token's directory moves away (in the shared token directory) while another
 /// library in the process finalizes and initializes the module: the sessions are
 /// closed underneath keyward and the module lists the token no more. Signing is an
@@ -154,17 +141,7 @@ async fn a_token_gone_with_its_sessions_is_found_again() {
     let token = TestToken::new("outage");
     let other = TestToken::new("bystander");
     let backend = Pkcs11Backend::new(None);
-    let ec = backend
-        .generate(&token.key_uri("ec"), Algorithm::EcdsaP256Sha256)
-        .await
-        .unwrap();
-    let rsa = backend
-        .generate(
-            &token.key_uri("rsa"),
-            Algorithm::RsaPkcs1Sha256(RsaBits::B2048),
-        )
-        .await
-        .unwrap();
+    let (ec, rsa) = ec_and_rsa_keys(&backend, &token).await;
     let bystander = backend
         .generate(&other.key_uri("k"), Algorithm::EcdsaP256Sha256)
         .await
@@ -263,17 +240,7 @@ async fn signing_recovers_after_the_token_directory_was_away() {
     }
     let token = TestToken::new("outage");
     let backend = Pkcs11Backend::new(None);
-    let ec = backend
-        .generate(&token.key_uri("ec"), Algorithm::EcdsaP256Sha256)
-        .await
-        .unwrap();
-    let rsa = backend
-        .generate(
-            &token.key_uri("rsa"),
-            Algorithm::RsaPkcs1Sha256(RsaBits::B2048),
-        )
-        .await
-        .unwrap();
+    let (ec, rsa) = ec_and_rsa_keys(&backend, &token).await;
     sign_ok(&rsa, "before").await;
     let moved = Moved::away(&token_dir());
     // The next sign finds the key handle invalid; the module reset keyward then tries

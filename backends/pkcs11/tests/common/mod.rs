@@ -110,3 +110,39 @@ pub async fn sign_verifies(signer: &dyn keyward_core::KeySigner, msg: &[u8]) {
     keyward_core::verify_signature(signer.algorithm(), signer.public_key_spki_der(), msg, &sig)
         .unwrap_or_else(|e| panic!("{}: {e}", signer.algorithm()));
 }
+
+/// Another handle on the module under test, as a second library in the process would
+/// hold: its `C_Finalize` closes every session of the process.
+pub fn second_handle(token: &TestToken) -> cryptoki::context::Pkcs11 {
+    use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+    use cryptoki::error::{Error as CkError, RvError};
+    let ctx = Pkcs11::new(&token.module).unwrap();
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => panic!("initialize: {e}"),
+    }
+    ctx
+}
+
+/// An ECDSA P-256 key ("ec") and an RSA-2048 key ("rsa") generated on `token`.
+pub async fn ec_and_rsa_keys(
+    backend: &keyward_pkcs11::Pkcs11Backend,
+    token: &TestToken,
+) -> (
+    std::sync::Arc<dyn keyward_core::KeySigner>,
+    std::sync::Arc<dyn keyward_core::KeySigner>,
+) {
+    use keyward_core::{Algorithm, KeyBackend, RsaBits};
+    let ec = backend
+        .generate(&token.key_uri("ec"), Algorithm::EcdsaP256Sha256)
+        .await
+        .unwrap();
+    let rsa = backend
+        .generate(
+            &token.key_uri("rsa"),
+            Algorithm::RsaPkcs1Sha256(RsaBits::B2048),
+        )
+        .await
+        .unwrap();
+    (ec, rsa)
+}
