@@ -19,8 +19,8 @@ const MAX_BATCH: usize = 4_096;
 /// The shortest time between the starts of two writes while events keep coming: under
 /// load the writer gathers for this long rather than paying a lock, a write and three
 /// fsyncs for every few events (profiled at 14k fetches/s, writing as soon as anything
-/// was queued took 29% of the agent's CPU). An event after a quiet spell is written at
-/// once.
+/// was queued took 29% of the agent's CPU). An event after a quiet spell, or one a
+/// caller waits for, is written at once.
 const MIN_WRITE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// An audit log appended by its own writer thread. Dropping it writes what is still
@@ -52,6 +52,9 @@ struct State {
     queued: u64,
     /// Events the writer has finished with.
     finished: u64,
+    /// Callers in [`AuditQueue::wait`]: while there are any, the writer does not hold
+    /// off for [`MIN_WRITE_INTERVAL`].
+    waiting: usize,
     closed: bool,
 }
 
@@ -108,9 +111,15 @@ impl AuditQueue {
     /// Waits until the writer has finished with `ticket`'s event and every one before.
     pub fn wait(&self, ticket: Ticket) {
         let mut state = self.shared.lock();
+        if state.finished >= ticket.0 {
+            return;
+        }
+        state.waiting += 1;
+        self.shared.work.notify_one();
         while state.finished < ticket.0 {
             state = self.shared.wait(&self.shared.done, state);
         }
+        state.waiting -= 1;
     }
 
     /// Waits until every event queued so far has been written.
@@ -141,8 +150,8 @@ impl Shared {
 }
 
 /// The writer thread: takes what has gathered (up to [`MAX_BATCH`], at most one write
-/// per [`MIN_WRITE_INTERVAL`]), appends it with one write, and repeats until the queue
-/// is closed and empty.
+/// per [`MIN_WRITE_INTERVAL`] unless a caller waits for its record), appends it with
+/// one write, and repeats until the queue is closed and empty.
 fn write_batches(shared: &Shared, log: &AuditLog, on_error: &dyn Fn(&crate::Error, usize)) {
     let mut last_write: Option<Instant> = None;
     loop {
@@ -154,11 +163,20 @@ fn write_batches(shared: &Shared, log: &AuditLog, on_error: &dyn Fn(&crate::Erro
             if state.pending.is_empty() {
                 return;
             }
-            let since = last_write.map_or(MIN_WRITE_INTERVAL, |t| t.elapsed());
-            if since < MIN_WRITE_INTERVAL && !state.closed {
-                drop(state);
-                std::thread::sleep(MIN_WRITE_INTERVAL - since);
-                state = shared.lock();
+            // Hold off while records keep coming, unless someone waits for theirs.
+            if let Some(last) = last_write {
+                let until = last + MIN_WRITE_INTERVAL;
+                while state.waiting == 0 && !state.closed {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    state = shared
+                        .work
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
             }
             last_write = Some(Instant::now());
             let n = state.pending.len().min(MAX_BATCH);
