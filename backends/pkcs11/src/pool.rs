@@ -212,7 +212,7 @@ impl Token {
                     if retried {
                         return Err(errors::token_gone(
                             &self.describe(),
-                            &self.module_path,
+                            &self.module.path,
                             &format!("{e}, and the token cannot be read"),
                         ));
                     }
@@ -262,7 +262,7 @@ impl Token {
             None => {
                 let slot = *self.slot.read().unwrap_or_else(|p| p.into_inner());
                 Pooled {
-                    session: self.ctx.open_rw_session_no_drop(slot)?,
+                    session: self.module.ctx.open_rw_session_no_drop(slot)?,
                     generation,
                 }
             }

@@ -64,7 +64,8 @@ impl Token {
     pub(crate) fn healthy(&self) -> bool {
         let slot = *self.slot.read().unwrap_or_else(|p| p.into_inner());
         let _shared = self.module.shared();
-        self.ctx
+        self.module
+            .ctx
             .get_token_info(slot)
             .is_ok_and(|info| info.serial_number() == self.serial)
     }
@@ -133,7 +134,7 @@ impl Token {
             Err(Lost::Replaced(e)) => Err(e),
             Err(Lost::Uninitialized) => unreachable!("relocate reports it as Away"),
             Err(Lost::Away(why)) => {
-                let e = errors::token_gone(&self.describe(), &self.module_path, &why);
+                let e = errors::token_gone(&self.describe(), &self.module.path, &why);
                 if outage.is_none() {
                     tracing::warn!(token = %self.label, error = %why, "PKCS#11 token is unavailable");
                 }

@@ -3,7 +3,6 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::MechanismType;
 use cryptoki::session::{Session, UserType};
@@ -133,8 +132,6 @@ impl Selector {
 pub(crate) struct Token {
     /// The module the token is reached through, shared with its other tokens.
     pub(crate) module: Arc<Module>,
-    pub(crate) ctx: Pkcs11,
-    pub(crate) module_path: std::path::PathBuf,
     pub(crate) selector: Selector,
     /// The token's label and serial as the token reports them.
     pub(crate) label: String,
@@ -158,7 +155,7 @@ impl std::fmt::Debug for Token {
             "Token('{}', serial {}, module {})",
             self.label,
             self.serial,
-            self.module_path.display()
+            self.module.path.display()
         )
     }
 }
@@ -218,8 +215,6 @@ impl Token {
         }
         let token = Arc::new(Token {
             module: Arc::clone(module),
-            ctx: module.ctx.clone(),
-            module_path: module.path.clone(),
             selector,
             label: info.label().to_string(),
             serial: info.serial_number().to_string(),
