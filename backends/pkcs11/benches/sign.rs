@@ -156,13 +156,21 @@ struct Paired {
     ratio_2x: f64,
 }
 
+/// Signatures per paired round. Each keyward round starts new caller tasks, and a
+/// task's first signature waits for tokio to hand its worker's core to another thread
+/// (`block_in_place`), up to about 5 ms on a 2-core VM whose CPUs are both signing: a
+/// cost a long-lived caller pays once. Rounds of 3,000 keep it to a few percent.
+const ROUND: u64 = 3000;
+
+/// Paired rounds per session count.
+const ROUNDS: usize = 30;
+
 /// Raw and keyward measured in many short alternating rounds, so bursts of load from
 /// elsewhere on the machine hit both alike. Besides concurrency = sessions it also
-/// measures keyward with two callers per session, which keeps each session busy while
-/// a result travels back to its caller.
+/// measures keyward with two callers per session, where callers queue for sessions.
 fn paired(rt: &tokio::runtime::Runtime, setup: &mut Setup, rounds: usize) -> Paired {
     let digest = HashAlg::Sha256.digest(MESSAGE);
-    let n = 1000;
+    let n = ROUND;
     let mut v: [Vec<f64>; 5] = Default::default();
     for round in 0..rounds {
         let (signer, sessions) = (Arc::clone(&setup.signer), setup.sessions);
@@ -258,9 +266,9 @@ fn main() {
                 100.0 * kw / raw
             );
         }
-        let p = paired(&rt, setup, 40);
+        let p = paired(&rt, setup, ROUNDS);
         println!(
-            "  {s} session(s), 40 paired rounds: raw C_Sign {:>7.0}/s  keyward sign {:>7.0}/s  keyward/raw {:>5.1}% (medians over rounds)",
+            "  {s} session(s), {ROUNDS} paired rounds of {ROUND}: raw C_Sign {:>7.0}/s  keyward sign {:>7.0}/s  keyward/raw {:>5.1}% (medians over rounds)",
             p.raw,
             p.keyward,
             100.0 * p.ratio

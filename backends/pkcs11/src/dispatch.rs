@@ -1,22 +1,27 @@
-//! Getting work from async callers onto tokio's blocking threads, at most `cap` at once.
+//! Getting work from async callers onto threads that may block, at most `cap` at once.
 //!
 //! A plain `spawn_blocking` per signature costs two thread wake-ups per operation (the
-//! blocking thread, then the waiting task), which on a small machine is a large share
-//! of a 60-90 µs SoftHSM `C_Sign`. Here each token has a queue of jobs and up to `cap`
-//! blocking tasks (started with `spawn_blocking`) that drain it. A drainer that runs out
-//! of work waits up to 200 µs for the next job before it returns its thread: while a CPU
-//! is left for the async side it spins (then yields), so a caller signing in a loop finds
-//! it still there and only the wake-up of the waiting task remains; when every CPU is
-//! busy signing it sleeps on a condition variable instead of taking CPU from them.
+//! blocking thread, then the waiting task). On a VM a wake-up across CPUs costs tens of
+//! microseconds, a large share of a 60-90 µs SoftHSM `C_Sign`. So each token has `cap`
+//! slots (one session each) and three ways to run a job in one:
 //!
-//! A caller that finds a slot free and nothing queued ahead of it runs its job on its
-//! own thread instead (`block_in_place`, on the multi-threaded runtime only): a caller
-//! signing in a loop then pays no wake-up at all. Measured with
-//! `cargo bench -p keyward-pkcs11 --bench sign` (paired rounds), one session went
-//! from 58% of the raw `C_Sign` rate to 81-95%, two sessions from 57% to 74-79%.
+//! - **In place.** A quick job (a signature, [`Dispatcher::run_quick`]) runs on its
+//!   caller's own thread (`block_in_place`, multi-threaded runtime only) when a slot is
+//!   free, or after the caller waited up to `WAIT` for one, spinning, which it may only
+//!   while that leaves a CPU idle. No wake-up at all. While it holds the slot it also
+//!   runs up to `SERVE` quick jobs from the queue, the older ones before its own.
+//! - **Queued, run by a slot holder.** A caller that may not run in place queues its job
+//!   and awaits the result; a caller running in place picks the job up, so the waiter
+//!   pays one wake-up and no drainer has to be started or woken.
+//! - **Drainers.** Blocking tasks (`spawn_blocking`) that drain the queue, for slow jobs
+//!   (key generation, listings: [`Dispatcher::run`]), for callers on a current-thread
+//!   runtime, and for quick jobs left when the last caller running in place leaves. A
+//!   drainer that runs out of work waits up to `LINGER` for the next job: spinning
+//!   while a CPU is left for the async side, asleep on a condition variable otherwise.
 //!
-//! At most `cap` jobs run at once (drainers plus callers running in place), each using
-//! one session at a time, so `cap` bounds the sessions in use.
+//! Measured with `cargo bench -p keyward-pkcs11 --bench sign`; see that benchmark for the
+//! figures. At most `cap` jobs run at once, each using one session at a time, so `cap`
+//! bounds the sessions in use.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -32,22 +37,40 @@ use crate::module::lock;
 /// How long an idle drainer waits for the next job before it gives its thread back.
 const LINGER: Duration = Duration::from_micros(200);
 
+/// How long a caller waits on its own thread for a slot before it queues its job.
+const WAIT: Duration = Duration::from_micros(500);
+
+/// How many queued jobs a caller running in place runs besides its own.
+const SERVE: usize = 2;
+
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
-/// A job queue drained by at most `cap` blocking tasks.
+/// A queued job, and whether it is quick enough for a caller running in place to run
+/// it before returning to its own task.
+struct Queued {
+    job: Job,
+    quick: bool,
+}
+
+/// A token's slots and the queue of jobs waiting for one.
 pub(crate) struct Dispatcher {
     queue: Mutex<Queue>,
     ready: Condvar,
+    /// Slots in use: callers running in place plus drainers.
     active: AtomicUsize,
+    /// Slots running a slow job: the holders that will not look at the queue soon.
+    slow: AtomicUsize,
+    /// Callers waiting on their own thread for a slot.
+    waiting: AtomicUsize,
     cap: AtomicUsize,
-    /// Drainers may spin for the next job only while they leave a CPU free for the
-    /// async side; beyond that they sleep on `ready`.
+    /// Callers may spin for a slot, and drainers for the next job, only while they
+    /// leave a CPU free; beyond that callers queue and drainers sleep.
     cores: usize,
 }
 
 #[derive(Default)]
 struct Queue {
-    jobs: VecDeque<Job>,
+    jobs: VecDeque<Queued>,
     sleeping: usize,
 }
 
@@ -58,6 +81,8 @@ impl Dispatcher {
             queue: Mutex::new(Queue::default()),
             ready: Condvar::new(),
             active: AtomicUsize::new(0),
+            slow: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             cap: AtomicUsize::new(cap.max(1)),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
@@ -69,47 +94,146 @@ impl Dispatcher {
         self.cap.fetch_min(cap.max(1), Ordering::SeqCst);
     }
 
-    /// Runs `f` on a blocking thread and returns its result.
+    /// Runs a job that may take long (key generation, object listings) on a drainer
+    /// and returns its result.
     pub(crate) async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce() -> Result<T, Error> + Send + 'static,
     {
-        if self.may_run_in_place() {
-            return self.run_in_place(f);
+        self.queued(f, false).await
+    }
+
+    /// Runs a quick job (a signature) in place when it may (see the module
+    /// documentation), queued otherwise, and returns its result.
+    pub(crate) async fn run_quick<T, F>(self: &Arc<Self>, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, Error> + Send + 'static,
+    {
+        match self.try_in_place(f) {
+            Ok(result) => result,
+            Err(f) => self.queued(f, true).await,
         }
+    }
+
+    async fn queued<T, F>(self: &Arc<Self>, f: F, quick: bool) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, Error> + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(Box::new(move || {
+        let job = Box::new(move || {
             let _ = tx.send(f());
-        }));
+        });
+        self.submit(Queued { job, quick });
         rx.await
             .map_err(|_| Error::backend("PKCS#11 operation failed: its worker panicked"))?
     }
 
-    /// Whether the caller's own thread may run the job: on a multi-threaded runtime
-    /// (whose other tasks `block_in_place` moves to another thread), with no job
-    /// waiting ahead of it and a slot free. This spares a sequential caller both
-    /// thread wake-ups of a hand-off, the larger part of a SoftHSM signature's
-    /// overhead.
-    fn may_run_in_place(&self) -> bool {
+    /// Runs `f` on the caller's thread if it may: on a multi-threaded runtime (whose
+    /// other tasks `block_in_place` moves to another thread), in a free slot nobody is
+    /// waiting for, or in one it waited for while a CPU would otherwise sit idle. Hands
+    /// `f` back when it may not, or waited in vain.
+    fn try_in_place<T, F>(self: &Arc<Self>, f: F) -> Result<Result<T, Error>, F>
+    where
+        F: FnOnce() -> Result<T, Error>,
+    {
         let multi_thread = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        multi_thread && lock(&self.queue).jobs.is_empty() && self.try_start()
+        if !multi_thread {
+            return Err(f);
+        }
+        let has_slot = self.waiting.load(Ordering::SeqCst) == 0 && self.try_start();
+        if !has_slot && !self.may_wait() {
+            return Err(f);
+        }
+        let outcome = tokio::task::block_in_place(|| {
+            if !has_slot && !self.wait_for_slot() {
+                return Err(f);
+            }
+            let served = self.serve(SERVE);
+            let result = catch_unwind(AssertUnwindSafe(f))
+                .unwrap_or_else(|_| Err(Error::backend("PKCS#11 operation failed: it panicked")));
+            self.serve(SERVE - served);
+            Ok(result)
+        });
+        if outcome.is_ok() {
+            self.release();
+        }
+        outcome
     }
 
-    /// Runs `f` here, in the slot [`Self::may_run_in_place`] took, then gives the slot
-    /// back (starting a drainer for any job queued meanwhile).
-    fn run_in_place<T>(self: &Arc<Self>, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
-        let result = catch_unwind(AssertUnwindSafe(|| tokio::task::block_in_place(f)));
-        self.active.fetch_sub(1, Ordering::SeqCst);
-        if !lock(&self.queue).jobs.is_empty() && self.try_start() {
+    /// Whether the caller may wait on its thread for a slot: only while it and the
+    /// callers already waiting would otherwise leave a CPU idle. Counts it in.
+    fn may_wait(&self) -> bool {
+        let waiting = self.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.active.load(Ordering::SeqCst) + waiting <= self.cores {
+            return true;
+        }
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        false
+    }
+
+    /// Spins (then yields the CPU between looks) up to `WAIT` for a free slot, and takes
+    /// it. Counts the caller out of `waiting` either way.
+    fn wait_for_slot(&self) -> bool {
+        let deadline = Instant::now() + WAIT;
+        let mut looks = 0u32;
+        let got = loop {
+            if self.try_start() {
+                break true;
+            }
+            looks += 1;
+            if looks < 64 {
+                for _ in 0..32 {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::yield_now();
+            }
+            if looks.is_multiple_of(16) && Instant::now() >= deadline {
+                break false;
+            }
+        };
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        got
+    }
+
+    /// Runs up to `max` quick jobs from the front of the queue; returns how many ran.
+    fn serve(&self, max: usize) -> usize {
+        let mut ran = 0;
+        while ran < max {
+            let job = {
+                let mut q = lock(&self.queue);
+                match q.jobs.front() {
+                    Some(front) if front.quick => q.jobs.pop_front(),
+                    _ => None,
+                }
+            };
+            let Some(job) = job else { break };
+            run_job(job.job);
+            ran += 1;
+        }
+        ran
+    }
+
+    /// Gives back the slot of a caller that ran in place. Quick jobs still queued are
+    /// left to the other holders busy with quick jobs, who look at the queue when they
+    /// finish; when there is none, or a slow job is at the front, it starts a drainer.
+    fn release(self: &Arc<Self>) {
+        let others = self.active.fetch_sub(1, Ordering::SeqCst) - 1;
+        let unserved = match lock(&self.queue).jobs.front() {
+            None => false,
+            Some(front) => !front.quick || others <= self.slow.load(Ordering::SeqCst),
+        };
+        if unserved && self.try_start() {
             let this = Arc::clone(self);
             tokio::task::spawn_blocking(move || this.drain());
         }
-        result.unwrap_or_else(|_| Err(Error::backend("PKCS#11 operation failed: it panicked")))
     }
 
-    fn submit(self: &Arc<Self>, job: Job) {
+    fn submit(self: &Arc<Self>, job: Queued) {
         let wake = {
             let mut q = lock(&self.queue);
             q.jobs.push_back(job);
@@ -124,7 +248,7 @@ impl Dispatcher {
         }
     }
 
-    /// Takes a drainer slot if one is free.
+    /// Takes a slot if one is free.
     fn try_start(&self) -> bool {
         let mut active = self.active.load(Ordering::SeqCst);
         loop {
@@ -143,7 +267,7 @@ impl Dispatcher {
         }
     }
 
-    fn pop(&self) -> Option<Job> {
+    fn pop(&self) -> Option<Queued> {
         lock(&self.queue).jobs.pop_front()
     }
 
@@ -152,12 +276,18 @@ impl Dispatcher {
         loop {
             let job = match self.pop() {
                 Some(job) => Some(job),
+                // A caller waiting on its own thread gets the slot at once.
+                None if self.waiting.load(Ordering::SeqCst) > 0 => None,
                 None => self.linger(),
             };
-            if let Some(job) = job {
-                // A panicking job drops its result sender (its caller gets an error);
-                // the drainer and its slot stay.
-                let _ = catch_unwind(AssertUnwindSafe(job));
+            if let Some(Queued { job, quick }) = job {
+                if quick {
+                    run_job(job);
+                } else {
+                    self.slow.fetch_add(1, Ordering::SeqCst);
+                    run_job(job);
+                    self.slow.fetch_sub(1, Ordering::SeqCst);
+                }
                 if self.active.load(Ordering::SeqCst) <= self.cap.load(Ordering::SeqCst) {
                     continue;
                 }
@@ -173,7 +303,8 @@ impl Dispatcher {
     /// Waits up to `LINGER` for a job. While a CPU is left for the async side, it spins,
     /// yielding the CPU to whoever will submit the job, so that job starts without a
     /// wake-up; when every CPU is busy signing it sleeps instead, leaving them to work.
-    fn linger(&self) -> Option<Job> {
+    /// Gives up at once when a caller starts waiting on its own thread for the slot.
+    fn linger(&self) -> Option<Queued> {
         let deadline = Instant::now() + LINGER;
         if self.active.load(Ordering::SeqCst) < self.cores {
             let mut spins = 0u32;
@@ -190,6 +321,9 @@ impl Dispatcher {
                 }
                 if let Some(job) = self.pop() {
                     return Some(job);
+                }
+                if self.waiting.load(Ordering::SeqCst) > 0 {
+                    return None;
                 }
             }
             return None;
@@ -214,3 +348,12 @@ impl Dispatcher {
         job
     }
 }
+
+/// Runs a job. A panicking job drops its result sender (its caller gets an error);
+/// whoever ran it, and its slot, stay.
+fn run_job(job: Job) {
+    let _ = catch_unwind(AssertUnwindSafe(job));
+}
+
+#[cfg(test)]
+mod tests;

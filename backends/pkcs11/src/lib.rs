@@ -4,8 +4,9 @@
 //! - One loaded, initialized module per module path in the process; tokens chosen by
 //!   label or serial (never slot number, which modules renumber); one login per token.
 //! - A session pool per token (one session per core by default, at most `max-sessions`);
-//!   signing runs on tokio's blocking threads (`spawn_blocking` tasks that drain a
-//!   per-token queue, see `dispatch`).
+//!   a signature runs on its caller's thread when a session is at hand
+//!   (`block_in_place`), otherwise from a per-token queue run by the callers already
+//!   signing or by `spawn_blocking` tasks (see `dispatch`).
 //! - When sessions die underneath (session closed or invalid, token removed, user logged
 //!   out, module finalized), the pool reopens sessions, logs in again and retries once.
 //!   A token that cannot be found or read any more is looked for again after finalizing

@@ -117,13 +117,24 @@ impl Pool {
         self.dispatch.limit(cap);
     }
 
-    /// Runs `f` on a blocking thread, at most `cap` at once (see `dispatch`).
+    /// Runs `f`, which may take long, on a blocking thread, at most `cap` at once (see
+    /// `dispatch`).
     pub(crate) async fn dispatch<T, F>(&self, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce() -> Result<T, Error> + Send + 'static,
     {
         self.dispatch.run(f).await
+    }
+
+    /// Runs `f`, a quick operation such as a signature, on the caller's thread when a
+    /// slot is at hand, on a blocking thread otherwise (see `dispatch`).
+    pub(crate) async fn dispatch_quick<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, Error> + Send + 'static,
+    {
+        self.dispatch.run_quick(f).await
     }
 
     /// The current generation.

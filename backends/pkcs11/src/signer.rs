@@ -145,7 +145,7 @@ impl KeySigner for Pkcs11Signer {
             .inner
             .token
             .pool
-            .dispatch(move || inner.sign_blocking(&data))
+            .dispatch_quick(move || inner.sign_blocking(&data))
             .await?;
         match alg {
             Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => ecdsa_raw_to_der(&raw),
