@@ -46,23 +46,39 @@ async fn at_most_cap_jobs_run_at_once() {
     assert_eq!(most_at_once(3).await, 3);
 }
 
+/// `tasks` tasks each running `per_task` quick jobs in a loop, each job taking `lasts`
+/// and checking it got its own result back.
+fn callers(
+    d: &Arc<Dispatcher>,
+    tasks: u64,
+    per_task: u64,
+    lasts: Duration,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..tasks)
+        .map(|t| {
+            let d = Arc::clone(d);
+            tokio::spawn(async move {
+                for i in 0..per_task {
+                    let want = t * per_task + i;
+                    let got = d
+                        .run_quick(move || {
+                            std::thread::sleep(lasts);
+                            Ok(want)
+                        })
+                        .await;
+                    assert_eq!(got.unwrap(), want);
+                }
+            })
+        })
+        .collect()
+}
+
 /// Quick jobs from tasks signing in a loop, more tasks than slots: every result comes
 /// back to its own caller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_callers_get_their_own_results() {
     let d = Dispatcher::new(2);
-    let tasks: Vec<_> = (0..6u64)
-        .map(|t| {
-            let d = Arc::clone(&d);
-            tokio::spawn(async move {
-                for i in 0..500u64 {
-                    let want = t * 1000 + i;
-                    assert_eq!(d.run_quick(move || Ok(want)).await.unwrap(), want);
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
+    for t in callers(&d, 6, 500, Duration::ZERO) {
         t.await.unwrap();
     }
 }
@@ -100,23 +116,7 @@ async fn quick_jobs_are_not_held_up_by_a_slow_one() {
             .await
         })
     };
-    let quick: Vec<_> = (0..8u64)
-        .map(|t| {
-            let d = Arc::clone(&d);
-            tokio::spawn(async move {
-                for i in 0..50u64 {
-                    let want = t * 100 + i;
-                    let got = d
-                        .run_quick(move || {
-                            std::thread::sleep(Duration::from_micros(100));
-                            Ok(want)
-                        })
-                        .await;
-                    assert_eq!(got.unwrap(), want);
-                }
-            })
-        })
-        .collect();
+    let quick = callers(&d, 8, 50, Duration::from_micros(100));
     let all = async {
         for q in quick {
             q.await.unwrap();
