@@ -5,44 +5,23 @@
 
 use std::path::PathBuf;
 
-/// The inputs saved for `target`: its seed corpus and its regressions.
-fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let fuzz = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-    let mut out = Vec::new();
-    for dir in ["corpus", "regressions"] {
-        let Ok(entries) = std::fs::read_dir(fuzz.join(dir).join(target)) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.expect("read a fuzz input directory").path();
-            let data = std::fs::read(&path).expect("read a fuzz input");
-            out.push((path, data));
-        }
-    }
-    out.sort();
-    out
-}
+use keyward_core::fuzzing::replay;
 
-/// Runs `entry` on every input saved for `target`, naming the input that fails.
-fn replay(target: &str, entry: fn(&[u8])) {
-    let inputs = inputs(target);
-    assert!(
-        !inputs.is_empty(),
-        "no saved inputs for fuzz target {target} (fuzz/corpus/{target}/ is empty?)"
+/// Runs `entry` on every input saved for `target` (see `keyward_core::fuzzing::replay`).
+fn replay_saved(target: &str, entry: fn(&[u8])) {
+    replay(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz"),
+        target,
+        entry,
     );
-    for (path, data) in inputs {
-        if std::panic::catch_unwind(|| entry(&data)).is_err() {
-            panic!("fuzz input {} fails target {target}", path.display());
-        }
-    }
 }
 
 #[test]
 fn agent_config_inputs_pass() {
-    replay("agent_config", keyward::fuzzing::agent_config);
+    replay_saved("agent_config", keyward::fuzzing::agent_config);
 }
 
 #[test]
 fn workload_request_inputs_pass() {
-    replay("workload_request", keyward::fuzzing::workload_request);
+    replay_saved("workload_request", keyward::fuzzing::workload_request);
 }

@@ -6,6 +6,7 @@
 //! Not part of keyward's API: hidden from the docs, used by `fuzz/` and tests only.
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use crate::uri::KeyUri;
 use crate::{check, issuance};
@@ -103,4 +104,38 @@ pub fn verify(data: &[u8]) {
     if let Ok(path) = check::verify_chain(leaf, chain, &trust, now) {
         assert!(!path.is_empty(), "a verified path is empty");
     }
+}
+
+/// Runs `entry` on every input saved for fuzz target `target` under `fuzz_dir` (its seed
+/// corpus in `corpus/TARGET/` and its crashes in `regressions/TARGET/`), panicking with
+/// the name of the first input that fails. The regression tests of every crate with fuzz
+/// targets call it.
+pub fn replay(fuzz_dir: &Path, target: &str, entry: fn(&[u8])) {
+    let inputs = saved_inputs(fuzz_dir, target);
+    assert!(
+        !inputs.is_empty(),
+        "no saved inputs for fuzz target {target} (fuzz/corpus/{target}/ is empty?)"
+    );
+    for (path, data) in inputs {
+        if std::panic::catch_unwind(|| entry(&data)).is_err() {
+            panic!("fuzz input {} fails target {target}", path.display());
+        }
+    }
+}
+
+/// The inputs saved for `target`, in path order.
+fn saved_inputs(fuzz_dir: &Path, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for dir in ["corpus", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(fuzz_dir.join(dir).join(target)) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.expect("read a fuzz input directory").path();
+            let data = std::fs::read(&path).expect("read a fuzz input");
+            out.push((path, data));
+        }
+    }
+    out.sort();
+    out
 }
