@@ -9,6 +9,7 @@ mod algorithm;
 pub mod audit;
 pub mod backup;
 pub mod check;
+pub mod der;
 mod error;
 pub mod fsutil;
 #[doc(hidden)]

@@ -149,7 +149,7 @@ pub(crate) fn describe_private(
                     "{shown} is RSA-{bits}; keyward uses RSA-2048, 3072 or 4096"
                 ))
             })?;
-            (KeyType::Rsa(size), spki::rsa_spki(&n, &e))
+            (KeyType::Rsa(size), keyward_core::der::rsa_spki(&n, &e))
         }
         Some(CkKeyType::EC) | Some(CkKeyType::EC_EDWARDS) => {
             let params = params.unwrap_or_default();

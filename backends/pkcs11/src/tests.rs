@@ -153,7 +153,7 @@ fn ec_point_raw_or_wrapped_gives_the_same_spki() {
 fn rsa_spki_matches_a_software_key() {
     // SubjectPublicKeyInfo { rsaEncryption, RSAPublicKey { n, e } } with DER integers.
     let n = [0xc5u8; 256];
-    let spki = spki::rsa_spki(&n, &[0x01, 0x00, 0x01]);
+    let spki = keyward_core::der::rsa_spki(&n, &[0x01, 0x00, 0x01]);
     let inner = keyward_core::subject_public_key(&spki).unwrap();
     // SEQUENCE { INTEGER (0x00 pad + 256 bytes), INTEGER 65537 }
     assert_eq!(&inner[..4], &[0x30, 0x82, 0x01, 0x0a]);

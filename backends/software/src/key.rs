@@ -5,7 +5,7 @@ use aws_lc_rs::encoding::{AsBigEndian, AsDer, EcPrivateKeyBin};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
-use keyward_core::{Algorithm, Error, KeySigner, KeyType, KeyUri, RsaBits};
+use keyward_core::{Algorithm, Error, KeySigner, KeyType, KeyUri, RsaBits, der};
 use zeroize::Zeroizing;
 
 use crate::ec_der;
@@ -57,9 +57,9 @@ impl SoftwareKey {
                 let k = EcdsaKeyPair::generate(ecdsa_signing(kt))
                     .map_err(|_| crypto_err("ECDSA key generation"))?;
                 let oid = if kt == KeyType::EcP384 {
-                    ec_der::P384_OID
+                    der::P384_OID
                 } else {
-                    ec_der::P256_OID
+                    der::P256_OID
                 };
                 let point = k.public_key().as_ref();
                 let scalar: EcPrivateKeyBin<'_> = k
@@ -67,7 +67,7 @@ impl SoftwareKey {
                     .as_be_bytes()
                     .map_err(|_| crypto_err("PKCS#8 encoding"))?;
                 let pkcs8 = ec_der::pkcs8(oid, scalar.as_ref(), point);
-                let spki = ec_der::spki(oid, point);
+                let spki = der::ec_spki(oid, point);
                 let key = SoftwareKey {
                     uri,
                     algorithm: alg,

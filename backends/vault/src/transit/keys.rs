@@ -113,7 +113,10 @@ impl KeyInfo {
             .ok_or_else(|| bad("missing from Vault's answer"))?;
         if kt == KeyType::Ed25519 {
             let raw = B64.decode(text.trim()).map_err(|_| bad("not base64"))?;
-            return ed25519_spki(&raw).ok_or_else(|| bad("not 32 bytes"));
+            if raw.len() != 32 {
+                return Err(bad("not 32 bytes"));
+            }
+            return Ok(keyward_core::der::ed25519_spki(&raw));
         }
         let pem = pem::parse(text).map_err(|_| bad("not PEM"))?;
         if pem.tag() != "PUBLIC KEY" {
@@ -124,14 +127,6 @@ impl KeyInfo {
         }
         Ok(pem.into_contents())
     }
-}
-
-/// Wraps a raw 32-byte Ed25519 public key into a DER `SubjectPublicKeyInfo`.
-pub(crate) fn ed25519_spki(raw: &[u8]) -> Option<Vec<u8>> {
-    const PREFIX: [u8; 12] = [
-        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-    ];
-    (raw.len() == 32).then(|| [&PREFIX[..], raw].concat())
 }
 
 /// The API path of a Transit operation on the key: `MOUNT/OP/NAME`.
