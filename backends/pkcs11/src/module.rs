@@ -88,16 +88,23 @@ pub(crate) fn load(path: &Path) -> Result<Arc<Module>, Error> {
     Ok(module)
 }
 
-/// `C_Initialize` with OS locking; "already initialized" (by another handle on the same
-/// library in this process) is fine.
+/// `C_Initialize` with OS locking, in keyward's words.
 pub(crate) fn initialize(ctx: &Pkcs11, path: &Path) -> Result<(), Error> {
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
-        Err(e) => Err(errors::map(
+    c_initialize(ctx).map_err(|e| {
+        errors::map(
             e,
             &format!("initializing PKCS#11 module {}", path.display()),
             "the module",
-        )),
+        )
+    })
+}
+
+/// `C_Initialize` with OS locking; "already initialized" (by another handle on the same
+/// library in this process) is fine.
+fn c_initialize(ctx: &Pkcs11) -> Result<(), CkError> {
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -165,13 +172,7 @@ impl Module {
         } else {
             tracing::warn!(module = %self.path.display(), "PKCS#11 module was finalized; initializing it again");
         }
-        match self
-            .ctx
-            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
-            Err(e) => Err(e),
-        }
+        c_initialize(&self.ctx)
     }
 
     /// Runs `f` (a look at the module's slots) under [`Module::shared`], and once more

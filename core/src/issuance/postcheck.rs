@@ -48,16 +48,11 @@ impl IssuerKey {
         }
     }
 
-    /// Checks that `signature` over `message` verifies under this key.
-    fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), Error> {
+    /// Whether `signature` over `message` verifies under this key.
+    fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
         match &self.parsed {
-            Some(key) => key.verify_sig(message, signature).map_err(|_| {
-                Error::Verification(format!(
-                    "{} signature does not verify under the public key",
-                    self.alg
-                ))
-            }),
-            None => verify_signature(self.alg, &self.spki_der, message, signature),
+            Some(key) => key.verify_sig(message, signature).is_ok(),
+            None => verify_signature(self.alg, &self.spki_der, message, signature).is_ok(),
         }
     }
 }
@@ -81,15 +76,13 @@ fn parse_and_verify<'a>(der: &'a [u8], issuer: &IssuerKey) -> Result<X509Certifi
             issuer.uri
         )));
     }
-    issuer
-        .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
-        .map_err(|_| {
-            Error::Verification(format!(
-                "the certificate just issued does not verify under the public key of {}; \
+    if !issuer.verifies(cert.tbs_certificate.as_ref(), &cert.signature_value.data) {
+        return Err(Error::Verification(format!(
+            "the certificate just issued does not verify under the public key of {}; \
              its backend returned a bad signature",
-                issuer.uri
-            ))
-        })?;
+            issuer.uri
+        )));
+    }
     Ok(cert)
 }
 
@@ -138,16 +131,15 @@ pub(crate) fn check_csr(der: &[u8], issuer: &IssuerKey) -> Result<(), Error> {
             issuer.uri
         ))
     })?;
-    issuer
-        .verify(
-            csr.certification_request_info.raw,
-            &csr.signature_value.data,
-        )
-        .map_err(|_| {
-            Error::Verification(format!(
-                "the CSR just signed does not verify under the public key of {}; \
+    if !issuer.verifies(
+        csr.certification_request_info.raw,
+        &csr.signature_value.data,
+    ) {
+        return Err(Error::Verification(format!(
+            "the CSR just signed does not verify under the public key of {}; \
              its backend returned a bad signature",
-                issuer.uri
-            ))
-        })
+            issuer.uri
+        )));
+    }
+    Ok(())
 }
