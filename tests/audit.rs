@@ -89,6 +89,24 @@ fn write_lines(p: &Path, lines: &[String]) {
     .unwrap();
 }
 
+/// `keyward issue` of a certificate `x` into `dir/x`, which must fail with `needle`.
+fn issue_fails(state: &Path, dir: &Path, needle: &str) {
+    let out = dir.join("x");
+    keyward_fails(
+        state,
+        &[
+            "issue",
+            "--name",
+            "x",
+            "--dns",
+            "x.internal",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        needle,
+    );
+}
+
 #[test]
 fn cli_operations_are_recorded_in_one_intact_chain() {
     let (_tmp, state) = cli_run();
@@ -183,19 +201,7 @@ fn each_kind_of_tampering_is_named_at_its_line() {
     let before = snapshot(&state);
     std::fs::copy(&log, state.join("audit.jsonl")).unwrap();
     let cut_state = snapshot(&state);
-    keyward_fails(
-        &state,
-        &[
-            "issue",
-            "--name",
-            "x",
-            "--dns",
-            "x.internal",
-            "--out",
-            tmp.path().join("x").to_str().unwrap(),
-        ],
-        "ends at seq 2",
-    );
+    issue_fails(&state, tmp.path(), "ends at seq 2");
     assert_eq!(snapshot(&state), cut_state);
     assert_ne!(before, cut_state);
 }
@@ -334,4 +340,97 @@ async fn a_small_max_bytes_rotates_the_log_and_the_chain_continues() {
     // Out of order (newest first), the chain breaks at the second file's first line.
     let e = verify_fails(&[&log, &files[files.len() - 2]], "line 1:");
     assert!(e.contains("oldest first"), "{e}");
+}
+
+#[test]
+fn a_cut_log_without_its_head_stops_everything_until_recovered() {
+    let (tmp, state) = cli_run();
+    let log = state.join("audit.jsonl");
+    let head = state.join("audit.jsonl.head");
+    keyward_fails(&state, &["audit", "recover"], "nothing to recover");
+
+    // The attack: the last records cut off and the head file deleted.
+    let kept: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .take(2)
+        .map(str::to_string)
+        .collect();
+    write_lines(&log, &kept);
+    std::fs::remove_file(&head).unwrap();
+    let recover = format!("keyward audit recover --log {}", log.display());
+
+    let e = verify_fails(&[&log], "line 3:");
+    assert!(e.contains("no head file") && e.contains(&recover), "{e}");
+    let before = snapshot(&state);
+    issue_fails(&state, tmp.path(), &recover);
+    assert_eq!(snapshot(&state), before, "nothing changed");
+
+    // The agent on that state refuses to start, naming the same command.
+    let agent = Agent::with_ca_key(
+        TempDir::new().unwrap(),
+        &software_key(tmp.path()),
+        &entry("api", 0, "1h", ""),
+    );
+    let config = std::fs::read_to_string(&agent.config).unwrap().replace(
+        &agent.state.display().to_string(),
+        &state.display().to_string(),
+    );
+    std::fs::write(&agent.config, config).unwrap();
+    keyward_fails(
+        &state,
+        &["agent", "--config", agent.config.to_str().unwrap()],
+        &recover,
+    );
+    assert_eq!(snapshot(&state), before, "the agent changed nothing");
+
+    // The operator's deliberate step: the old log kept aside, a new chain that says so.
+    let out = keyward_ok(&state, &["audit", "recover"]);
+    assert!(out.contains("old chain: audit log"), "{out}");
+    let aside: Vec<PathBuf> = std::fs::read_dir(&state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("audit.jsonl.unverified-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(
+        std::fs::read_to_string(aside[0].join("audit.jsonl")).unwrap(),
+        kept.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        "the evidence is kept as it was"
+    );
+    let ev = events(&log);
+    assert_eq!(names(&ev), ["audit_chain_restarted"]);
+    assert_eq!(ev[0]["fields"]["old_last_seq"], 2);
+    assert!(
+        ev[0]["fields"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no head file"),
+        "{}",
+        ev[0]
+    );
+    assert_eq!(ev[0]["fields"]["caller"]["uid"], 0);
+    verify_ok(&[&log]);
+    issue_named(&state, "after", &tmp.path().join("after"));
+    assert_eq!(
+        names(&events(&log)),
+        ["audit_chain_restarted", "certificate_issued"]
+    );
+    verify_ok(&[&log]);
+}
+
+#[test]
+fn verify_takes_an_empty_log_and_rotated_files_without_a_head() {
+    let tmp = TempDir::new().unwrap();
+    let empty = tmp.path().join("audit.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let out = verify_ok(&[&empty]);
+    assert!(out.starts_with("ok: 0 records"), "{out}");
+
+    // A rotated file has no head: the next file's first record vouches for its end.
+    let (_tmp, state) = cli_run();
+    let rotated = tmp.path().join("audit.jsonl.1");
+    std::fs::copy(state.join("audit.jsonl"), &rotated).unwrap();
+    let out = verify_ok(&[&rotated]);
+    assert!(out.contains("is a rotated file"), "{out}");
 }

@@ -3,54 +3,16 @@
 //! writing anything.
 
 mod agent_common;
+mod backup_common;
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use agent_common::*;
+use backup_common::*;
 use common::*;
-use keyward_core::backup::{self, Payload};
+use keyward_core::backup;
 use tempfile::TempDir;
-
-const PASSPHRASE: &str = "correct horse battery staple";
-
-fn passphrase_file(dir: &Path, pass: &str) -> PathBuf {
-    let p = dir.join(format!("pass-{}", unique("p")));
-    std::fs::write(&p, format!("{pass}\n")).unwrap();
-    p
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-/// `keyward backup` of `state` into `dir/NAME`; returns the archive's path.
-fn backup_to(state: &Path, dir: &Path, name: &str) -> PathBuf {
-    let archive = dir.join(name);
-    let pass = passphrase_file(dir, PASSPHRASE);
-    keyward_ok(
-        state,
-        &[
-            "backup",
-            "--out",
-            s(&archive),
-            "--passphrase-file",
-            s(&pass),
-        ],
-    );
-    assert_eq!(mode(&archive), 0o600, "the archive is private");
-    archive
-}
-
-fn restore_args<'a>(archive: &'a str, pass: &'a str) -> [&'a str; 4] {
-    ["restore", archive, "--passphrase-file", pass]
-}
-
-/// Decrypts an archive with the library, as the restore command does.
-fn open_archive(archive: &Path) -> Payload {
-    let bytes = std::fs::read(archive).unwrap();
-    Payload::decode(backup::open(PASSPHRASE.as_bytes(), &bytes).unwrap()).unwrap()
-}
 
 /// (role, serial, name) of every certificate `status --json` lists.
 fn inventory(state: &Path) -> Vec<(String, String, String)> {
@@ -137,7 +99,23 @@ async fn software_ca_with_intermediate_round_trips_to_a_working_state_and_agent(
     let mut agent = Agent::with_ca_key(agent_dir, &inter_key, &entry("api", 0, "1h", ""));
     let restored = agent.state.clone();
     let pass = passphrase_file(dir, PASSPHRASE);
-    keyward_ok(&restored, &restore_args(s(&archive), s(&pass)));
+    // Writing outside the state directory needs the operator's explicit yes: without it
+    // the paths are listed and nothing is written.
+    let out = keyward(&restored, &restore_args(s(&archive), s(&pass)));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for name in ["root.pem", "issuing.pem"] {
+        let listed = format!(
+            "outside the state directory: {}",
+            dir.join("keys").join(name).display()
+        );
+        assert!(stderr.contains(&listed), "{stderr}");
+    }
+    assert!(stderr.contains("--allow-outside-state"), "{stderr}");
+    assert!(!restored.exists() && !dir.join("keys").exists());
+    let mut args = restore_args(s(&archive), s(&pass)).to_vec();
+    args.push("--allow-outside-state");
+    keyward_ok(&restored, &args);
     for name in ["root.pem", "issuing.pem"] {
         let key = dir.join("keys").join(name);
         assert_eq!(

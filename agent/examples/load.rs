@@ -18,10 +18,8 @@ use tonic::codegen::BoxStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Request, Response, Status};
 
-#[allow(missing_docs, clippy::all)]
-mod api {
-    include!(concat!(env!("OUT_DIR"), "/_.rs"));
-}
+// The agent library's generated messages (with their hand-written, key-free Debug).
+use keyward::daemon::workload_api as api;
 
 use api::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use api::spiffe_workload_api_server::{SpiffeWorkloadApi, SpiffeWorkloadApiServer};

@@ -1,7 +1,7 @@
-//! `keyward audit verify`, and how the other commands append to the state directory's
+//! `keyward audit verify` and `audit recover`, and how the other commands append to the state directory's
 //! audit log (STATE/audit.jsonl, shared with the agent).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use keyward_core::Error;
 use keyward_core::audit::{self, AuditLog, Caller, Event};
@@ -34,12 +34,30 @@ pub fn verify(files: &[PathBuf]) -> Result<(), Error> {
         println!("note: the first record (seq {first}) continues an older file that was not given");
     }
     if !summary.head_checked
-        && let Some(last) = files.last()
+        && let Some(last) = files.last().filter(|l| audit::is_rotated(l))
     {
         println!(
-            "note: no {} beside the last file: lines removed from its end would go unnoticed",
-            audit::head_path(last).display()
+            "note: {} is a rotated file: the next file's first record vouches for its end; give that file too to check it",
+            last.display()
         );
     }
+    Ok(())
+}
+
+/// Sets aside the log at `log` (default: the state directory's) when its chain cannot
+/// be continued, and starts a new chain; prints what was verified and moved.
+pub fn recover(state: &StateDir, log: Option<&Path>) -> Result<(), Error> {
+    let log = log.map_or_else(|| self::log(state), AuditLog::new);
+    let r = log.recover(&Caller::this_process())?;
+    println!("could not continue: {}", r.reason);
+    println!("old chain: {}", r.old_chain);
+    for m in &r.moved {
+        println!("moved to {}", m.display());
+    }
+    println!(
+        "new chain started in {}: its first record, audit_chain_restarted, names {}",
+        log.path().display(),
+        r.set_aside.display()
+    );
     Ok(())
 }

@@ -68,7 +68,22 @@ pub fn restore(state: &StateDir, args: &RestoreArgs) -> Result<(), Error> {
     let passphrase = passphrase(args.passphrase_file.as_deref(), false)?;
     let plaintext = backup::open(&passphrase, &archive).map_err(|e| in_file(&args.archive, e))?;
     let payload = Payload::decode(plaintext).map_err(|e| in_file(&args.archive, e))?;
-    let report = backup::restore(&payload, state.path())?;
+    let plan = backup::plan_restore(&payload, state.path())?;
+    let outside = plan.outside_state();
+    for (role, path) in &outside {
+        eprintln!(
+            "restore writes the {role} CA key outside the state directory: {}",
+            path.display()
+        );
+    }
+    if !outside.is_empty() && !args.allow_outside_state {
+        return Err(Error::State(format!(
+            "the archive restores {} key file(s) outside the state directory (listed above); \
+             check those paths, then run restore again with --allow-outside-state",
+            outside.len()
+        )));
+    }
+    let report = plan.apply()?;
     println!(
         "restored {} files into {} (backup of {} taken {})",
         report.files,

@@ -74,6 +74,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Backup(args) => backup::backup(&state, &args),
         Command::Restore(args) => backup::restore(&state, &args),
         Command::Audit(AuditCommand::Verify { files }) => audit::verify(&files),
+        Command::Audit(AuditCommand::Recover { log }) => audit::recover(&state, log.as_deref()),
         Command::Export(args) => export::export(&state, &args),
     }
 }

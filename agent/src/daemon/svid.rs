@@ -15,8 +15,7 @@ use super::ca::CaView;
 use super::config::WorkloadEntry;
 use super::workload_api::X509svid;
 
-/// An issued SVID, ready to be put in responses.
-#[derive(Debug)]
+/// An issued SVID, ready to be put in responses. Its `Debug` leaves the key out.
 pub struct Svid {
     /// The certificate chain, leaf first, DER concatenated.
     pub chain: Bytes,
@@ -28,6 +27,17 @@ pub struct Svid {
     pub serial_hex: String,
     /// The leaf's notAfter.
     pub not_after: OffsetDateTime,
+}
+
+impl std::fmt::Debug for Svid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Svid")
+            .field("serial_hex", &self.serial_hex)
+            .field("not_after", &self.not_after)
+            .field("chain_len", &self.chain.len())
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl Svid {
@@ -89,6 +99,74 @@ pub async fn issue(ca: &CaView, entry: &WorkloadEntry) -> Result<Arc<Svid>, Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::snapshot::Snapshot;
+    use base64::Engine;
+    use keyward_core::Algorithm;
+
+    /// Whether `text` shows any 8 bytes of `key` running, in hex, as escaped bytes (the
+    /// `Debug` of `Bytes`), as a decimal list (of `Vec<u8>`) or in base64.
+    fn shows_key_bytes(text: &str, key: &[u8]) -> bool {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let base64_runs = (0..3).flat_map(|k| {
+            let enc = b64.encode(&key[k..]);
+            (0..enc.len().saturating_sub(12))
+                .step_by(4)
+                .map(move |i| enc[i..i + 12].to_string())
+        });
+        key.windows(8)
+            .flat_map(|w| {
+                let escaped = format!("{:?}", Bytes::copy_from_slice(w));
+                let list = format!("{w:?}");
+                [
+                    hex::encode(w),
+                    hex::encode_upper(w),
+                    escaped[2..escaped.len() - 1].to_string(),
+                    list[1..list.len() - 1].to_string(),
+                ]
+            })
+            .chain(base64_runs)
+            .any(|form| text.contains(&form))
+    }
+
+    #[test]
+    fn debug_of_an_svid_its_snapshot_and_its_message_shows_no_key_bytes() {
+        let uri = KeyUri::file("/keyward-agent/test-key").unwrap();
+        let (_, pkcs8) = SoftwareKey::generate(Algorithm::EcdsaP256Sha256, uri).unwrap();
+        let key = Bytes::from(pkcs8.to_vec());
+        let chain = Bytes::from_static(b"certificate chain");
+        let svid = Arc::new(Svid {
+            leaf: chain.slice(..11),
+            chain: chain.clone(),
+            key: key.clone(),
+            serial_hex: "0A1B".into(),
+            not_after: OffsetDateTime::UNIX_EPOCH,
+        });
+        let snapshot = Snapshot {
+            svids: vec![Some(svid.clone())],
+            ..Snapshot::default()
+        };
+        let message = X509svid {
+            spiffe_id: "spiffe://example.org/api".into(),
+            x509_svid: chain,
+            x509_svid_key: key.clone(),
+            bundle: Bytes::from_static(b"bundle"),
+            hint: String::new(),
+        };
+        // The check itself finds a key printed the way derived Debug printed it.
+        assert!(shows_key_bytes(&format!("{key:?}"), &key));
+        assert!(shows_key_bytes(&format!("{:?}", key.to_vec()), &key));
+        assert!(shows_key_bytes(&hex::encode(&key), &key));
+        for text in [
+            format!("{svid:?}"),
+            format!("{snapshot:?}"),
+            format!("{snapshot:#?}"),
+            format!("{message:?}"),
+        ] {
+            assert!(!shows_key_bytes(&text, &key), "{text}");
+            assert!(text.contains("redacted"), "{text}");
+        }
+        assert!(format!("{svid:?}").contains("0A1B"));
+    }
 
     #[test]
     fn long_ids_are_shortened_for_the_common_name() {

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use super::*;
 use crate::KeyUri;
 
-fn log_with(dir: &Path, n: usize) -> AuditLog {
+/// A log in `dir` with `n` test records (also used by the recover tests).
+pub(super) fn log_with(dir: &Path, n: usize) -> AuditLog {
     let log = AuditLog::new(dir.join("audit.jsonl"));
     for i in 0..n {
         log.append(&Event::new("test").with("i", i)).unwrap();
@@ -130,10 +131,23 @@ fn a_cut_tail_is_caught_by_the_head_and_stops_writers() {
     assert!(e.to_string().contains("ends at seq 3"), "{e}");
     assert!(log.check().is_err());
     assert_eq!(lines(log.path()).len(), 3, "nothing appended");
-    // Without the head the cut cannot be seen (and verify says nothing false).
+    // Without the head the cut cannot be seen: neither verify nor a writer accepts that.
     std::fs::remove_file(head_path(log.path())).unwrap();
-    let s = verify(&[log.path().to_path_buf()]).unwrap().unwrap();
-    assert!(!s.head_checked);
+    let f = broken(&[log.path().to_path_buf()]);
+    assert_eq!(f.line, 4, "{f}");
+    assert!(f.what.contains("no head file"), "{f}");
+    assert!(f.what.contains("keyward audit recover --log"), "{f}");
+    let e = log.append(&Event::new("after")).unwrap_err().to_string();
+    assert!(e.contains("no head file"), "{e}");
+    assert!(
+        e.contains(&format!(
+            "keyward audit recover --log {}",
+            log.path().display()
+        )),
+        "{e}"
+    );
+    assert!(log.check().is_err());
+    assert_eq!(lines(log.path()).len(), 3, "nothing appended");
 }
 
 #[test]

@@ -11,14 +11,17 @@
 //!   comes at line K+1;
 //! - lines removed from the end: the line after the last one, when the head file
 //!   records a later sequence number;
-//! - a torn last line (an interrupted append, or a cut): that line.
+//! - a torn last line (an interrupted append, or a cut): that line;
+//! - a live log (the last file, not named like a rotated `NAME.N`) holding records
+//!   without its head file: one past its last line, since a cut there would go unseen.
+//!   A rotated file has no head; its end is vouched for by the next file's first record.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::head_path;
 use super::record::{GENESIS, Record, line_hash};
 use super::writer::read_head;
+use super::{head_path, is_rotated};
 use crate::Error;
 
 /// A chain that verified.
@@ -31,7 +34,8 @@ pub struct VerifySummary {
     pub first_seq: Option<u64>,
     /// The last record's sequence number.
     pub last_seq: Option<u64>,
-    /// Whether a head file was found beside the last file and matched its end.
+    /// Whether a head file was found beside the last file and matched its end (false
+    /// only for a chain with no records, or one whose last file is a rotated file).
     pub head_checked: bool,
 }
 
@@ -177,14 +181,6 @@ fn check(files: &[PathBuf]) -> Result<VerifySummary, Stop> {
         Ok(h) => h,
         Err(e) => return Err(Stop::Io(e)),
     };
-    let Some(head) = head else {
-        return Ok(VerifySummary {
-            records,
-            first_seq,
-            last_seq,
-            head_checked: false,
-        });
-    };
     let head_name = head_path(last_file);
     let last_count = counts.last().copied().unwrap_or(0);
     let end = |what: String| {
@@ -193,6 +189,21 @@ fn check(files: &[PathBuf]) -> Result<VerifySummary, Stop> {
             line: last_count + 1,
             what,
         }))
+    };
+    let Some(head) = head else {
+        if records > 0 && !is_rotated(last_file) {
+            return end(format!(
+                "no head file {} beside the log, so records removed from its end cannot be detected (if it was lost, `keyward audit recover --log {}` sets the log aside and starts a new chain)",
+                head_name.display(),
+                last_file.display()
+            ));
+        }
+        return Ok(VerifySummary {
+            records,
+            first_seq,
+            last_seq,
+            head_checked: false,
+        });
     };
     match &prev {
         None if head.seq > 0 => {

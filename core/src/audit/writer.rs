@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -39,9 +39,9 @@ pub(super) struct Head {
 }
 
 /// The record the next one follows: its sequence number and line hash.
-struct Predecessor {
-    seq: u64,
-    hash: String,
+pub(super) struct Predecessor {
+    pub(super) seq: u64,
+    pub(super) hash: String,
 }
 
 impl AuditLog {
@@ -72,7 +72,7 @@ impl AuditLog {
     /// head file. Commands call this before they change state, so a log that was cut
     /// stops them before anything happens rather than after.
     pub fn check(&self) -> Result<(), Error> {
-        let _local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        let _local = self.hold();
         if !self.path.exists() {
             return self.predecessor(&Tail::default()).map(|_| ());
         }
@@ -93,7 +93,7 @@ impl AuditLog {
     /// and returns the sequence number the log then ends at. This is what lets a
     /// busy agent record every request without one fsync each.
     pub fn append_all(&self, events: &[Event]) -> Result<u64, Error> {
-        let _local = self.local.lock().unwrap_or_else(|p| p.into_inner());
+        let _local = self.hold();
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fsutil::create_private_dir(dir)?;
         }
@@ -117,6 +117,11 @@ impl AuditLog {
         Ok(pred.map_or(0, |p| p.seq))
     }
 
+    /// Holds this process's lock on the log (other processes: the `flock` on the file).
+    pub(super) fn hold(&self) -> MutexGuard<'_, ()> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Opens and locks the log and finds where its chain ends: the locked file, the
     /// record the next one follows, and the file's length. A torn last line (an append
     /// cut short by a crash, never acknowledged) is cut off and recorded.
@@ -124,6 +129,11 @@ impl AuditLog {
         let mut file = self.open_locked()?;
         let tail = self.tail(&file)?;
         let mut pred = self.predecessor(&tail)?;
+        if pred.is_none() && read_head(&self.path)?.is_none() {
+            // A new chain: a head before the first line, so a crash between that line's
+            // fsync and its head leaves a head behind the log (accepted), never none.
+            self.write_head(0, GENESIS)?;
+        }
         let mut len = tail.complete_len;
         if tail.torn > 0 {
             file.set_len(tail.complete_len)
@@ -140,7 +150,7 @@ impl AuditLog {
 
     /// Opens (creating, mode 0600) and locks the log, reopening when another process
     /// rotated it between our open and our lock.
-    fn open_locked(&self) -> Result<File, Error> {
+    pub(super) fn open_locked(&self) -> Result<File, Error> {
         let p = &self.path;
         for _ in 0..MAX_REOPENS {
             let file = OpenOptions::new()
@@ -167,7 +177,7 @@ impl AuditLog {
         )))
     }
 
-    fn tail(&self, file: &File) -> Result<Tail, Error> {
+    pub(super) fn tail(&self, file: &File) -> Result<Tail, Error> {
         let len = file
             .metadata()
             .map_err(|e| Error::io(format!("cannot stat {}", self.path.display()), e))?
@@ -175,31 +185,36 @@ impl AuditLog {
         read_tail(file, len, &self.path)
     }
 
-    /// The record the next one follows: the log's last line, else the newest rotated
-    /// file's last line, else none (a new chain). Refuses when that is behind the head
-    /// file or differs from it: lines were removed or changed, and continuing would
-    /// hide it.
-    fn predecessor(&self, tail: &Tail) -> Result<Option<Predecessor>, Error> {
-        let (line, from) = match &tail.last_line {
-            Some(l) => (Some(l.clone()), self.path.clone()),
-            None => {
-                let rotated = rotated_path(&self.path, 1);
-                let l = match File::open(&rotated) {
-                    Ok(f) => {
-                        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-                        read_tail(&f, len, &rotated)?.last_line
-                    }
-                    Err(_) => None,
-                };
-                (l, rotated)
+    /// The last complete line of the chain: the log's, else the newest rotated file's
+    /// (right after a rotation), with the file it is in; `None` for a new chain.
+    pub(super) fn last_line(&self, tail: &Tail) -> Result<(Option<Vec<u8>>, PathBuf), Error> {
+        if let Some(l) = &tail.last_line {
+            return Ok((Some(l.clone()), self.path.clone()));
+        }
+        let rotated = rotated_path(&self.path, 1);
+        let line = match File::open(&rotated) {
+            Ok(f) => {
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                read_tail(&f, len, &rotated)?.last_line
             }
+            Err(_) => None,
         };
+        Ok((line, rotated))
+    }
+
+    /// The record the next one follows, or none (a new chain). Refuses when the chain
+    /// has records but no head file (nothing vouches for its end), or its end is behind
+    /// the head file or differs from it: lines were removed or changed, and continuing
+    /// would hide it.
+    pub(super) fn predecessor(&self, tail: &Tail) -> Result<Option<Predecessor>, Error> {
+        let (line, from) = self.last_line(tail)?;
+        let recover = format!("`keyward audit recover --log {}`", self.path.display());
         let pred = match line {
             None => None,
             Some(l) => {
                 let rec = Record::decode(&l).map_err(|why| {
                     Error::State(format!(
-                        "the last line of the audit log {} is damaged ({why}); run `keyward audit verify` and move the log and its .head file aside",
+                        "the last line of the audit log {} is damaged ({why}); {recover} sets the log aside and starts a new chain",
                         from.display()
                     ))
                 })?;
@@ -209,18 +224,26 @@ impl AuditLog {
                 })
             }
         };
-        if let Some(head) = read_head(&self.path)? {
-            let (seq, hash) = pred.as_ref().map_or((0, ""), |p| (p.seq, p.hash.as_str()));
-            if head.seq > seq || (head.seq == seq && head.hash != hash) {
-                return Err(Error::State(format!(
-                    "the audit log {} ends at seq {seq} but {} records seq {}: lines were removed or changed; run `keyward audit verify` and move both files aside to start a new chain",
+        let head = read_head(&self.path)?;
+        let (seq, hash) = pred
+            .as_ref()
+            .map_or((0, GENESIS), |p| (p.seq, p.hash.as_str()));
+        match head {
+            None if pred.is_some() => Err(Error::State(format!(
+                "the audit log {} has records but no head file {}, so lines removed from its end cannot be detected; {recover} sets it aside and starts a new chain",
+                self.path.display(),
+                head_path(&self.path).display()
+            ))),
+            Some(head) if head.seq > seq || (head.seq == seq && head.hash != hash) => {
+                Err(Error::State(format!(
+                    "the audit log {} ends at seq {seq} but {} records seq {}: lines were removed or changed; {recover} sets it aside and starts a new chain",
                     self.path.display(),
                     head_path(&self.path).display(),
                     head.seq
-                )));
+                )))
             }
+            _ => Ok(pred),
         }
-        Ok(pred)
     }
 
     /// Writes `batch` with one `write`, fsyncs it, then records its last line in the
@@ -237,9 +260,14 @@ impl AuditLog {
                     e,
                 )
             })?;
+        self.write_head(last.seq, &last.hash)
+    }
+
+    /// Records in the head file that the chain ends at `seq`, whose line hashes to `hash`.
+    pub(super) fn write_head(&self, seq: u64, hash: &str) -> Result<(), Error> {
         let head = Head {
-            seq: last.seq,
-            hash: last.hash.clone(),
+            seq,
+            hash: hash.to_string(),
         };
         let json = serde_json::to_vec(&head).expect("the head serializes");
         fsutil::write_atomic(
@@ -305,7 +333,7 @@ impl Batch {
 }
 
 /// The next record's line after `pred`, stamped now.
-fn encode(pred: Option<&Predecessor>, event: &Event) -> String {
+pub(super) fn encode(pred: Option<&Predecessor>, event: &Event) -> String {
     let (seq, prev) = pred.map_or((1, GENESIS), |p| (p.seq + 1, p.hash.as_str()));
     let now = super::event::rfc3339(time::OffsetDateTime::now_utc());
     Record::encode(seq, &now, &event.name, &event.fields, prev)

@@ -45,13 +45,14 @@
 
 mod collect;
 mod crypto;
+mod keycheck;
 mod payload;
 mod restore;
 
 pub use collect::{Collected, collect};
 pub use crypto::{HEADER_LEN, KdfParams, MAGIC, check_header, open, seal};
 pub use payload::{ArchiveManifest, ArchivedFile, ArchivedKey, Payload};
-pub use restore::{KeyOutcome, RestoreReport, check_restore_target, restore};
+pub use restore::{KeyOutcome, RestorePlan, RestoreReport, check_restore_target, plan_restore};
 
 /// The `format` value in every manifest.
 pub const FORMAT_NAME: &str = "keyward-backup";
