@@ -30,11 +30,7 @@ pub enum Replace {
 /// Writes `data` to `path` atomically with file mode `mode`.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32, replace: Replace) -> Result<(), Error> {
     let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}-{}", std::process::id(), unique()));
+    let tmp = dir.join(temporary_name(path));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -66,6 +62,22 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32, replace: Replace) -> Re
     sync_dir(dir)
 }
 
+/// Points the symlink `link` at `target` in one step: a temporary symlink beside it
+/// is renamed over it (replacing a symlink or a regular file; a directory is refused
+/// by the rename), and the directory is fsynced. A reader resolving `link` sees the
+/// old target or the new one, never neither.
+pub fn replace_symlink(link: &Path, target: &Path) -> Result<(), Error> {
+    let dir = parent_dir(link);
+    let tmp = dir.join(temporary_name(link));
+    std::os::unix::fs::symlink(target, &tmp)
+        .map_err(|e| Error::io(format!("cannot create symlink {}", tmp.display()), e))?;
+    if let Err(e) = fs::rename(&tmp, link) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(format!("cannot replace {}", link.display()), e));
+    }
+    sync_dir(dir)
+}
+
 /// Temporary files under `dir` (recursively) left by [`write_atomic`] calls whose
 /// process is gone: what a crash in the middle of a write leaves behind. A temporary
 /// whose writer still runs (its pid is in the name) is never listed.
@@ -89,6 +101,16 @@ pub fn stale_temporaries(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out.sort();
     out
+}
+
+/// The name of a temporary for `path`: `.{name}.tmp-{pid}-{n}`, which
+/// [`stale_temporaries`] recognises.
+fn temporary_name(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(".{name}.tmp-{}-{}", std::process::id(), unique())
 }
 
 /// The writer's pid in a temporary name `.{name}.tmp-{pid}-{n}`.
@@ -118,9 +140,22 @@ pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
     {
         create_private_dir(parent)?;
     }
+    if !create_new_private_dir(dir)? && !dir.is_dir() {
+        return Err(Error::io(
+            format!("cannot create directory {}", dir.display()),
+            std::io::ErrorKind::AlreadyExists.into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates the new directory `dir` with mode 0700 and returns `true`, or returns
+/// `false` and changes nothing if anything is already at that path. Its parent must
+/// exist.
+pub fn create_new_private_dir(dir: &Path) -> Result<bool, Error> {
     match fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(dir) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
         Err(e) => {
             return Err(Error::io(
                 format!("cannot create directory {}", dir.display()),
@@ -130,7 +165,8 @@ pub fn create_private_dir(dir: &Path) -> Result<(), Error> {
     }
     fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
         .map_err(|e| Error::io(format!("cannot set mode of {}", dir.display()), e))?;
-    sync_dir(parent_dir(dir))
+    sync_dir(parent_dir(dir))?;
+    Ok(true)
 }
 
 /// The permission bits of `path` (without file type bits).
@@ -189,6 +225,47 @@ mod tests {
             fs::write(p, b"x").unwrap();
         }
         assert_eq!(stale_temporaries(d.path()), vec![dead]);
+    }
+
+    #[test]
+    fn a_symlink_switch_replaces_links_and_files_and_refuses_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let link = d.path().join("current");
+        for (target, body) in [("a", b"one"), ("b", b"two")] {
+            fs::create_dir(d.path().join(target)).unwrap();
+            fs::write(d.path().join(target).join("f"), body).unwrap();
+            replace_symlink(&link, Path::new(target)).unwrap();
+            assert_eq!(fs::read_link(&link).unwrap(), Path::new(target));
+            assert_eq!(fs::read(link.join("f")).unwrap(), body);
+        }
+        let file = d.path().join("f.pem");
+        fs::write(&file, b"old").unwrap();
+        replace_symlink(&file, Path::new("current/f")).unwrap();
+        assert_eq!(fs::read(&file).unwrap(), b"two");
+        let e = replace_symlink(&d.path().join("a"), Path::new("b")).unwrap_err();
+        assert!(e.to_string().contains("cannot replace"), "{e}");
+        assert!(d.path().join("a/f").exists(), "the directory is left alone");
+        // Only the names above remain: no temporary is left behind.
+        let mut names: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "b", "current", "f.pem"]);
+    }
+
+    #[test]
+    fn a_new_private_dir_is_0700_and_never_an_existing_one() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("gen");
+        assert!(create_new_private_dir(&p).unwrap());
+        assert_eq!(mode_of(&p).unwrap(), 0o700);
+        assert!(!create_new_private_dir(&p).unwrap());
+        let file = d.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        assert!(!create_new_private_dir(&file).unwrap());
+        let e = create_private_dir(&file).unwrap_err().to_string();
+        assert!(e.starts_with("cannot create directory"), "{e}");
     }
 
     #[test]

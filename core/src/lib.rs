@@ -19,6 +19,7 @@ mod signer;
 pub mod store;
 pub mod uri;
 mod verify;
+pub mod workload_socket;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -1,10 +1,13 @@
 //! [`AgentSource`]: credentials from the keyward agent (or any SPIFFE Workload API
-//! server), kept current from the X.509 SVID stream.
+//! server), kept current from the X.509 SVID stream. The socket address is read by
+//! [`keyward_core::workload_socket`], the parser `keyward fetch` uses too.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use keyward_core::Error;
-use spiffe::{X509Source, X509SourceError};
+use keyward_core::{Error, workload_socket};
+use spiffe::transport::Endpoint;
+use spiffe::{WorkloadApiClient, X509Source, X509SourceError};
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
@@ -34,16 +37,6 @@ impl std::fmt::Debug for AgentSource {
     }
 }
 
-/// The Workload API endpoint for `socket`: `unix://...`/`tcp://...` as given, a bare
-/// path as `unix://PATH`.
-fn endpoint(socket: &str) -> String {
-    if socket.contains("://") || socket.starts_with("unix:") {
-        socket.to_string()
-    } else {
-        format!("unix://{socket}")
-    }
-}
-
 fn source_error(what: &str, e: X509SourceError) -> Error {
     Error::unavailable(format!("{what}: {e}"), Some(Box::new(e)))
 }
@@ -70,31 +63,27 @@ fn snapshot(source: &X509Source) -> Result<Credentials, Error> {
 }
 
 impl AgentSource {
-    /// Connects to the Workload API at `socket` (`unix:///path`, or a bare path), or at
-    /// `SPIFFE_ENDPOINT_SOCKET` when `None`, and waits (up to 30 s) for the first SVID.
+    /// Connects to the Workload API at `socket` (`unix:///path`, `unix:/path` or
+    /// `/path`), or at `SPIFFE_ENDPOINT_SOCKET` (same forms) when `None`, and waits (up
+    /// to 30 s) for the first SVID. A malformed address fails at once, naming it.
     /// Must run inside a tokio runtime, which then carries the update task.
     pub async fn connect(socket: Option<&str>) -> Result<Self, Error> {
-        let mut builder = X509Source::builder()
+        let path = workload_socket::socket_path_or_env(socket, "the socket argument")?;
+        let shown = path.display().to_string();
+        // The parsed path goes to the client as it is (no second parse of a URI).
+        let endpoint = Endpoint::Unix(path);
+        let source = X509Source::builder()
+            .client_factory(Arc::new(move || {
+                let endpoint = endpoint.clone();
+                Box::pin(WorkloadApiClient::connect(endpoint))
+            }))
             .reconnect_backoff(MIN_BACKOFF, MAX_BACKOFF)
-            .initial_sync_timeout(INITIAL_SYNC_TIMEOUT);
-        let target = match socket {
-            Some(s) => {
-                let ep = endpoint(s);
-                builder = builder.endpoint(&ep);
-                ep
-            }
-            None => match std::env::var("SPIFFE_ENDPOINT_SOCKET") {
-                Ok(ep) => ep,
-                Err(_) => {
-                    return Err(Error::InvalidInput(
-                        "no agent socket given and SPIFFE_ENDPOINT_SOCKET is not set".into(),
-                    ));
-                }
-            },
-        };
-        let source = builder.build().await.map_err(|e| {
-            source_error(&format!("agent at {target} unreachable or gave no SVID"), e)
-        })?;
+            .initial_sync_timeout(INITIAL_SYNC_TIMEOUT)
+            .build()
+            .await
+            .map_err(|e| {
+                source_error(&format!("agent at {shown} unreachable or gave no SVID"), e)
+            })?;
         let cell = CredentialCell::new(snapshot(&source)?);
         let mut updates = source.updated();
         let (task_cell, task_source) = (cell.clone(), source.clone());
@@ -136,5 +125,26 @@ impl AsRef<CredentialCell> for AgentSource {
 impl Drop for AgentSource {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_malformed_address_fails_at_once_naming_it() {
+        for addr in [
+            "tcp://127.0.0.1:8081",
+            "run/agent.sock",
+            "unix://host/a.sock",
+            "",
+        ] {
+            let e = AgentSource::connect(Some(addr)).await.unwrap_err();
+            assert!(matches!(e, Error::InvalidInput(_)), "{addr}: {e:?}");
+            let line = e.to_string();
+            assert!(line.contains(&format!("'{addr}'")), "{line}");
+            assert!(line.contains(workload_socket::EXPECTED_FORMS), "{line}");
+        }
     }
 }
