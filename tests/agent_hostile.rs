@@ -94,7 +94,12 @@ async fn timed_fetch(agent: &Agent) -> Duration {
 async fn idle_connections_and_slow_writers_are_bounded_and_closed_while_callers_are_served() {
     const IDLE: usize = 5000;
     raise_own_fd_limit(IDLE as u64 + 200);
-    let mut agent = agent_with("idle_timeout = \"3s\"", &entry("legit", 0, "1h", ""));
+    // The idle connections come from the test's own uid, as the legitimate caller's
+    // do: no per-uid share here (tests/agent_pinning.rs covers that).
+    let mut agent = agent_with(
+        "idle_timeout = \"3s\"\nmax_connections_per_uid = 10000",
+        &entry("legit", 0, "1h", ""),
+    );
     agent.start();
     let rss_before = rss_kib(agent.pid());
 

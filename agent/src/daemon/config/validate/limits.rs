@@ -1,5 +1,6 @@
-//! `[agent] idle_timeout`, `max_connections` and `rate_limit`: the bounds on what one
-//! caller of the socket may hold open or ask for.
+//! `[agent] idle_timeout`, `max_connections`, `max_connections_per_uid`,
+//! `request_timeout` and `rate_limit`: the bounds on what one caller of the socket may
+//! hold open or ask for.
 
 use keyward_core::Error;
 
@@ -26,6 +27,24 @@ pub(super) fn caller_limits(src: &Src, a: &RawAgent) -> Result<CallerLimits, Err
             ));
         }
         limits.max_connections = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    limits.max_connections_per_uid = (limits.max_connections / 4).max(1);
+    if let Some(m) = &a.max_connections_per_uid {
+        let n = *m.get_ref();
+        let most = limits.max_connections;
+        limits.max_connections_per_uid = usize::try_from(n)
+            .ok()
+            .filter(|n| (1..=most).contains(n))
+            .ok_or_else(|| {
+                src.err(
+                    &m.span(),
+                    format!("max_connections_per_uid {n} is outside 1 to max_connections ({most})"),
+                )
+            })?;
+    }
+    if let Some(t) = &a.request_timeout {
+        // parse_duration refuses zero, so a request always gets some time to arrive.
+        limits.request_timeout = src.duration(t)?;
     }
     if let Some(r) = &a.rate_limit {
         let r = r.get_ref();

@@ -1,0 +1,157 @@
+//! The request deadline: a call whose request body has not ended within
+//! `[agent] request_timeout` of its headers fails with `DeadlineExceeded`, so a caller
+//! cannot hold a call (and with it a connection) by never finishing its request.
+//!
+//! tonic decodes a unary or server-streaming request by reading the body to its end
+//! (the message, then END_STREAM or trailers) before it calls the method, and drops the
+//! body then. A deadline on the body's end therefore covers exactly "headers to decoded
+//! request": it starts when the layer sees the headers and no longer applies once the
+//! body has ended. (The Workload API has no client-streaming method.)
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use prost::bytes::Bytes;
+use tokio::time::Sleep;
+use tonic::Status;
+use tonic::body::Body;
+
+use crate::daemon::metrics::Metrics;
+
+/// A request body that fails once its deadline passes before it has ended.
+pub struct RequestDeadline {
+    body: Body,
+    /// Running until the body ends; `None` once it has.
+    timer: Option<Pin<Box<Sleep>>>,
+    expired: bool,
+    metrics: Metrics,
+}
+
+impl RequestDeadline {
+    /// `body`, which must end within `timeout` from now (a refusal counted in `metrics`).
+    pub fn new(body: Body, timeout: Duration, metrics: Metrics) -> Self {
+        RequestDeadline {
+            body,
+            timer: Some(Box::pin(tokio::time::sleep(timeout))),
+            expired: false,
+            metrics,
+        }
+    }
+
+    fn expired_status() -> Status {
+        Status::deadline_exceeded(
+            "the request did not arrive in time (see [agent] request_timeout)",
+        )
+    }
+}
+
+impl HttpBody for RequestDeadline {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(Some(Err(Self::expired_status())));
+        }
+        // The deadline first: a caller trickling frames must still end in time.
+        if let Some(timer) = &mut this.timer
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            this.expired = true;
+            this.metrics.denied("request_timeout");
+            tracing::debug!("call refused: the request did not end within request_timeout");
+            return Poll::Ready(Some(Err(Self::expired_status())));
+        }
+        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
+        if frame.is_none() || this.body.is_end_stream() {
+            this.timer = None;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        !self.expired && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+
+    /// A request body: some frames, then either its end or nothing ever again.
+    struct Sent {
+        frames: VecDeque<Bytes>,
+        ends: bool,
+    }
+
+    impl HttpBody for Sent {
+        type Data = Bytes;
+        type Error = Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+            match self.frames.pop_front() {
+                Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                None if self.ends => Poll::Ready(None),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    fn deadline(frames: &[&'static [u8]], ends: bool, timeout: Duration) -> RequestDeadline {
+        let sent = Sent {
+            frames: frames.iter().map(|f| Bytes::from_static(f)).collect(),
+            ends,
+        };
+        RequestDeadline::new(Body::new(sent), timeout, Metrics::default())
+    }
+
+    async fn next(body: &mut RequestDeadline) -> Option<Result<Frame<Bytes>, Status>> {
+        std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+    }
+
+    #[tokio::test]
+    async fn a_request_that_never_ends_fails_at_its_deadline() {
+        let mut body = deadline(&[b"message"], false, Duration::from_millis(100));
+        let first = next(&mut body).await.expect("a frame").expect("data");
+        assert_eq!(first.into_data().ok().as_deref(), Some(&b"message"[..]));
+        let err = tokio::time::timeout(Duration::from_secs(5), next(&mut body))
+            .await
+            .expect("the deadline ends the wait")
+            .expect("an item")
+            .expect_err("an error");
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+        assert!(!body.is_end_stream());
+        let again = next(&mut body).await.expect("an item").expect_err("still");
+        assert_eq!(again.code(), tonic::Code::DeadlineExceeded);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_ends_in_time_is_passed_on_and_the_deadline_disarmed() {
+        let mut body = deadline(&[b"a", b"b"], true, Duration::from_millis(100));
+        assert!(next(&mut body).await.expect("a").is_ok());
+        assert!(next(&mut body).await.expect("b").is_ok());
+        assert!(next(&mut body).await.is_none(), "the end is passed on");
+        assert!(body.timer.is_none(), "no deadline after the end");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            next(&mut body).await.is_none(),
+            "no error after the deadline"
+        );
+    }
+}
