@@ -1,19 +1,28 @@
 //! Caller attestation: who is on the other end of the socket, as the kernel says.
 //!
-//! uid, gid and pid come from SO_PEERCRED (taken by tokio when the connection was
-//! accepted); the executable's path and SHA-256 from /proc/PID/exe, read only when
-//! some entry has a `path` or `sha256` selector. Whenever /proc is consulted, the
-//! process start time from /proc/PID/stat is recorded first and checked again after
-//! the reads and before an answer is sent ([`Facts::still_same_process`]), so a PID
-//! reused by another process in between never receives the first one's credentials.
-//! uid and gid alone need no such guard: the kernel recorded them for the connection.
+//! A connection's caller is bound when it is accepted ([`Peer`]): the SO_PEERCRED uid,
+//! gid and pid, and a pidfd for the process that connected. Every attestation first
+//! checks through the pidfd that this process is still running; a connection whose
+//! process has exited gets nothing, whoever holds its PID now.
+//!
+//! `/proc/PID` is read only when an entry the caller's uid can match needs it (a `path`
+//! or `sha256` selector): the process must have started before the accept and still
+//! run as the uid and gid it connected with; its executable is opened through
+//! `/proc/PID/exe` (which names the real file whatever the caller's mount namespace),
+//! identified by device and inode, and hashed through that same open file. The pidfd
+//! is checked again afterwards, so everything read belonged to the process that
+//! connected (a PID is not reused while its process runs).
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::Read;
+mod digest;
+mod peer;
+mod proc;
+
+use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+
+pub use digest::{DEFAULT_MAX_HASH_BYTES, DigestCache, DigestError};
+pub use peer::{Peer, boot_ticks};
 
 use super::selectors::Needs;
 
@@ -26,217 +35,229 @@ pub struct Facts {
     pub gid: u32,
     /// Process id (SO_PEERCRED).
     pub pid: i32,
-    /// The process start time (clock ticks since boot) when /proc was consulted.
-    pub start_time: Option<u64>,
-    /// The executable's path, when needed and readable.
-    pub path: Option<PathBuf>,
-    /// Lower-case hex SHA-256 of the executable, when needed and readable.
+    /// The executable, when an entry needed it.
+    pub exe: Option<Exe>,
+}
+
+/// The caller's executable, as the agent opened it through `/proc/PID/exe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exe {
+    /// The file itself: what `path` selectors are compared with.
+    pub file: FileKey,
+    /// The name `/proc` gives it, resolved in the caller's mount namespace: for logs
+    /// and the audit record only, never compared.
+    pub shown_as: Option<PathBuf>,
+    /// Lower-case hex SHA-256, when an entry needed it.
     pub sha256: Option<String>,
+}
+
+/// A file's identity: device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileKey {
+    /// `st_dev`
+    pub dev: u64,
+    /// `st_ino`
+    pub ino: u64,
+}
+
+impl FileKey {
+    /// The identity of an open file's metadata.
+    pub fn of(meta: &Metadata) -> FileKey {
+        FileKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+
+    /// The identity of the file `path` names in the agent's own mount namespace (a
+    /// symbolic link names its target); `None` when there is no such file.
+    pub fn at(path: &Path) -> Option<FileKey> {
+        std::fs::metadata(path).ok().map(|m| FileKey::of(&m))
+    }
 }
 
 /// Why a caller could not be attested (told to the caller as PermissionDenied).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttestError(pub String);
+pub enum AttestError {
+    /// The process that connected has exited, or could not be bound at accept.
+    Gone(String),
+    /// The executable is bigger than `[agent] max_hash_bytes`.
+    TooLarge(String),
+    /// What `/proc` says does not fit the connection, or could not be read.
+    Mismatch(String),
+}
 
 impl std::fmt::Display for AttestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            AttestError::Gone(s) | AttestError::TooLarge(s) | AttestError::Mismatch(s) => {
+                f.write_str(s)
+            }
+        }
     }
 }
 
-/// Executable digests by file identity, so a binary is hashed once, not per call.
-#[derive(Debug, Default, Clone)]
-pub struct DigestCache {
-    inner: Arc<Mutex<HashMap<FileId, String>>>,
-}
-
-/// Identifies one version of a file: device, inode, size, modification and change times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct FileId {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-const DIGEST_CACHE_LIMIT: usize = 4096;
-
-/// Attests a caller from its SO_PEERCRED credentials, reading from /proc only what
-/// `needs` asks for.
+/// Attests the caller bound as `peer`, reading from `/proc` only what `needs` asks for.
 pub async fn attest(
-    uid: u32,
-    gid: u32,
-    pid: Option<i32>,
+    peer: &Peer,
     needs: Needs,
-    cache: &DigestCache,
+    digests: &DigestCache,
 ) -> Result<Facts, AttestError> {
-    let pid = pid
-        .filter(|p| *p > 0)
-        .ok_or_else(|| AttestError("the caller's process id is unknown".into()))?;
+    peer.check_alive()?;
+    let pid = peer
+        .pid
+        .ok_or_else(|| AttestError::Gone("the caller's process id is unknown".into()))?;
     let mut facts = Facts {
-        uid,
-        gid,
+        uid: peer.uid,
+        gid: peer.gid,
         pid,
-        start_time: None,
-        path: None,
-        sha256: None,
+        exe: None,
     };
     if !needs.path && !needs.sha256 {
         return Ok(facts);
     }
-    facts.start_time =
-        Some(start_time(pid).ok_or_else(|| AttestError(format!("process {pid} is gone")))?);
-    if needs.path {
-        facts.path = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
-    }
-    if needs.sha256 {
-        let cache = cache.clone();
-        facts.sha256 = tokio::task::spawn_blocking(move || cache.exe_sha256(pid))
-            .await
-            .ok()
-            .flatten();
-    }
-    if !facts.still_same_process() {
-        return Err(AttestError(format!(
-            "process {pid} exited while it was inspected"
-        )));
-    }
-    Ok(facts)
-}
-
-impl Facts {
-    /// Whether the process with this PID is still the one that was inspected (always
-    /// true when /proc was not consulted).
-    pub fn still_same_process(&self) -> bool {
-        self.start_time
-            .is_none_or(|t| start_time(self.pid) == Some(t))
-    }
-}
-
-/// Field 22 of /proc/PID/stat: the process start time in clock ticks since boot.
-pub fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_start_time(&stat)
-}
-
-fn parse_start_time(stat: &str) -> Option<u64> {
-    // The command name (field 2) is in parentheses and may itself hold spaces and ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    // After the name come fields 3 (state) onwards; start time is field 22.
-    after.split_whitespace().nth(22 - 3)?.parse().ok()
-}
-
-impl DigestCache {
-    /// SHA-256 of the executable of `pid`, read through /proc/PID/exe (so it is the
-    /// file the process runs even if the path was replaced or deleted).
-    fn exe_sha256(&self, pid: i32) -> Option<String> {
-        let mut file = File::open(format!("/proc/{pid}/exe")).ok()?;
-        let m = file.metadata().ok()?;
-        let id = FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-        };
-        if let Some(hit) = self.inner.lock().ok()?.get(&id) {
-            return Some(hit.clone());
-        }
-        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = file.read(&mut buf).ok()?;
-            if n == 0 {
-                break;
+    let started = proc::start_ticks(pid).map_err(AttestError::Mismatch)?;
+    proc::check_started_before(started, peer.accepted_ticks).map_err(AttestError::Mismatch)?;
+    proc::ids(pid)
+        .and_then(|ids| ids.check(peer.uid, peer.gid))
+        .map_err(AttestError::Mismatch)?;
+    let file = File::open(format!("/proc/{pid}/exe"))
+        .map_err(|e| AttestError::Mismatch(format!("cannot open /proc/{pid}/exe: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| AttestError::Mismatch(format!("cannot stat /proc/{pid}/exe: {e}")))?;
+    let shown_as = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+    let name = shown_as
+        .as_deref()
+        .map_or_else(|| format!("/proc/{pid}/exe"), |p| p.display().to_string());
+    let sha256 = if needs.sha256 {
+        Some(digests.sha256(file, &meta, &name).await.map_err(|e| match e {
+            DigestError::TooLarge { size, max } => AttestError::TooLarge(format!(
+                "the caller's executable {name} is {size} bytes, over [agent] max_hash_bytes ({max}); it was not hashed"
+            )),
+            DigestError::Read(why) => {
+                AttestError::Mismatch(format!("cannot hash the caller's executable {name}: {why}"))
             }
-            ctx.update(&buf[..n]);
-        }
-        let hex = hex::encode(ctx.finish());
-        let mut map = self.inner.lock().ok()?;
-        if map.len() >= DIGEST_CACHE_LIMIT {
-            map.clear();
-        }
-        map.insert(id, hex.clone());
-        Some(hex)
-    }
+        })?)
+    } else {
+        None
+    };
+    // Still running: what was read above belonged to the process that connected.
+    peer.check_alive()?;
+    facts.exe = Some(Exe {
+        file: FileKey::of(&meta),
+        shown_as,
+        sha256,
+    });
+    Ok(facts)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
 
-    #[test]
-    fn start_time_survives_odd_command_names() {
-        let stat = "4242 (we ird) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
-        assert_eq!(parse_start_time(stat), Some(987_654));
+    /// Needs of an entry with a `path` selector.
+    const PATH: Needs = Needs {
+        path: true,
+        sha256: false,
+    };
+    /// Needs of an entry with a `sha256` selector.
+    const SHA256: Needs = Needs {
+        path: false,
+        sha256: true,
+    };
+
+    /// This process, bound as the peer of one end of a socket pair, with the uid and
+    /// pid given (its own where `None`).
+    fn bound(uid: Option<u32>, pid: Option<i32>) -> (Peer, UnixStream) {
+        let (mine, theirs) = UnixStream::pair().unwrap();
+        let meta = std::fs::metadata("/proc/self").unwrap();
+        let uid = uid.unwrap_or(meta.uid());
+        let pid = pid.unwrap_or(std::process::id() as i32);
+        let peer = Peer::bind(mine.as_fd(), uid, meta.gid(), Some(pid), Duration::ZERO);
+        (peer, theirs)
+    }
+
+    /// This process, bound as it is.
+    fn me() -> (Peer, UnixStream) {
+        bound(None, None)
     }
 
     #[tokio::test]
-    async fn attests_this_process_with_path_and_digest() {
-        let me = std::process::id() as i32;
-        let needs = Needs {
+    async fn attests_this_process_by_file_and_digest() {
+        let (peer, _keep) = me();
+        let both = Needs {
             path: true,
             sha256: true,
         };
-        let cache = DigestCache::default();
-        let f = attest(0, 0, Some(me), needs, &cache).await.unwrap();
-        assert_eq!(
-            f.path.as_deref(),
-            Some(std::env::current_exe().unwrap().as_path())
-        );
-        let data = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let f = attest(&peer, both, &DigestCache::default()).await.unwrap();
+        let exe = f.exe.expect("executable read");
+        let current = std::env::current_exe().unwrap();
+        assert_eq!(Some(exe.file), FileKey::at(&current));
+        let data = std::fs::read(&current).unwrap();
         let want = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &data));
-        assert_eq!(f.sha256.as_deref(), Some(want.as_str()));
-        assert!(f.still_same_process());
+        assert_eq!(exe.sha256.as_deref(), Some(want.as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_copy_of_the_executable_is_another_file() {
+        let current = std::env::current_exe().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("copy");
+        std::fs::copy(&current, &copy).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&current, &link).unwrap();
+        let (peer, _keep) = me();
+        let f = attest(&peer, PATH, &DigestCache::default()).await.unwrap();
+        let exe = f.exe.unwrap();
+        assert_ne!(Some(exe.file), FileKey::at(&copy), "same name, other file");
+        assert_eq!(
+            Some(exe.file),
+            FileKey::at(&link),
+            "a link names its target"
+        );
+        assert_eq!(FileKey::at(&dir.path().join("missing")), None);
+        assert_eq!(exe.sha256, None, "not hashed unless needed");
     }
 
     #[tokio::test]
     async fn uid_only_attestation_reads_nothing_from_proc() {
-        let f = attest(
-            7,
-            8,
-            Some(i32::MAX),
-            Needs::default(),
-            &DigestCache::default(),
-        )
-        .await
-        .unwrap();
-        assert_eq!((f.uid, f.gid, f.start_time, f.path), (7, 8, None, None));
-        let e = attest(
-            7,
-            8,
-            Some(i32::MAX),
-            Needs {
-                path: true,
-                sha256: false,
-            },
-            &DigestCache::default(),
-        )
-        .await;
-        assert!(
-            e.is_err(),
-            "a process that does not exist is refused when /proc is needed"
-        );
+        // A pid that does not exist: /proc would fail, and is not read.
+        let (peer, _keep) = bound(Some(7), Some(i32::MAX));
+        let f = attest(&peer, Needs::default(), &DigestCache::default())
+            .await
+            .unwrap();
+        assert_eq!((f.uid, f.exe), (7, None));
+        let e = attest(&peer, PATH, &DigestCache::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, AttestError::Mismatch(_)), "{e}");
     }
 
     #[tokio::test]
-    async fn a_stale_start_time_is_detected() {
-        let me = std::process::id() as i32;
-        let needs = Needs {
-            path: true,
-            sha256: false,
-        };
-        let mut f = attest(0, 0, Some(me), needs, &DigestCache::default())
+    async fn a_process_running_as_another_uid_is_refused() {
+        let uid = std::fs::metadata("/proc/self").unwrap().uid();
+        let (peer, _keep) = bound(Some(uid + 1), None);
+        let e = attest(&peer, PATH, &DigestCache::default())
             .await
-            .unwrap();
-        assert!(f.still_same_process());
-        f.start_time = f.start_time.map(|t| t + 1);
-        assert!(!f.still_same_process());
+            .unwrap_err();
+        assert!(e.to_string().contains("not as the uid"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn an_executable_over_the_limit_is_refused_by_name() {
+        let (peer, _keep) = me();
+        let e = attest(&peer, SHA256, &DigestCache::new(1024))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, AttestError::TooLarge(_)), "{e}");
+        let current = std::env::current_exe().unwrap();
         assert!(
-            attest(0, 0, None, Needs::default(), &DigestCache::default())
-                .await
-                .is_err()
+            e.to_string().contains(&current.display().to_string()),
+            "{e}"
         );
     }
 }

@@ -19,7 +19,6 @@ use super::config::WorkloadEntry;
 use super::crl::{CRL_POLL, CrlWatch};
 use super::intermediate::{Change, until};
 use super::metrics::Metrics;
-use super::selectors::Needs;
 use super::snapshot::{Snapshot, UidIndex};
 use super::svid::{self, Svid};
 
@@ -318,16 +317,11 @@ impl Rotation {
 
     /// Publishes the current state for the server.
     fn publish(&self) {
-        let mut needs = Needs::default();
-        for s in &self.slots {
-            s.entry.selectors.add_needs(&mut needs);
-        }
         let entries: Vec<_> = self.slots.iter().map(|s| s.entry.clone()).collect();
         let snap = Snapshot {
             by_uid: UidIndex::new(&entries),
             entries,
             svids: self.slots.iter().map(|s| s.svid.clone()).collect(),
-            needs,
             bundle: self.view.bundle.clone(),
             trust_domain_id: self.trust_domain_id.clone(),
             crl: self.crl.as_ref().and_then(CrlWatch::current),

@@ -21,8 +21,6 @@ pub struct Snapshot {
     pub by_uid: UidIndex,
     /// Each entry's current SVID (`None` until its first issuance succeeds).
     pub svids: Vec<Option<Arc<Svid>>>,
-    /// What attestation must establish for these entries.
-    pub needs: Needs,
     /// The trust bundle, DER certificates concatenated.
     pub bundle: Bytes,
     /// The trust domain's SPIFFE ID, `spiffe://example.org` (the bundles map key).
@@ -42,11 +40,20 @@ pub enum Entitlement {
 }
 
 impl Snapshot {
-    /// Whether any entry matches the caller.
-    pub fn any_match(&self, facts: &Facts) -> bool {
+    /// The entries that match the caller, in configuration order.
+    pub fn matching<'a>(
+        &'a self,
+        facts: &'a Facts,
+    ) -> impl Iterator<Item = &'a Arc<WorkloadEntry>> {
         self.by_uid
             .candidates(facts.uid)
-            .any(|i| self.entries[i].selectors.matches(facts))
+            .map(|i| &self.entries[i])
+            .filter(|e| e.selectors.matches(facts))
+    }
+
+    /// Whether any entry matches the caller.
+    pub fn any_match(&self, facts: &Facts) -> bool {
+        self.matching(facts).next().is_some()
     }
 
     /// The caller's entries and SVIDs.
@@ -103,14 +110,19 @@ pub fn same_svids(
             .all(|((ea, sa), (eb, sb))| Arc::ptr_eq(sa, sb) && ea == eb)
 }
 
-/// The entries a caller's uid can match, so a fetch looks at its own entries rather
-/// than at every entry of a large configuration.
+/// The entries a caller's uid can match, and what attestation must read for them, so
+/// a call looks at its own entries rather than at every entry of a large
+/// configuration, and reads `/proc` only when one of those entries needs it.
 #[derive(Debug, Default)]
 pub struct UidIndex {
     /// Entries with a `uid` selector, by that uid, in configuration order.
     by_uid: HashMap<u32, Vec<usize>>,
     /// Entries without a `uid` selector, in configuration order.
     any_uid: Vec<usize>,
+    /// What the candidates of each uid in `by_uid` need.
+    needs_by_uid: HashMap<u32, Needs>,
+    /// What the entries without a `uid` selector need.
+    needs_any_uid: Needs,
 }
 
 impl UidIndex {
@@ -120,10 +132,28 @@ impl UidIndex {
         for (i, e) in entries.iter().enumerate() {
             match e.selectors.uid {
                 Some(uid) => index.by_uid.entry(uid).or_default().push(i),
-                None => index.any_uid.push(i),
+                None => {
+                    index.any_uid.push(i);
+                    e.selectors.add_needs(&mut index.needs_any_uid);
+                }
             }
         }
+        for (uid, own) in &index.by_uid {
+            let mut needs = index.needs_any_uid;
+            for &i in own {
+                entries[i].selectors.add_needs(&mut needs);
+            }
+            index.needs_by_uid.insert(*uid, needs);
+        }
         index
+    }
+
+    /// What attestation must read about a caller with `uid` for the entries it can match.
+    pub fn needs(&self, uid: u32) -> Needs {
+        self.needs_by_uid
+            .get(&uid)
+            .copied()
+            .unwrap_or(self.needs_any_uid)
     }
 
     /// Positions of the entries a caller with `uid` can match, in configuration order.
@@ -173,5 +203,31 @@ mod tests {
         assert_eq!(index.candidates(7).collect::<Vec<_>>(), [1, 2, 4]);
         assert_eq!(index.candidates(9).collect::<Vec<_>>(), [1, 4]);
         assert_eq!(UidIndex::default().candidates(5).count(), 0);
+    }
+
+    #[test]
+    fn needs_are_those_of_the_uids_own_candidates() {
+        let mut hashed = entry(Some(5));
+        Arc::make_mut(&mut hashed).selectors.sha256 = Some("00".repeat(32));
+        let mut by_path = entry(None);
+        Arc::make_mut(&mut by_path).selectors.path = Some("/usr/bin/api".into());
+        let index = UidIndex::new(&[hashed, entry(Some(7))]);
+        let sha = Needs {
+            path: false,
+            sha256: true,
+        };
+        assert_eq!(index.needs(5), sha);
+        assert_eq!(
+            index.needs(7),
+            Needs::default(),
+            "another uid's sha256 is not read"
+        );
+        assert_eq!(index.needs(9), Needs::default());
+        let index = UidIndex::new(&[entry(Some(5)), by_path]);
+        let path = Needs {
+            path: true,
+            sha256: false,
+        };
+        assert_eq!((index.needs(5), index.needs(9)), (path, path));
     }
 }

@@ -1,8 +1,14 @@
-//! The response streams of `FetchX509SVID` and `FetchX509Bundles`: the first message
-//! at once, then a full new message whenever the caller's SVIDs (or the bundle)
-//! change. Each stream is driven by tonic polling it, so a stream the client drops
-//! costs nothing more (no task per stream).
+//! Response streams that follow the agent's state for one caller: the first message at
+//! once, then a new one whenever what the caller would receive changes. One mechanism
+//! for every streaming call (X.509 SVIDs and bundles here, the JWKS in `jwt::service`):
+//! on each new snapshot the caller is attested again through the gate, and before any
+//! message goes out the process that connected must still be running.
+//!
+//! Each stream is driven by tonic polling it, so a stream the client drops costs
+//! nothing more (no task per stream); it holds the caller (and so the call's place on
+//! its connection) until then.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::stream;
@@ -11,204 +17,163 @@ use tokio::sync::watch;
 use tonic::Status;
 use tonic::codegen::BoxStream;
 
-use super::attest::{self, DigestCache, Facts};
+use super::caller::{Caller, CallerGate};
 use super::config::WorkloadEntry;
 use super::metrics::StreamGuard;
-use super::server::WorkloadApi;
 use super::snapshot::{Entitlement, Snapshot, same_svids};
 use super::svid::Svid;
 use super::workload_api::{X509BundlesResponse, X509svidResponse};
 
-/// The SVIDs a caller was last sent.
-type Set = Vec<(Arc<WorkloadEntry>, Arc<Svid>)>;
+/// What a followed stream sends, asked again on every change of the agent's snapshot
+/// (once the caller is re-attested) or of the source's own input.
+pub trait Source: Send + 'static {
+    /// The stream's message type.
+    type Msg: Send + 'static;
 
-/// The CRL a caller was last sent.
-type Crl = Option<Bytes>;
+    /// Resolves when an input other than the snapshot changes, `None` once it ends;
+    /// by default there is none.
+    fn changed(&mut self) -> impl Future<Output = Option<()>> + Send {
+        std::future::pending()
+    }
 
-/// One caller's subscription to the agent's snapshots.
-struct Follow {
-    api: WorkloadApi,
-    rx: watch::Receiver<Arc<Snapshot>>,
-    facts: Facts,
+    /// The next message for `caller` from `snap`; `None` when it would repeat the last
+    /// one sent; an error ends the stream.
+    fn next(
+        &mut self,
+        gate: &CallerGate,
+        snap: &Snapshot,
+        caller: &Caller,
+    ) -> Result<Option<Self::Msg>, Status>;
+}
+
+/// One caller's subscription.
+struct Follow<S> {
+    gate: CallerGate,
+    caller: Caller,
+    snaps: watch::Receiver<Arc<Snapshot>>,
+    snap: Arc<Snapshot>,
+    source: S,
     /// Counts this stream as open until it is dropped.
     _open: StreamGuard,
 }
 
-impl Follow {
-    /// A stream following `rx` for the caller `facts`, counted as open until dropped.
-    fn open(api: WorkloadApi, rx: watch::Receiver<Arc<Snapshot>>, facts: Facts) -> Self {
-        let _open = api.metrics().stream_opened();
-        Follow {
-            api,
-            rx,
-            facts,
-            _open,
-        }
-    }
-}
-
-enum Step<M> {
-    First(M, Follow),
-    Next(Follow),
-    Done,
-}
-
-/// Re-attests when the entries now need facts the caller was not inspected for.
-pub async fn refresh(
-    facts: &mut Facts,
-    snap: &Snapshot,
-    digests: &DigestCache,
-) -> Result<(), Status> {
-    let missing =
-        (snap.needs.path && facts.path.is_none()) || (snap.needs.sha256 && facts.sha256.is_none());
-    if missing {
-        let new = attest::attest(facts.uid, facts.gid, Some(facts.pid), snap.needs, digests)
-            .await
-            .map_err(|e| Status::permission_denied(format!("caller not attested: {e}")))?;
-        if facts.start_time.is_some() && new.start_time != facts.start_time {
-            return Err(Status::permission_denied("the calling process is gone"));
-        }
-        *facts = new;
-    }
-    Ok(())
-}
-
-/// Attests the caller again when any entry looks at its executable: a process that
-/// exec'd another program keeps its pid and start time but not its path or digest, so
-/// what it receives from now on follows the new program's entitlement (often none).
-async fn reattest(facts: &mut Facts, snap: &Snapshot, digests: &DigestCache) -> Result<(), Status> {
-    if !(snap.needs.path || snap.needs.sha256) {
-        return refresh(facts, snap, digests).await;
-    }
-    let new = attest::attest(facts.uid, facts.gid, Some(facts.pid), snap.needs, digests)
-        .await
-        .map_err(|e| Status::permission_denied(format!("caller not attested: {e}")))?;
-    if facts.start_time.is_some() && new.start_time != facts.start_time {
-        return Err(Status::permission_denied("the calling process is gone"));
-    }
-    if (&new.path, &new.sha256) != (&facts.path, &facts.sha256) {
-        tracing::info!(
-            pid = facts.pid,
-            "the caller now runs another executable; re-attested"
-        );
-    }
-    *facts = new;
-    Ok(())
-}
-
-impl Follow {
-    /// The next snapshot, with the caller attested again; `None` when the agent stops.
-    async fn next_snapshot(&mut self) -> Option<Result<Arc<Snapshot>, Status>> {
-        self.rx.changed().await.ok()?;
-        let snap = self.rx.borrow_and_update().clone();
-        Some(
-            reattest(&mut self.facts, &snap, self.api.digests())
-                .await
-                .map(|()| snap),
-        )
-    }
-
-    /// The next X509SVIDResponse that differs from `last`.
-    async fn next_x509(
-        &mut self,
-        last: &mut Set,
-        last_crl: &mut Crl,
-    ) -> Option<Result<X509svidResponse, Status>> {
+impl<S: Source> Follow<S> {
+    /// The next message; `None` when the agent stops.
+    async fn next(&mut self) -> Option<Result<S::Msg, Status>> {
         loop {
-            let snap = match self.next_snapshot().await? {
-                Ok(s) => s,
-                Err(e) => return Some(Err(e)),
-            };
-            let set = match snap.entitlement(&self.facts) {
-                Entitlement::Ready(set) => set,
-                Entitlement::Pending => continue,
-                Entitlement::None => return Some(Err(self.api.denied(&self.facts))),
-            };
-            if same_svids(&set, last) && snap.crl == *last_crl {
-                continue;
+            tokio::select! {
+                r = self.snaps.changed() => {
+                    r.ok()?;
+                    self.snap = self.snaps.borrow_and_update().clone();
+                    if let Err(s) = self.gate.recheck(&mut self.caller, &self.snap).await {
+                        return Some(Err(s));
+                    }
+                }
+                r = self.source.changed() => r?,
             }
-            if !self.facts.still_same_process() {
-                return Some(Err(Status::permission_denied(
-                    "the calling process is gone",
-                )));
+            match self.source.next(&self.gate, &self.snap, &self.caller) {
+                Ok(None) => {}
+                Ok(Some(m)) => return Some(self.gate.still_there(&self.caller).map(|()| m)),
+                Err(s) => return Some(Err(s)),
             }
-            let msg = snap.x509_response(&set);
-            *last = set;
-            last_crl.clone_from(&snap.crl);
-            return Some(Ok(msg));
         }
     }
+}
 
-    /// The next X509BundlesResponse with a bundle (or CRL) other than `last`.
-    async fn next_bundles(
+/// A stream of `first`, then of what `source` makes of every later change, for the
+/// attested `caller` who was sent `first` from `snap`.
+pub fn follow<S: Source>(
+    gate: CallerGate,
+    caller: Caller,
+    snaps: watch::Receiver<Arc<Snapshot>>,
+    snap: Arc<Snapshot>,
+    first: S::Msg,
+    source: S,
+) -> BoxStream<S::Msg> {
+    let _open = gate.metrics().stream_opened();
+    let follow = Follow {
+        gate,
+        caller,
+        snaps,
+        snap,
+        source,
+        _open,
+    };
+    Box::pin(stream::unfold(
+        (Some(first), Some(follow)),
+        |(first, follow)| async move {
+            let mut f = follow?;
+            if let Some(m) = first {
+                return Some((Ok(m), (None, Some(f))));
+            }
+            match f.next().await? {
+                Ok(m) => Some((Ok(m), (None, Some(f)))),
+                Err(s) => Some((Err(s), (None, None))),
+            }
+        },
+    ))
+}
+
+/// The SVIDs a caller was last sent.
+pub type Sent = Vec<(Arc<WorkloadEntry>, Arc<Svid>)>;
+
+/// FetchX509SVID: every change of the caller's SVIDs or of the CRL.
+pub struct X509 {
+    /// The SVIDs last sent.
+    pub sent: Sent,
+    /// The CRL last sent.
+    pub crl: Option<Bytes>,
+}
+
+impl Source for X509 {
+    type Msg = X509svidResponse;
+
+    fn next(
         &mut self,
-        last: &mut Bytes,
-        last_crl: &mut Crl,
-    ) -> Option<Result<X509BundlesResponse, Status>> {
-        loop {
-            let snap = match self.next_snapshot().await? {
-                Ok(s) => s,
-                Err(e) => return Some(Err(e)),
-            };
-            if !snap.any_match(&self.facts) {
-                return Some(Err(self.api.denied(&self.facts)));
-            }
-            if snap.bundle == *last && snap.crl == *last_crl {
-                continue;
-            }
-            *last = snap.bundle.clone();
-            last_crl.clone_from(&snap.crl);
-            return Some(Ok(snap.bundles_response()));
+        gate: &CallerGate,
+        snap: &Snapshot,
+        caller: &Caller,
+    ) -> Result<Option<X509svidResponse>, Status> {
+        let set = match snap.entitlement(&caller.facts) {
+            Entitlement::Ready(set) => set,
+            Entitlement::Pending => return Ok(None),
+            Entitlement::None => return Err(gate.no_entry(caller)),
+        };
+        if same_svids(&set, &self.sent) && snap.crl == self.crl {
+            return Ok(None);
         }
+        let msg = snap.x509_response(&set);
+        self.sent = set;
+        self.crl.clone_from(&snap.crl);
+        Ok(Some(msg))
     }
 }
 
-/// The FetchX509SVID stream: `first`, then every change of the caller's SVIDs or the CRL.
-pub fn x509(
-    api: WorkloadApi,
-    rx: watch::Receiver<Arc<Snapshot>>,
-    facts: Facts,
-    first: X509svidResponse,
-    sent: Set,
-) -> BoxStream<X509svidResponse> {
-    let crl = first.crl.first().cloned();
-    let start = (
-        Step::First(first, Follow::open(api, rx, facts)),
-        (sent, crl),
-    );
-    Box::pin(stream::unfold(start, |(step, mut last)| async move {
-        match step {
-            Step::First(m, f) => Some((Ok(m), (Step::Next(f), last))),
-            Step::Next(mut f) => match f.next_x509(&mut last.0, &mut last.1).await? {
-                Ok(m) => Some((Ok(m), (Step::Next(f), last))),
-                Err(s) => Some((Err(s), (Step::Done, last))),
-            },
-            Step::Done => None,
-        }
-    }))
+/// FetchX509Bundles: every change of the bundle or of the CRL.
+pub struct Bundles {
+    /// The bundle last sent.
+    pub bundle: Bytes,
+    /// The CRL last sent.
+    pub crl: Option<Bytes>,
 }
 
-/// The FetchX509Bundles stream: `first`, then every change of the bundle or the CRL.
-pub fn bundles(
-    api: WorkloadApi,
-    rx: watch::Receiver<Arc<Snapshot>>,
-    facts: Facts,
-    first: X509BundlesResponse,
-    sent: Bytes,
-) -> BoxStream<X509BundlesResponse> {
-    let crl = first.crl.first().cloned();
-    let start = (
-        Step::First(first, Follow::open(api, rx, facts)),
-        (sent, crl),
-    );
-    Box::pin(stream::unfold(start, |(step, mut last)| async move {
-        match step {
-            Step::First(m, f) => Some((Ok(m), (Step::Next(f), last))),
-            Step::Next(mut f) => match f.next_bundles(&mut last.0, &mut last.1).await? {
-                Ok(m) => Some((Ok(m), (Step::Next(f), last))),
-                Err(s) => Some((Err(s), (Step::Done, last))),
-            },
-            Step::Done => None,
+impl Source for Bundles {
+    type Msg = X509BundlesResponse;
+
+    fn next(
+        &mut self,
+        gate: &CallerGate,
+        snap: &Snapshot,
+        caller: &Caller,
+    ) -> Result<Option<X509BundlesResponse>, Status> {
+        if !snap.any_match(&caller.facts) {
+            return Err(gate.no_entry(caller));
         }
-    }))
+        if snap.bundle == self.bundle && snap.crl == self.crl {
+            return Ok(None);
+        }
+        self.bundle = snap.bundle.clone();
+        self.crl.clone_from(&snap.crl);
+        Ok(Some(snap.bundles_response()))
+    }
 }

@@ -64,16 +64,25 @@ pub struct AgentSettings {
     pub renew_fraction: f64,
     /// What one socket caller may hold and ask for (idle timeout, connections, rate).
     pub limits: CallerLimits,
+    /// `max_hash_bytes`: the largest caller executable hashed for a `sha256` selector
+    /// (a bigger one is refused unread).
+    pub max_hash_bytes: u64,
 }
 
-/// `[agent] idle_timeout`, `max_connections` and `rate_limit`: bounds that keep a
-/// hostile or broken caller of the socket from exhausting the agent.
+/// `[agent] idle_timeout`, `max_connections`, `max_connections_per_uid`,
+/// `request_timeout` and `rate_limit`: bounds that keep a hostile or broken caller of
+/// the socket from exhausting the agent or keeping other callers out.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CallerLimits {
     /// A connection with no call in progress for this long is closed.
     pub idle_timeout: Duration,
     /// Connections beyond this many are closed as soon as they are accepted.
     pub max_connections: usize,
+    /// A uid's connections beyond this many are closed as soon as they are accepted
+    /// (default a quarter of `max_connections`, at least 1).
+    pub max_connections_per_uid: usize,
+    /// A call whose request has not fully arrived this long after its headers fails.
+    pub request_timeout: Duration,
     /// Calls each uid may start per second, on average.
     pub rate_per_second: f64,
     /// Calls each uid may start at once before the rate applies.
@@ -85,6 +94,8 @@ impl Default for CallerLimits {
         CallerLimits {
             idle_timeout: Duration::from_secs(10),
             max_connections: 10_000,
+            max_connections_per_uid: 10_000 / 4,
+            request_timeout: Duration::from_secs(2),
             // Generous: one uid often runs many busy workers (32 clients of one uid fetch
             // about 20,000 times a second here); set it lower to fence a noisy caller.
             rate_per_second: 50_000.0,
@@ -224,7 +235,12 @@ impl Config {
             out.push("[agent] log_format");
         }
         if a.limits != b.limits {
-            out.push("[agent] idle_timeout, max_connections, rate_limit");
+            out.push(
+                "[agent] idle_timeout, max_connections, max_connections_per_uid, request_timeout, rate_limit",
+            );
+        }
+        if a.max_hash_bytes != b.max_hash_bytes {
+            out.push("[agent] max_hash_bytes");
         }
         if self.ca != new.ca {
             out.push("[ca]");

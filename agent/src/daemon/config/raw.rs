@@ -41,7 +41,13 @@ pub(super) struct RawAgent {
     #[serde(default)]
     pub(super) max_connections: Option<Spanned<i64>>,
     #[serde(default)]
+    pub(super) max_connections_per_uid: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) request_timeout: Option<Spanned<String>>,
+    #[serde(default)]
     pub(super) rate_limit: Option<Spanned<RawRateLimit>>,
+    #[serde(default)]
+    pub(super) max_hash_bytes: Option<Spanned<i64>>,
 }
 
 /// `[agent] rate_limit = { per_second = 500, burst = 1000 }`: Workload API calls per uid.
@@ -173,4 +179,6 @@ pub(super) struct RawSelectors {
     pub(super) path: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) sha256: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) allow_any_user: Option<Spanned<bool>>,
 }

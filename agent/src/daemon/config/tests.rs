@@ -273,3 +273,115 @@ fn caller_limits_default_and_parse_and_bad_values_name_their_position() {
         assert!(e.contains(needle), "{bad}: {e}");
     }
 }
+
+#[test]
+fn a_program_selector_needs_a_user_unless_any_user_is_allowed() {
+    let api = "selectors = { uid = 1000, path = \"/usr/bin/api-server\" }";
+    let with = |sel: &str| parse(&GOOD.replace(api, sel));
+    let e = with("selectors = { path = \"/usr/bin/api-server\" }")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("agent.toml:22:13: a path or sha256 selector needs a uid or gid"),
+        "{e}"
+    );
+    assert!(!e.contains('\n'), "one line: {e}");
+    let hash = format!("sha256 = \"{}\"", "ab".repeat(32));
+    let e = with(&format!("selectors = {{ {hash} }}"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs a uid or gid"), "{e}");
+    let e = with(&format!("selectors = {{ {hash}, allow_any_user = false }}"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("needs a uid or gid"), "{e}");
+
+    let gid = with("selectors = { gid = 50, path = \"/usr/bin/api-server\" }").unwrap();
+    assert!(!gid.workloads[0].selectors.allow_any_user);
+    let any =
+        with("selectors = { path = \"/usr/bin/api-server\", allow_any_user = true }").unwrap();
+    assert!(any.workloads[0].selectors.allow_any_user);
+
+    for pointless in [
+        "selectors = { uid = 1000, path = \"/usr/bin/api-server\", allow_any_user = true }",
+        "selectors = { uid = 1000, allow_any_user = true }",
+    ] {
+        let e = with(pointless).unwrap_err().to_string();
+        assert!(
+            e.contains("allow_any_user = true is only for"),
+            "{pointless}: {e}"
+        );
+    }
+}
+
+#[test]
+fn max_hash_bytes_defaults_to_256_mib_and_is_bounded() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.agent.max_hash_bytes, 256 << 20);
+    let with = |v: &str| {
+        parse(&GOOD.replace(
+            "log_format = \"json\"",
+            &format!("log_format = \"json\"\nmax_hash_bytes = {v}"),
+        ))
+    };
+    let big = with("1073741824").unwrap();
+    assert_eq!(big.agent.max_hash_bytes, 1 << 30);
+    assert_eq!(c.restart_only_changes(&big), vec!["[agent] max_hash_bytes"]);
+    for bad in ["0", "-1", "1000", "100000000000000"] {
+        let e = with(bad).unwrap_err().to_string();
+        assert!(e.contains("agent.toml:8:18: max_hash_bytes"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn per_uid_connections_and_request_timeout_default_parse_and_are_bounded() {
+    let with = |v: &str| {
+        parse(&GOOD.replace(
+            "log_format = \"json\"",
+            &format!("log_format = \"json\"\n{v}"),
+        ))
+    };
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.agent.limits.max_connections_per_uid, 10_000 / 4);
+    assert_eq!(c.agent.limits.request_timeout, Duration::from_secs(2));
+    let eight = with("max_connections = 8").unwrap();
+    assert_eq!(eight.agent.limits.max_connections_per_uid, 2, "a quarter");
+    let three = with("max_connections = 3").unwrap();
+    assert_eq!(three.agent.limits.max_connections_per_uid, 1, "at least 1");
+
+    let set =
+        with("max_connections = 8\nmax_connections_per_uid = 8\nrequest_timeout = \"5s\"").unwrap();
+    assert_eq!(set.agent.limits.max_connections_per_uid, 8);
+    assert_eq!(set.agent.limits.request_timeout, Duration::from_secs(5));
+    assert_eq!(
+        eight.restart_only_changes(&set),
+        vec![
+            "[agent] idle_timeout, max_connections, max_connections_per_uid, request_timeout, rate_limit"
+        ]
+    );
+    for (bad, needle) in [
+        (
+            "max_connections = 8\nmax_connections_per_uid = 9",
+            "agent.toml:9:27: max_connections_per_uid 9 is outside 1 to max_connections (8)",
+        ),
+        (
+            "max_connections_per_uid = 0",
+            "agent.toml:8:27: max_connections_per_uid 0",
+        ),
+        (
+            "max_connections_per_uid = -1",
+            "agent.toml:8:27: max_connections_per_uid -1",
+        ),
+        (
+            "request_timeout = \"0s\"",
+            "agent.toml:8:19: invalid duration",
+        ),
+        (
+            "request_timeout = \"2\"",
+            "agent.toml:8:19: invalid duration",
+        ),
+    ] {
+        let e = with(bad).unwrap_err().to_string();
+        assert!(e.contains(needle), "{bad}: {e}");
+    }
+}

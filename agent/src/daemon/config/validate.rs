@@ -13,15 +13,15 @@ use super::names::{check_spiffe_id, check_trust_domain, lookup_group};
 use super::observe::{check_metrics_listen, thresholds};
 use super::raw::{
     GroupValue, ModeValue, RawAgent, RawAlerts, RawAudit, RawCa, RawConfig, RawIntermediate,
-    RawSelectors, RawWorkload,
+    RawWorkload,
 };
 use super::{
     AgentSettings, AuditSettings, CaSettings, Config, DEFAULT_RENEW_FRACTION, DEFAULT_TTL,
     IntermediateSettings, LogFormat, WorkloadEntry,
 };
-use crate::daemon::selectors::Selectors;
 use crate::duration::parse_duration;
 
+mod attestation;
 mod jwt;
 mod limits;
 
@@ -194,6 +194,7 @@ fn agent(src: &Src, a: &RawAgent) -> Result<AgentSettings, Error> {
         log_format,
         renew_fraction,
         limits: limits::caller_limits(src, a)?,
+        max_hash_bytes: attestation::max_hash_bytes(src, a)?,
     })
 }
 
@@ -372,54 +373,8 @@ fn workload(
         ttl,
         algorithm,
         hint: r.hint.clone().unwrap_or_default(),
-        selectors: selectors(src, &r.selectors)?,
+        selectors: attestation::selectors(src, &r.selectors)?,
     })
-}
-
-fn selectors(src: &Src, s: &Spanned<RawSelectors>) -> Result<Selectors, Error> {
-    let r = s.get_ref();
-    let id = |v: &Option<Spanned<i64>>, what: &str| -> Result<Option<u32>, Error> {
-        v.as_ref()
-            .map(|n| {
-                u32::try_from(*n.get_ref()).map_err(|_| {
-                    src.err(&n.span(), format!("{what} {} is out of range", n.get_ref()))
-                })
-            })
-            .transpose()
-    };
-    let path = match &r.path {
-        None => None,
-        Some(p) if Path::new(p.get_ref()).is_absolute() => Some(PathBuf::from(p.get_ref())),
-        Some(p) => {
-            return Err(src.err(
-                &p.span(),
-                format!("path selector '{}' must be an absolute path", p.get_ref()),
-            ));
-        }
-    };
-    let sha256 = match &r.sha256 {
-        None => None,
-        Some(h) => {
-            let v = h.get_ref().to_ascii_lowercase();
-            if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(src.err(&h.span(), "sha256 selector must be 64 hexadecimal digits"));
-            }
-            Some(v)
-        }
-    };
-    let sel = Selectors {
-        uid: id(&r.uid, "uid")?,
-        gid: id(&r.gid, "gid")?,
-        path,
-        sha256,
-    };
-    if sel.is_empty() {
-        return Err(src.err(
-            &s.span(),
-            "a workload needs at least one selector (uid, gid, path or sha256)",
-        ));
-    }
-    Ok(sel)
 }
 
 /// `[metrics] listen`: an `IP:port` on loopback.

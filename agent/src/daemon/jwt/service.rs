@@ -1,10 +1,9 @@
-//! `FetchJWTSVID`, `FetchJWTBundles` and `ValidateJWTSVID`: the caller is checked like
-//! for the X.509 calls (security header, attestation, a matching entry), then tokens
-//! are signed, the JWKS streamed, or a token checked against the published keys.
+//! `FetchJWTSVID`, `FetchJWTBundles` and `ValidateJWTSVID`: the caller passes the same
+//! gate as for the X.509 calls (security header, attestation, a matching entry), then
+//! tokens are signed, the JWKS streamed, or a token checked against the published keys.
 
 use std::sync::Arc;
 
-use futures_util::stream;
 use prost::bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -13,10 +12,10 @@ use tonic::{Request, Response, Status};
 
 use super::keys::{KeySet, now_ms};
 use super::token;
-use crate::daemon::attest::Facts;
-use crate::daemon::server::{WorkloadApi, caller_of};
+use crate::daemon::caller::{Caller, CallerGate, audit_caller};
+use crate::daemon::server::WorkloadApi;
 use crate::daemon::snapshot::Snapshot;
-use crate::daemon::streams::refresh;
+use crate::daemon::streams::{self, Source};
 use crate::daemon::workload_api::{
     JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
     ValidateJwtsvidRequest, ValidateJwtsvidResponse,
@@ -29,7 +28,7 @@ pub async fn fetch_jwt_svid(
     req: Request<JwtsvidRequest>,
 ) -> Result<Response<JwtsvidResponse>, Status> {
     let snap = api.snapshots().borrow().clone();
-    let facts = api.caller(&req, &snap).await?;
+    let caller = api.gate().admit(&req, &snap).await?;
     let keys = api.jwt_keys()?.borrow().clone();
     let r = req.get_ref();
     if r.audience.is_empty() || r.audience.iter().any(String::is_empty) {
@@ -37,13 +36,9 @@ pub async fn fetch_jwt_svid(
             "audience must name at least one audience (and no empty one)",
         ));
     }
-    let mine: Vec<_> = snap
-        .entries
-        .iter()
-        .filter(|e| e.selectors.matches(&facts))
-        .collect();
+    let mine: Vec<_> = snap.matching(&caller.facts).collect();
     if mine.is_empty() {
-        return Err(api.denied(&facts));
+        return Err(api.gate().no_entry(&caller));
     }
     let chosen: Vec<_> = mine
         .into_iter()
@@ -79,10 +74,8 @@ pub async fn fetch_jwt_svid(
             hint: e.hint.clone(),
         });
     }
-    if !facts.still_same_process() {
-        return Err(Status::permission_denied("the calling process is gone"));
-    }
-    api.audit().note(
+    api.gate().still_there(&caller)?;
+    api.gate().audit().note(
         Event::new("jwt_svid_served")
             .with("kid", &keys.active.kid)
             .with("audience", &r.audience)
@@ -93,7 +86,7 @@ pub async fn fetch_jwt_svid(
                     .map(|e| e.spiffe_id.as_str())
                     .collect::<Vec<_>>(),
             )
-            .caller(&caller_of(&facts)),
+            .caller(&audit_caller(&caller.facts)),
     );
     Ok(Response::new(JwtsvidResponse { svids }))
 }
@@ -104,9 +97,9 @@ pub async fn validate_jwt_svid(
     req: Request<ValidateJwtsvidRequest>,
 ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
     let snap = api.snapshots().borrow().clone();
-    let facts = api.caller(&req, &snap).await?;
-    if !snap.any_match(&facts) {
-        return Err(api.denied(&facts));
+    let caller = api.gate().admit(&req, &snap).await?;
+    if !snap.any_match(&caller.facts) {
+        return Err(api.gate().no_entry(&caller));
     }
     let r = req.get_ref();
     if r.audience.is_empty() {
@@ -137,72 +130,58 @@ pub async fn fetch_jwt_bundles(
 ) -> Result<Response<BoxStream<JwtBundlesResponse>>, Status> {
     let mut snaps = api.snapshots();
     let snap = snaps.borrow_and_update().clone();
-    let facts = api.caller(&req, &snap).await?;
-    if !snap.any_match(&facts) {
-        return Err(api.denied(&facts));
+    let caller = api.gate().admit(&req, &snap).await?;
+    if !snap.any_match(&caller.facts) {
+        return Err(api.gate().no_entry(&caller));
     }
     let mut keys = api.jwt_keys()?;
     let jwks = keys.borrow_and_update().jwks.clone();
-    let follow = Follow {
-        api: api.clone(),
-        snaps,
+    let domain = snap.trust_domain_id.clone();
+    let first = bundles(&domain, jwks.clone());
+    let source = JwtBundles {
         keys,
-        facts,
-        domain: snap.trust_domain_id.clone(),
-        last: jwks.clone(),
+        domain,
+        last: jwks,
     };
-    let first = bundles(&follow.domain, jwks);
-    let start = (Some(first), Some(follow));
-    Ok(Response::new(Box::pin(stream::unfold(
-        start,
-        |(first, follow)| async move {
-            if let Some(m) = first {
-                return Some((Ok(m), (None, follow)));
-            }
-            let mut f = follow?;
-            match f.next().await? {
-                Ok(m) => Some((Ok(m), (None, Some(f)))),
-                Err(s) => Some((Err(s), (None, None))),
-            }
-        },
-    ))))
+    Ok(Response::new(streams::follow(
+        api.gate().clone(),
+        caller,
+        snaps,
+        snap,
+        first,
+        source,
+    )))
 }
 
-/// One caller's FetchJWTBundles subscription.
-struct Follow {
-    api: WorkloadApi,
-    snaps: watch::Receiver<Arc<Snapshot>>,
+/// FetchJWTBundles: every change of the JWKS, while an entry still matches the caller.
+struct JwtBundles {
     keys: watch::Receiver<Arc<KeySet>>,
-    facts: Facts,
     domain: String,
     last: Bytes,
 }
 
-impl Follow {
-    /// The next JWKS that differs from the last one sent; `None` when the agent stops.
-    async fn next(&mut self) -> Option<Result<JwtBundlesResponse, Status>> {
-        loop {
-            tokio::select! {
-                r = self.keys.changed() => {
-                    r.ok()?;
-                    let jwks = self.keys.borrow_and_update().jwks.clone();
-                    if jwks != self.last {
-                        self.last = jwks.clone();
-                        return Some(Ok(bundles(&self.domain, jwks)));
-                    }
-                }
-                r = self.snaps.changed() => {
-                    r.ok()?;
-                    let snap = self.snaps.borrow_and_update().clone();
-                    if let Err(s) = refresh(&mut self.facts, &snap, self.api.digests()).await {
-                        return Some(Err(s));
-                    }
-                    if !snap.any_match(&self.facts) {
-                        return Some(Err(self.api.denied(&self.facts)));
-                    }
-                }
-            }
+impl Source for JwtBundles {
+    type Msg = JwtBundlesResponse;
+
+    async fn changed(&mut self) -> Option<()> {
+        self.keys.changed().await.ok()
+    }
+
+    fn next(
+        &mut self,
+        gate: &CallerGate,
+        snap: &Snapshot,
+        caller: &Caller,
+    ) -> Result<Option<JwtBundlesResponse>, Status> {
+        if !snap.any_match(&caller.facts) {
+            return Err(gate.no_entry(caller));
         }
+        let jwks = self.keys.borrow_and_update().jwks.clone();
+        if jwks == self.last {
+            return Ok(None);
+        }
+        self.last = jwks.clone();
+        Ok(Some(bundles(&self.domain, jwks)))
     }
 }
 

@@ -1,5 +1,6 @@
 //! One accepted connection: closed (its reads end) once it has had no call in
-//! progress for the idle timeout, counted against `max_connections` until dropped.
+//! progress for the idle timeout, counted against `max_connections` and its uid's
+//! `max_connections_per_uid` until dropped.
 //!
 //! "No call in progress" covers a caller that never completes the HTTP/2 preface, one
 //! that never sends a request, and one whose calls have all finished; an open stream
@@ -7,6 +8,7 @@
 
 use std::future::Future;
 use std::io;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,15 +17,20 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 use tonic::transport::server::{Connected, UdsConnectInfo};
+
+use super::slots::ConnectionSlot;
+use crate::daemon::attest::Peer;
+use crate::daemon::h2_authority::AuthorityFilter;
 
 /// What the calls on one connection share: the peer's credentials and its activity.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The peer's SO_PEERCRED credentials, as tonic records them for Unix sockets.
     pub uds: UdsConnectInfo,
+    /// The peer bound at accept (credentials and a pidfd), which attestation checks.
+    pub peer: Arc<Peer>,
     /// The connection's calls in progress.
     pub activity: Arc<Activity>,
 }
@@ -66,33 +73,35 @@ impl Drop for CallInProgress {
 /// An accepted Unix stream that reports end-of-file once idle for too long.
 #[derive(Debug)]
 pub struct LimitedStream {
-    inner: UnixStream,
+    /// The socket, behind the filter that lets h2 take any `:authority`.
+    inner: AuthorityFilter<UnixStream>,
     info: ConnInfo,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
     expired: bool,
-    _slot: OwnedSemaphorePermit,
+    _slot: ConnectionSlot,
 }
 
 impl LimitedStream {
-    /// Wraps `inner` (accepted at `since`), holding one of the `max_connections` slots
-    /// until dropped.
-    pub fn new(
-        inner: UnixStream,
-        slot: OwnedSemaphorePermit,
-        idle: Duration,
-        since: Instant,
-    ) -> Self {
+    /// Wraps `inner` (accepted at `since`), holding its connection slot (in all and in
+    /// its uid's share) until dropped.
+    pub fn new(inner: UnixStream, slot: ConnectionSlot, idle: Duration, since: Instant) -> Self {
         let now = since;
+        let uds = inner.connect_info();
+        let peer = match uds.peer_cred {
+            Some(c) => Peer::bind(inner.as_fd(), c.uid(), c.gid(), c.pid(), since.elapsed()),
+            None => Peer::unknown("the caller's credentials are unknown"),
+        };
         let info = ConnInfo {
-            uds: inner.connect_info(),
+            uds,
+            peer: Arc::new(peer),
             activity: Arc::new(Activity {
                 in_flight: AtomicUsize::new(0),
                 last_end: Mutex::new(now),
             }),
         };
         LimitedStream {
-            inner,
+            inner: AuthorityFilter::new(inner),
             info,
             idle,
             timer: Box::pin(tokio::time::sleep_until(now + idle)),

@@ -1,20 +1,24 @@
 //! The tower layer around the gRPC routes: per call, it takes a token from the
-//! caller's rate-limit bucket (or answers `ResourceExhausted`), counts the call as in
-//! progress on its connection until the response body ends, and copies the peer's
-//! credentials where the service looks for them.
+//! caller's rate-limit bucket (or answers `ResourceExhausted`) and puts the request
+//! body under the request deadline ([`RequestDeadline`]).
+//!
+//! A call is not counted as in progress here: the connection's [`ConnInfo`] (which
+//! tonic puts in every request's extensions) reaches the service, whose caller gate
+//! counts the call only once the caller is attested, so calls no one is entitled to
+//! cannot keep a connection from closing when idle.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use http_body::{Body as HttpBody, Frame, SizeHint};
-use prost::bytes::Bytes;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 
 use super::bucket::RateLimiter;
-use super::conn::{CallInProgress, ConnInfo};
+use super::conn::ConnInfo;
+use super::deadline::RequestDeadline;
 use crate::daemon::config::CallerLimits;
 use crate::daemon::metrics::Metrics;
 
@@ -22,14 +26,17 @@ use crate::daemon::metrics::Metrics;
 #[derive(Clone)]
 pub struct CallerGuardLayer {
     limiter: RateLimiter,
+    request_timeout: Duration,
     metrics: Metrics,
 }
 
 impl CallerGuardLayer {
-    /// A layer enforcing the rate limit of `limits`, counting refusals in `metrics`.
+    /// A layer enforcing the rate limit and request timeout of `limits`, counting
+    /// refusals in `metrics`.
     pub fn new(limits: &CallerLimits, metrics: Metrics) -> Self {
         CallerGuardLayer {
             limiter: RateLimiter::new(limits.rate_per_second, limits.rate_burst),
+            request_timeout: limits.request_timeout,
             metrics,
         }
     }
@@ -42,6 +49,7 @@ impl<S> tower::Layer<S> for CallerGuardLayer {
         CallerGuard {
             inner,
             limiter: self.limiter.clone(),
+            request_timeout: self.request_timeout,
             metrics: self.metrics.clone(),
         }
     }
@@ -52,6 +60,7 @@ impl<S> tower::Layer<S> for CallerGuardLayer {
 pub struct CallerGuard<S> {
     inner: S,
     limiter: RateLimiter,
+    request_timeout: Duration,
     metrics: Metrics,
 }
 
@@ -69,54 +78,24 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let info = req.extensions().get::<ConnInfo>().cloned();
-        let mut call = None;
-        if let Some(info) = info {
-            let uid = info.uds.peer_cred.map(|c| c.uid());
-            if let Some(uid) = uid
-                && !self.limiter.allow(uid)
-            {
-                self.metrics.denied("rate_limited");
-                tracing::debug!(uid, "call refused: rate limit");
-                let status = Status::resource_exhausted(
-                    "too many calls from this uid; slow down (see [agent] rate_limit)",
-                );
-                return Box::pin(std::future::ready(Ok(status.into_http())));
-            }
-            call = Some(info.activity.start());
-            req.extensions_mut().insert(info.uds);
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let uid = req
+            .extensions()
+            .get::<ConnInfo>()
+            .and_then(|info| info.uds.peer_cred)
+            .map(|c| c.uid());
+        if let Some(uid) = uid
+            && !self.limiter.allow(uid)
+        {
+            self.metrics.denied("rate_limited");
+            tracing::debug!(uid, "call refused: rate limit");
+            let status = Status::resource_exhausted(
+                "too many calls from this uid; slow down (see [agent] rate_limit)",
+            );
+            return Box::pin(std::future::ready(Ok(status.into_http())));
         }
-        let response = self.inner.call(req);
-        Box::pin(async move {
-            let response = response.await?;
-            Ok(response.map(|body| Body::new(Counted { body, _call: call })))
-        })
-    }
-}
-
-/// A response body that keeps its call counted as in progress until it is dropped.
-struct Counted {
-    body: Body,
-    _call: Option<CallInProgress>,
-}
-
-impl HttpBody for Counted {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let (timeout, metrics) = (self.request_timeout, self.metrics.clone());
+        let req = req.map(|body| Body::new(RequestDeadline::new(body, timeout, metrics)));
+        Box::pin(self.inner.call(req))
     }
 }

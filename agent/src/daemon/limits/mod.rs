@@ -1,40 +1,45 @@
 //! Bounds on what callers of the agent's socket can make it hold: a cap on open
-//! connections, an idle timeout for connections with no call in progress, a token
-//! bucket of calls per uid, and the file descriptor limit raised so the cap (not
-//! the kernel) is what refuses connections.
+//! connections in all and per uid, an idle timeout for connections with no call in
+//! progress, a deadline for a call's request to arrive, a token bucket of calls per
+//! uid, and the file descriptor limit raised so the cap (not the kernel) is what
+//! refuses connections.
 //!
-//! The pieces: [`incoming`] accepts connections (closing those beyond the cap at once)
-//! and wraps each in a [`conn::LimitedStream`] that ends itself when idle; the
-//! [`layer::CallerGuardLayer`] around the gRPC routes counts the calls in progress on
-//! each connection and answers `ResourceExhausted` to a uid past its rate.
+//! The pieces: [`incoming`] accepts connections (closing at once those beyond the
+//! total or their uid's share, [`slots`]) and wraps each in a [`conn::LimitedStream`]
+//! that ends itself when idle; the [`layer::CallerGuardLayer`] around the gRPC routes
+//! answers `ResourceExhausted` to a uid past its rate and puts each request body under
+//! its [`deadline`].
 
 mod bucket;
 mod conn;
+mod deadline;
 mod layer;
+mod slots;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
 use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-pub use conn::LimitedStream;
+pub use conn::{CallInProgress, ConnInfo, LimitedStream};
 pub use layer::CallerGuardLayer;
 
 use super::config::CallerLimits;
 use super::metrics::Metrics;
+use slots::ConnectionSlots;
 
 /// How long accepting pauses after an accept error (e.g. out of file descriptors),
 /// so the loop does not spin while the condition lasts.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// The accepted connections of `listener`, each wrapped with its idle timeout; a
-/// connection beyond `limits.max_connections` open at once is closed at once.
+/// connection beyond `limits.max_connections` open at once, or beyond
+/// `limits.max_connections_per_uid` from its uid, is closed at once.
 ///
 /// A connection is handed to the HTTP/2 server only once the caller has sent its first
 /// bytes: until then it costs a small waiting task rather than the server's buffers,
@@ -56,9 +61,7 @@ async fn accept_loop(
     metrics: Metrics,
     tx: mpsc::Sender<LimitedStream>,
 ) {
-    let slots = Arc::new(Semaphore::new(
-        limits.max_connections.min(Semaphore::MAX_PERMITS),
-    ));
+    let slots = ConnectionSlots::new(&limits);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -72,10 +75,20 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            metrics.denied("too_many_connections");
-            tracing::debug!("connection refused: max_connections reached");
-            continue;
+        let uid = match stream.peer_cred() {
+            Ok(cred) => cred.uid(),
+            Err(e) => {
+                tracing::warn!(error = %e, "connection refused: no peer credentials");
+                continue;
+            }
+        };
+        let slot = match slots.take(uid) {
+            Ok(slot) => slot,
+            Err(full) => {
+                metrics.denied(full.metric_reason());
+                tracing::debug!(uid, ?full, "connection refused: no free slot");
+                continue;
+            }
         };
         let tx = tx.clone();
         let since = Instant::now();
