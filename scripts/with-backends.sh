@@ -6,7 +6,9 @@
 # scripts/test.sh runs the whole suite through it; use it alone to run a few tests, e.g.
 #   scripts/with-backends.sh cargo nextest run -p keyward-tests --test cli_pkcs11
 #
-# Environment: KEYWARD_VENV (default target/test-venv) keeps the Python venv between runs.
+# Environment: KEYWARD_VENV (default target/test-venv) keeps the Python venv between runs;
+# KEYWARD_PYCLIENTS_VENV (default /var/tmp/keyward-pyclients) keeps the venv of the Python
+# Workload API clients (scripts/pyclients.sh), which every user must be able to read.
 set -euo pipefail
 [ $# -gt 0 ] || { echo "usage: $0 COMMAND [ARG...]" >&2; exit 2; }
 cd "$(dirname "$0")/.."
@@ -15,6 +17,7 @@ source scripts/lib.sh
 source scripts/softhsm.sh
 source scripts/moto.sh
 source scripts/openbao.sh
+source scripts/pyclients.sh
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/keyward-test.XXXXXX")
 cleanup() {
@@ -38,6 +41,7 @@ softhsm_install
 VENV=${KEYWARD_VENV:-$ROOT/target/test-venv}
 moto_install "$VENV"
 openbao_install "$VENV"
+pyclients_install "${KEYWARD_PYCLIENTS_VENV:-/var/tmp/keyward-pyclients}"
 
 step "starting backends"
 softhsm_start "$WORK/softhsm"

@@ -1,0 +1,159 @@
+//! End-to-end: `keyward agent` against Workload API clients nobody here wrote. PyPI's
+//! `spiffe` package (py-spiffe, on gRPC C-core, which sends the socket path as the
+//! HTTP/2 `:authority`) and a raw `grpcio` call whose `:authority` is set to the socket
+//! path, as grpc-java sends it. The Python scripts are tests/clients/*.py; their venv
+//! comes from scripts/pyclients.sh (KEYWARD_TEST_PYTHON), and without it these tests
+//! fail. The Rust `spiffe` crate fetches and validates in agent_workload_api.rs and
+//! agent_jwt.rs.
+
+mod agent_common;
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use agent_common::*;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use prost::Message;
+use serde_json::{Value, json};
+
+/// py-spiffe's `WorkloadApiClient` and `X509Source` (modes x509, jwt, rotation, denied).
+const PY_SPIFFE: (&str, &str) = ("py_spiffe.py", include_str!("clients/py_spiffe.py"));
+/// A generic `grpcio` FetchX509SVID call with the socket path as `:authority`.
+const GRPC_RAW: (&str, &str) = ("grpc_raw.py", include_str!("clients/grpc_raw.py"));
+
+/// Runs the Python client `script` (name, source) as `uid` with `args`, finding the
+/// agent through SPIFFE_ENDPOINT_SOCKET; returns the JSON object it printed.
+fn run_python(agent: &Agent, script: (&str, &str), uid: u32, args: &[&str]) -> Value {
+    let python = std::env::var("KEYWARD_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "KEYWARD_TEST_PYTHON not set: the Python clients' venv comes from \
+             scripts/pyclients.sh; run the tests through scripts/with-backends.sh or \
+             scripts/test.sh"
+        )
+    });
+    // The checkout may be unreadable to `uid`; the agent's directory is not.
+    let dir = agent.dir.path().join("clients");
+    std::fs::create_dir_all(&dir).expect("mkdir clients");
+    let file = dir.join(script.0);
+    std::fs::write(&file, script.1).expect("write the client script");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = Command::new(&python)
+        .arg(&file)
+        .args(args)
+        .env("SPIFFE_ENDPOINT_SOCKET", agent.endpoint())
+        .current_dir("/")
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        out.status.success(),
+        "{} {args:?} as uid {uid} failed ({}):\n{}\nagent log:\n{}",
+        script.0,
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        agent.log()
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{} printed no JSON ({e}):\n{}",
+            script.0,
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The certificates of a concatenated DER chain.
+fn split_ders(mut ders: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while !ders.is_empty() {
+        let (rest, _) = x509_parser::parse_x509_certificate(ders).expect("a DER certificate");
+        out.push(ders[..ders.len() - rest.len()].to_vec());
+        ders = rest;
+    }
+    out
+}
+
+#[test]
+fn py_spiffe_fetches_x509_and_jwt_svids_and_bundles_that_verify() {
+    let mut agent = Agent::new(&entry("py", 0, "1h", ""));
+    agent.start();
+    let x509 = run_python(&agent, PY_SPIFFE, 0, &["x509"]);
+    assert_eq!(x509["spiffe_id"], "spiffe://example.org/py");
+    assert_eq!(x509["key_matches_leaf"], true, "the key is the leaf's");
+    let roots: Vec<String> = keyward_core::check::pem_to_ders(&agent.root_pem())
+        .unwrap()
+        .iter()
+        .map(|d| STANDARD.encode(d))
+        .collect();
+    assert_eq!(x509["roots"], json!(roots), "the bundle is the agent's CA");
+
+    let jwt = run_python(&agent, PY_SPIFFE, 0, &["jwt"]);
+    assert_eq!(
+        jwt,
+        json!({
+            "spiffe_id": "spiffe://example.org/py",
+            "validated_by_agent": "spiffe://example.org/py",
+            "validated_offline": "spiffe://example.org/py",
+            "audience": ["web"],
+            "jwt_authorities": 1,
+        })
+    );
+    agent.stop();
+}
+
+#[test]
+fn a_py_spiffe_x509_source_sees_the_rotated_svid() {
+    let mut agent = Agent::new(&entry("short", 0, "4s", ""));
+    agent.start();
+    let seen = run_python(&agent, PY_SPIFFE, 0, &["rotation"]);
+    assert_eq!(seen["spiffe_id"], "spiffe://example.org/short");
+    let serials = seen["serials"].as_array().expect("serials");
+    assert_ne!(serials[0], serials[1], "a new certificate");
+    assert_eq!(seen["new_key"], true, "a new key");
+    agent.stop();
+}
+
+#[test]
+fn a_raw_grpcio_call_with_the_socket_path_as_authority_gets_an_svid() {
+    let mut agent = Agent::new(&entry("raw", 0, "1h", ""));
+    agent.start();
+    let socket = agent.socket.to_str().expect("UTF-8 path").to_string();
+    let answer = run_python(&agent, GRPC_RAW, 0, &[&socket]);
+    assert_eq!(answer["status"], "OK", "{answer}");
+    let bytes = STANDARD
+        .decode(answer["response"].as_str().expect("response"))
+        .expect("base64");
+    let response = raw::X509SvidResponse::decode(&bytes[..]).expect("an X509SVIDResponse");
+    let svid = &response.svids[0];
+    assert_eq!(svid.spiffe_id, "spiffe://example.org/raw");
+    let chain = split_ders(&svid.x509_svid);
+    assert_eq!(uri_sans(&chain[0]), ["spiffe://example.org/raw"]);
+    verify(&chain, &split_ders(&svid.bundle));
+    agent.stop();
+}
+
+#[test]
+fn an_unentitled_uid_gets_permission_denied_from_each_python_client() {
+    let mut agent = Agent::new(&entry("py", 0, "1h", ""));
+    agent.start();
+    let calls = run_python(&agent, PY_SPIFFE, NOBODY, &["denied"]);
+    assert_eq!(
+        calls,
+        json!({
+            "fetch_x509_svid": "PERMISSION_DENIED",
+            "fetch_x509_bundles": "PERMISSION_DENIED",
+            "fetch_jwt_svid": "PERMISSION_DENIED",
+            "validate_jwt_svid": "PERMISSION_DENIED",
+            "fetch_jwt_bundles": "PERMISSION_DENIED",
+        })
+    );
+    let socket = agent.socket.to_str().expect("UTF-8 path").to_string();
+    let raw = run_python(&agent, GRPC_RAW, NOBODY, &[&socket]);
+    assert_eq!(raw["status"], "PERMISSION_DENIED", "{raw}");
+    assert!(raw.get("response").is_none(), "no key material: {raw}");
+    agent.stop();
+}
