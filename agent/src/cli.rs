@@ -75,8 +75,11 @@ pub enum Command {
     that lived outside the state directory go back to their recorded path, so key URIs and agent \
     configurations stay valid: an identical file already there is kept, a different one is never \
     overwritten (restore refuses and writes nothing). Keys that lived inside the state directory \
-    come back inside it, with their URIs rewritten to the new path. HSM, KMS and Vault keys are \
-    not in the archive and must still exist in their backend."
+    come back inside it, with their URIs rewritten to the new path. Every key must be a PKCS#8 \
+    key whose public key is that of the archived CA certificate naming it. Key files to be \
+    written outside the state directory are listed on stderr, and written only with \
+    --allow-outside-state. HSM, KMS and Vault keys are not in the archive and must still exist \
+    in their backend."
     )]
     Restore(RestoreArgs),
     /// Check the tamper-evident audit log.
@@ -105,6 +108,10 @@ pub struct RestoreArgs {
     /// Read the passphrase from this file (first line) instead of asking on the terminal.
     #[arg(long)]
     pub passphrase_file: Option<PathBuf>,
+    /// Write the CA keys that lived outside the state directory back to their recorded
+    /// paths (listed on stderr first); without it such a restore is refused.
+    #[arg(long)]
+    pub allow_outside_state: bool,
 }
 
 /// `keyward audit ...`
@@ -116,6 +123,21 @@ pub enum AuditCommand {
         /// The log files, oldest first.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Set aside a log that cannot be continued (head file lost, end cut or damaged)
+    /// and start a new chain.
+    #[command(
+        long_about = "Set aside an audit log whose chain cannot be continued (its head file \
+    was lost, or its end was cut or damaged) and start a new chain. Refused when the log can \
+    be continued. Under the log's lock, the old chain is verified as far as it goes, then the \
+    log, its rotated files and its head file move (never deleted) into LOG.unverified-TIME/ \
+    beside it, and the new log's first record, audit_chain_restarted, names that directory, \
+    the reason, the verify result and the old log's last line."
+    )]
+    Recover {
+        /// The live log (default: STATE/audit.jsonl; the agent's is its [audit] path).
+        #[arg(long)]
+        log: Option<PathBuf>,
     },
 }
 
@@ -139,16 +161,20 @@ pub struct ExportArgs {
 /// `keyward fetch`
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// The agent's socket: a path or unix:///path (default: SPIFFE_ENDPOINT_SOCKET).
-    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
-    pub socket: String,
-    /// Output directory: cert.pem, key.pem (0600), bundle.pem.
+    /// The agent's socket: unix:///path, unix:/path or /path (default:
+    /// SPIFFE_ENDPOINT_SOCKET, in the same forms).
+    #[arg(long)]
+    pub socket: Option<String>,
+    /// Output directory: each SVID goes into a new directory that OUT/current is
+    /// switched to in one step; OUT/cert.pem, key.pem (0600) and bundle.pem link
+    /// through it.
     #[arg(long)]
     pub out: PathBuf,
-    /// Keep running and rewrite the files on every rotation.
+    /// Keep running, reconnect when the agent goes away, and write every rotation.
     #[arg(long)]
     pub watch: bool,
-    /// With --watch: a shell command to run after each rewrite (e.g. reload nginx).
+    /// A shell command to run after each write (e.g. reload nginx), with
+    /// KEYWARD_SVID_DIR set to the new SVID directory.
     #[arg(long)]
     pub exec: Option<String>,
 }

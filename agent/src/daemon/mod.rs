@@ -3,8 +3,10 @@
 
 mod audit;
 mod ca;
+mod caller;
 mod crl;
 pub mod fetch;
+mod h2_authority;
 mod intermediate;
 mod jwt;
 mod limits;
@@ -180,9 +182,8 @@ impl Agent {
         } = self;
         let path = socket.path.clone();
         let ident = socket.ident();
-        let api = server::WorkloadApi::new(state, audit.clone())
-            .with_jwt(jwt)
-            .with_metrics(metrics.clone());
+        let gate = caller::CallerGate::new(&config, audit.clone(), metrics.clone());
+        let api = server::WorkloadApi::new(state, gate).with_jwt(jwt);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let caller_limits = config.agent.limits;
         let incoming = limits::incoming(socket.listener, caller_limits, metrics.clone());
