@@ -8,7 +8,9 @@
 #
 # Environment: KEYWARD_VENV (default target/test-venv) keeps the Python venv between runs;
 # KEYWARD_PYCLIENTS_VENV (default /var/tmp/keyward-pyclients) keeps the venv of the Python
-# Workload API clients (scripts/pyclients.sh), which every user must be able to read.
+# Workload API clients (scripts/pyclients.sh), which every user must be able to read;
+# KEYWARD_NODECLIENTS_DIR (default /var/tmp/keyward-nodeclients) likewise keeps the Node
+# client's packages (scripts/nodeclients.sh).
 set -euo pipefail
 [ $# -gt 0 ] || { echo "usage: $0 COMMAND [ARG...]" >&2; exit 2; }
 cd "$(dirname "$0")/.."
@@ -18,6 +20,7 @@ source scripts/softhsm.sh
 source scripts/moto.sh
 source scripts/openbao.sh
 source scripts/pyclients.sh
+source scripts/nodeclients.sh
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/keyward-test.XXXXXX")
 cleanup() {
@@ -42,6 +45,7 @@ VENV=${KEYWARD_VENV:-$ROOT/target/test-venv}
 moto_install "$VENV"
 openbao_install "$VENV"
 pyclients_install "${KEYWARD_PYCLIENTS_VENV:-/var/tmp/keyward-pyclients}"
+nodeclients_install "${KEYWARD_NODECLIENTS_DIR:-/var/tmp/keyward-nodeclients}"
 
 step "starting backends"
 softhsm_start "$WORK/softhsm"

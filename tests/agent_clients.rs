@@ -3,14 +3,16 @@
 //! HTTP/2 `:authority`) and a raw `grpcio` call whose `:authority` is set to the socket
 //! path, as grpc-java sends it. The Python scripts are tests/clients/*.py; their venv
 //! comes from scripts/pyclients.sh (KEYWARD_TEST_PYTHON), and without it these tests
-//! fail. The Rust `spiffe` crate fetches and validates in agent_workload_api.rs and
-//! agent_jwt.rs.
+//! fail. Node's `@grpc/grpc-js` (tests/clients/grpc_js.js, which sends `localhost`)
+//! likewise needs scripts/nodeclients.sh (KEYWARD_TEST_NODE_MODULES). The Rust `spiffe`
+//! crate fetches and validates in agent_workload_api.rs and agent_jwt.rs.
 
 mod agent_common;
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::Command;
 
 use agent_common::*;
@@ -23,6 +25,24 @@ use serde_json::{Value, json};
 const PY_SPIFFE: (&str, &str) = ("py_spiffe.py", include_str!("clients/py_spiffe.py"));
 /// A generic `grpcio` FetchX509SVID call with the socket path as `:authority`.
 const GRPC_RAW: (&str, &str) = ("grpc_raw.py", include_str!("clients/grpc_raw.py"));
+/// A `@grpc/grpc-js` FetchX509SVID call through `@grpc/proto-loader`.
+const GRPC_JS: (&str, &str) = ("grpc_js.js", include_str!("clients/grpc_js.js"));
+/// The Workload API proto the agent is built from, which the Node client loads.
+const WORKLOAD_PROTO: (&str, &str) = (
+    "workload.proto",
+    include_str!("../agent/proto/workload.proto"),
+);
+
+/// Writes `file` (name, contents) into the agent's directory, readable by every uid
+/// (the checkout may not be), and returns its path.
+fn client_file(agent: &Agent, file: (&str, &str)) -> PathBuf {
+    let dir = agent.dir.path().join("clients");
+    std::fs::create_dir_all(&dir).expect("mkdir clients");
+    let path = dir.join(file.0);
+    std::fs::write(&path, file.1).expect("write a client file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    path
+}
 
 /// Runs the Python client `script` (name, source) as `uid` with `args`, finding the
 /// agent through SPIFFE_ENDPOINT_SOCKET; returns the JSON object it printed.
@@ -34,12 +54,7 @@ fn run_python(agent: &Agent, script: (&str, &str), uid: u32, args: &[&str]) -> V
              scripts/test.sh"
         )
     });
-    // The checkout may be unreadable to `uid`; the agent's directory is not.
-    let dir = agent.dir.path().join("clients");
-    std::fs::create_dir_all(&dir).expect("mkdir clients");
-    let file = dir.join(script.0);
-    std::fs::write(&file, script.1).expect("write the client script");
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let file = client_file(agent, script);
     let out = Command::new(&python)
         .arg(&file)
         .args(args)
@@ -64,6 +79,40 @@ fn run_python(agent: &Agent, script: (&str, &str), uid: u32, args: &[&str]) -> V
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// Runs the `@grpc/grpc-js` client as `uid` against the agent's socket; returns whether
+/// it exited successfully and the JSON object it printed.
+fn run_grpc_js(agent: &Agent, uid: u32) -> (bool, Value) {
+    let modules = std::env::var("KEYWARD_TEST_NODE_MODULES").unwrap_or_else(|_| {
+        panic!(
+            "KEYWARD_TEST_NODE_MODULES not set: the Node client's packages come from \
+             scripts/nodeclients.sh; run the tests through scripts/with-backends.sh or \
+             scripts/test.sh"
+        )
+    });
+    let script = client_file(agent, GRPC_JS);
+    let proto = client_file(agent, WORKLOAD_PROTO);
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(&proto)
+        .arg(&agent.socket)
+        .env("NODE_PATH", &modules)
+        .current_dir("/")
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+    let answer = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "grpc_js.js as uid {uid} printed no JSON ({e}, {}):\n{}\n{}\nagent log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            agent.log()
+        )
+    });
+    (out.status.success(), answer)
 }
 
 /// The certificates of a concatenated DER chain.
@@ -155,5 +204,35 @@ fn an_unentitled_uid_gets_permission_denied_from_each_python_client() {
     let raw = run_python(&agent, GRPC_RAW, NOBODY, &[&socket]);
     assert_eq!(raw["status"], "PERMISSION_DENIED", "{raw}");
     assert!(raw.get("response").is_none(), "no key material: {raw}");
+    agent.stop();
+}
+
+#[test]
+fn grpc_js_gets_a_verifying_svid_and_an_unentitled_uid_permission_denied() {
+    let mut agent = Agent::new(&entry("node", 0, "1h", ""));
+    agent.start();
+    let (ok, answer) = run_grpc_js(&agent, 0);
+    assert!(ok, "grpc-js as root failed: {answer}");
+    assert_eq!(answer["status"], "OK", "{answer}");
+    assert_eq!(answer["spiffe_id"], "spiffe://example.org/node");
+    let der = |field: &str| {
+        split_ders(
+            &STANDARD
+                .decode(answer[field].as_str().expect(field))
+                .expect("base64"),
+        )
+    };
+    let chain = der("x509_svid");
+    assert_eq!(uri_sans(&chain[0]), ["spiffe://example.org/node"]);
+    verify(&chain, &der("bundle"));
+
+    let (ok, denied) = run_grpc_js(&agent, NOBODY);
+    assert!(!ok, "grpc-js as uid {NOBODY} succeeded: {denied}");
+    assert_eq!(denied["status"], "PERMISSION_DENIED", "{denied}");
+    assert_eq!(denied["code"], 7, "{denied}");
+    assert!(
+        denied.get("x509_svid").is_none(),
+        "no key material: {denied}"
+    );
     agent.stop();
 }
