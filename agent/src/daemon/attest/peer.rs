@@ -63,7 +63,9 @@ impl Peer {
         }
     }
 
-    /// A connection whose credentials could not be read: every check on it fails.
+    /// A peer bound without a pidfd (as when neither SO_PEERPIDFD nor `pidfd_open`
+    /// gave one): every check on it fails.
+    #[cfg(test)]
     pub fn unknown(why: &str) -> Peer {
         Peer {
             uid: u32::MAX,

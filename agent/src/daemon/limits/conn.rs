@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
+use tokio::net::unix::UCred;
 use tokio::time::{Instant, Sleep};
-use tonic::transport::server::{Connected, UdsConnectInfo};
+use tonic::transport::server::Connected;
 
 use super::slots::ConnectionSlot;
 use crate::daemon::attest::Peer;
@@ -27,8 +28,6 @@ use crate::daemon::h2_authority::AuthorityFilter;
 /// What the calls on one connection share: the peer's credentials and its activity.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    /// The peer's SO_PEERCRED credentials, as tonic records them for Unix sockets.
-    pub uds: UdsConnectInfo,
     /// The peer bound at accept (credentials and a pidfd), which attestation checks.
     pub peer: Arc<Peer>,
     /// The connection's calls in progress.
@@ -83,17 +82,24 @@ pub struct LimitedStream {
 }
 
 impl LimitedStream {
-    /// Wraps `inner` (accepted at `since`), holding its connection slot (in all and in
-    /// its uid's share) until dropped.
-    pub fn new(inner: UnixStream, slot: ConnectionSlot, idle: Duration, since: Instant) -> Self {
+    /// Wraps `inner` (accepted at `since`, with the SO_PEERCRED credentials `cred` read
+    /// then), holding its connection slot (in all and in its uid's share) until dropped.
+    pub fn new(
+        inner: UnixStream,
+        cred: UCred,
+        slot: ConnectionSlot,
+        idle: Duration,
+        since: Instant,
+    ) -> Self {
         let now = since;
-        let uds = inner.connect_info();
-        let peer = match uds.peer_cred {
-            Some(c) => Peer::bind(inner.as_fd(), c.uid(), c.gid(), c.pid(), since.elapsed()),
-            None => Peer::unknown("the caller's credentials are unknown"),
-        };
+        let peer = Peer::bind(
+            inner.as_fd(),
+            cred.uid(),
+            cred.gid(),
+            cred.pid(),
+            since.elapsed(),
+        );
         let info = ConnInfo {
-            uds,
             peer: Arc::new(peer),
             activity: Arc::new(Activity {
                 in_flight: AtomicUsize::new(0),
@@ -119,7 +125,7 @@ impl LimitedStream {
                 None => self.timer.as_mut().reset(now + self.idle),
                 Some(deadline) if deadline > now => self.timer.as_mut().reset(deadline),
                 Some(_) => {
-                    tracing::debug!(peer = ?self.info.uds.peer_cred, "closing an idle connection");
+                    tracing::debug!(uid = self.info.peer.uid, pid = ?self.info.peer.pid, "closing an idle connection");
                     self.expired = true;
                 }
             }

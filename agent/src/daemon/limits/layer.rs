@@ -79,11 +79,7 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let uid = req
-            .extensions()
-            .get::<ConnInfo>()
-            .and_then(|info| info.uds.peer_cred)
-            .map(|c| c.uid());
+        let uid = req.extensions().get::<ConnInfo>().map(|info| info.peer.uid);
         if let Some(uid) = uid
             && !self.limiter.allow(uid)
         {

@@ -75,13 +75,14 @@ async fn accept_loop(
                 continue;
             }
         };
-        let uid = match stream.peer_cred() {
-            Ok(cred) => cred.uid(),
+        let cred = match stream.peer_cred() {
+            Ok(cred) => cred,
             Err(e) => {
                 tracing::warn!(error = %e, "connection refused: no peer credentials");
                 continue;
             }
         };
+        let uid = cred.uid();
         let slot = match slots.take(uid) {
             Ok(slot) => slot,
             Err(full) => {
@@ -101,7 +102,7 @@ async fn accept_loop(
                     return;
                 }
             }
-            let conn = LimitedStream::new(stream, slot, limits.idle_timeout, since);
+            let conn = LimitedStream::new(stream, cred, slot, limits.idle_timeout, since);
             let _ = tx.send(conn).await;
         });
     }
