@@ -4,8 +4,6 @@
 //! entries (other bytes, a key of another CA, a key nothing names) is refused, so a
 //! restore never writes bytes that are not the CA's key.
 
-use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use serde_json::Value;
 
 use super::payload::{ArchivedKey, Payload};
@@ -106,20 +104,9 @@ fn pkcs8_public_key(bytes: &[u8]) -> Result<Vec<u8>, String> {
         ));
     }
     let der = zeroize::Zeroizing::new(pem.into_contents());
-    let spki = if let Ok(k) =
-        EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_ASN1_SIGNING, &der)
-    {
-        k.public_key().as_der().map(|d| d.as_ref().to_vec())
-    } else if let Ok(k) = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P384_SHA384_ASN1_SIGNING, &der)
-    {
-        k.public_key().as_der().map(|d| d.as_ref().to_vec())
-    } else if let Ok(k) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der) {
-        k.public_key().as_der().map(|d| d.as_ref().to_vec())
-    } else if let Ok(k) = aws_lc_rs::rsa::KeyPair::from_pkcs8(&der) {
-        k.public_key().as_der().map(|d| d.as_ref().to_vec())
-    } else {
-        return Err("not a P-256, P-384, Ed25519 or RSA PKCS#8 private key".into());
-    }
-    .map_err(|_| "a key whose public key cannot be encoded".to_string())?;
-    crate::verify::subject_public_key(&spki).map_err(|e| e.to_string())
+    // rcgen reads every key type the CA can have (it signs with them), so this check
+    // accepts exactly the keys issuance could use.
+    let key = rcgen::KeyPair::try_from(der.as_slice())
+        .map_err(|_| "not a P-256, P-384, Ed25519 or RSA PKCS#8 private key".to_string())?;
+    Ok(key.public_key_raw().to_vec())
 }
