@@ -1,10 +1,14 @@
 //! The backend registry: a key URI's scheme picks the backend. Backends compiled out
-//! (cargo features `pkcs11`, `awskms`, `vault`) answer with `NotCompiled`.
+//! (cargo features `pkcs11`, `awskms`, `vault`) answer with `NotCompiled`. A caller may
+//! wrap every backend it hands out in a decorator (the agent's signing metrics).
 
 use std::sync::Arc;
 
 use keyward_core::{Error, KeyBackend, KeySigner, KeyUri};
 use tokio::sync::OnceCell;
+
+/// Wraps a backend in another that adds behaviour around its signers (timing, say).
+pub type BackendDecorator = Arc<dyn Fn(Arc<dyn KeyBackend>) -> Arc<dyn KeyBackend> + Send + Sync>;
 
 /// Every backend this binary was built with, each created on first use.
 #[derive(Default)]
@@ -16,15 +20,15 @@ pub struct Backends {
     awskms: OnceCell<Arc<dyn KeyBackend>>,
     #[cfg(feature = "vault")]
     transit: OnceCell<Arc<dyn KeyBackend>>,
-    /// When set (the agent), every signer reports its latency and outcome here.
-    timing: Option<crate::daemon::metrics::Metrics>,
+    /// When set (the agent), every backend handed out is wrapped in it.
+    decorate: Option<BackendDecorator>,
 }
 
 impl Backends {
-    /// A registry whose signers report each signature to `metrics`.
-    pub fn timed(metrics: crate::daemon::metrics::Metrics) -> Self {
+    /// A registry that hands out every backend wrapped in `decorate`.
+    pub fn decorated(decorate: BackendDecorator) -> Self {
         Backends {
-            timing: Some(metrics),
+            decorate: Some(decorate),
             ..Backends::default()
         }
     }
@@ -45,11 +49,8 @@ impl Backends {
             .get_or_try_init(|| create(uri.scheme()))
             .await
             .cloned()?;
-        Ok(match &self.timing {
-            Some(m) => Arc::new(crate::daemon::metrics::TimedBackend::new(
-                backend,
-                m.clone(),
-            )),
+        Ok(match &self.decorate {
+            Some(decorate) => decorate(backend),
             None => backend,
         })
     }

@@ -1,4 +1,4 @@
-//! The command line: the contract in DESIGN.md that tests and users rely on.
+//! The command line: the contract (README.md's walkthrough and its tests) that users rely on.
 
 use std::net::IpAddr;
 use std::path::PathBuf;

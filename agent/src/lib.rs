@@ -1,21 +1,15 @@
-//! The parts of the `keyward` binary that are plain data handling, as a library: the
-//! agent's configuration (with the duration syntax and selectors it uses), caller
-//! attestation, and the generated Workload API messages. The binary uses them from
-//! here; the fuzz targets in `fuzz/` and the regression tests reach them the same way.
+//! The `keyward` binary's code, as a library: the command line (`cli`), one module per
+//! group of commands (`commands`), the backend registry (`backends`) and the agent
+//! daemon (`daemon`). `main.rs` only hands the process to [`commands::main`]; the fuzz
+//! targets in `fuzz/` and the tests reach the parsers the same way.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod backends;
+pub mod cli;
+pub mod commands;
+pub mod daemon;
 pub mod duration;
-
-/// The agent daemon's modules that need no runtime state (the rest live in the binary).
-pub mod daemon {
-    pub mod attest;
-    pub mod config;
-    pub mod jwt_names;
-    pub mod selectors;
-    #[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
-    pub mod workload_api;
-}
 
 #[doc(hidden)]
 pub mod fuzzing;

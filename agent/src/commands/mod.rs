@@ -1,9 +1,10 @@
-//! One module per group of commands; `run` dispatches.
+//! One module per group of commands; [`main`] starts the process, `run` dispatches.
 
 mod audit;
 mod backup;
 mod ca;
 mod export;
+mod fetch;
 #[cfg(feature = "pkcs11")]
 mod hsm;
 mod inspect;
@@ -14,15 +15,47 @@ mod up;
 mod upstream;
 
 use std::path::Path;
+use std::process::ExitCode;
 
+use clap::Parser;
 use keyward_core::store::StateDir;
 use keyward_core::{Error, KeyUri};
 
 use crate::backends::Backends;
 use crate::cli::{AuditCommand, CaCommand, Cli, Command, KeyCommand};
 
+/// The `keyward` process: parses the command line, installs logging (the agent installs
+/// its own once its config names the format), runs the command and prints its error
+/// as one line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if !matches!(cli.command, Command::Agent { .. }) {
+        tracing_subscriber::fmt()
+            .with_env_filter(crate::daemon::logging::env_filter("warn"))
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", keyward_core::chain_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs one command to completion.
-pub async fn run(cli: Cli) -> Result<(), Error> {
+async fn run(cli: Cli) -> Result<(), Error> {
     let state = StateDir::new(&cli.state_dir);
     let backends = Backends::default();
     if !matches!(
@@ -70,7 +103,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Hsm(cmd) => hsm(cmd).await,
         Command::Up => up::up(&state, &backends).await,
         Command::Agent { config } => crate::daemon::run(&config).await,
-        Command::Fetch(args) => crate::daemon::fetch::run(&args).await,
+        Command::Fetch(args) => fetch::run(&args).await,
         Command::Backup(args) => backup::backup(&state, &args),
         Command::Restore(args) => backup::restore(&state, &args),
         Command::Audit(AuditCommand::Verify { files }) => audit::verify(&files),

@@ -24,7 +24,14 @@ use std::path::{Path, PathBuf};
 pub use digest::{DEFAULT_MAX_HASH_BYTES, DigestCache, DigestError};
 pub use peer::{Peer, boot_ticks};
 
-use super::selectors::Needs;
+/// What attestation must find out about a caller for a set of entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Some entry has a `path` selector.
+    pub path: bool,
+    /// Some entry has a `sha256` selector.
+    pub sha256: bool,
+}
 
 /// What attestation established about one caller.
 #[derive(Debug, Clone, PartialEq, Eq)]

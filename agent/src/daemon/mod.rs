@@ -1,26 +1,27 @@
 //! The agent daemon: loads the CA, keeps workload SVIDs fresh, and serves the SPIFFE
 //! Workload API on a Unix socket until SIGTERM/SIGINT; SIGHUP reloads the config.
 
+pub mod attest;
 mod audit;
 mod ca;
 mod caller;
+pub mod config;
 mod crl;
-pub mod fetch;
 mod h2_authority;
 mod intermediate;
-mod jwt;
+pub mod jwt;
 mod limits;
 pub mod logging;
 pub mod metrics;
 mod rotation;
+pub mod selectors;
 mod server;
 mod snapshot;
 mod socket;
 mod streams;
 mod svid;
-
-// Configuration, attestation and the Workload API messages live in the library part.
-pub use keyward::daemon::{attest, config, selectors, workload_api};
+#[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
+pub mod workload_api;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -108,7 +109,10 @@ impl Agent {
         if let Some(listen) = config.metrics_listen {
             observers.push(metrics::serve(listen, metrics.clone()).await?);
         }
-        let backends = Arc::new(Backends::timed(metrics.clone()));
+        let timing = metrics.clone();
+        let backends = Arc::new(Backends::decorated(Arc::new(move |backend| {
+            Arc::new(metrics::TimedBackend::new(backend, timing.clone()))
+        })));
         let state = StateDir::new(&config.agent.state_dir);
         let audit = Audit::open(&config.audit)?;
         let ca = ca::load(&config.ca, &state, &backends, &audit).await?;

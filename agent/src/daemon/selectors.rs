@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::attest::{Facts, FileKey};
+use super::attest::{Facts, FileKey, Needs};
 
 /// The selectors of one workload entry; unset ones match anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,15 +20,6 @@ pub struct Selectors {
     /// Set when an entry with `path` or `sha256` deliberately names no uid or gid
     /// (`allow_any_user = true`): any user running the program gets the identity.
     pub allow_any_user: bool,
-}
-
-/// What attestation must find out about a caller for a set of entries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Needs {
-    /// Some entry has a `path` selector.
-    pub path: bool,
-    /// Some entry has a `sha256` selector.
-    pub sha256: bool,
 }
 
 impl Selectors {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use prost::bytes::Bytes;
 
 use super::attest::Facts;
+use super::attest::Needs;
 use super::config::WorkloadEntry;
-use super::selectors::Needs;
 use super::svid::Svid;
 use super::workload_api::{X509BundlesResponse, X509svidResponse};
 

@@ -1,5 +1,6 @@
-//! The agent's TOML configuration (the keys DESIGN.md lists): parsed with serde
-//! (unknown keys refused), then validated; every error names `file:line:column`.
+//! The agent's TOML configuration (the keys README.md's "The agent" section lists):
+//! parsed with serde (unknown keys refused), then validated; every error names
+//! `file:line:column`.
 //!
 //! Relative paths in the file are taken relative to the file's own directory.
 

@@ -4,9 +4,10 @@
 
 mod jwk;
 mod keys;
+pub mod names;
 mod record;
 pub mod service;
 mod token;
 
 pub use keys::{JwtKeys, KeySet};
-pub use keyward::daemon::jwt_names::{self as naming, jose_name};
+pub use names::{self as naming, jose_name};

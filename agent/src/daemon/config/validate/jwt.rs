@@ -8,7 +8,7 @@ use toml::Spanned;
 use super::super::JwtSettings;
 use super::super::raw::RawJwt;
 use super::Src;
-use crate::daemon::jwt_names::{self as naming, parse_algorithm};
+use crate::daemon::jwt::names::{self as naming, parse_algorithm};
 
 /// A JWT-SVID lives 5 minutes unless configured otherwise.
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);

@@ -8,8 +8,7 @@
 //! of a generation is recomputed from the configuration and never written to disk.
 //!
 //! Also the JOSE algorithm names: which key algorithms sign JWT-SVIDs and how
-//! `[jwt] algorithm` is written. Kept apart from the signing code so the configuration
-//! (in the library) can check them.
+//! `[jwt] algorithm` is written, which the configuration check uses as well.
 
 use keyward_core::uri::KmsKeyRef;
 use keyward_core::{Algorithm, Error, KeyUri, RsaBits};
