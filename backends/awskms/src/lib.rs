@@ -7,13 +7,22 @@
 //! Every KMS call is bounded by a deadline, retried with jittered back-off on throttling
 //! and transient failures, and limited in concurrency; SDK clients are shared per
 //! (region, endpoint, profile) so their connections are reused.
+//!
+//! Files by role (every backend crate uses the same names for the same roles):
+//! - `lib.rs`: [`AwsKmsBackend`], the `KeyBackend` of `awskms:` URIs;
+//! - `keys.rs`: creating keys (CreateKey, CreateAlias) and opening them (DescribeKey,
+//!   GetPublicKey);
+//! - `signer.rs`: the `KeySigner` of one KMS key (Sign);
+//! - `settings.rs`: [`KmsSettings`];
+//! - `retry.rs`: the concurrency limit, deadline and back-off around every KMS call;
+//! - `errors.rs`: failed KMS calls in keyward's `Error`;
+//! - `client.rs`: SDK clients, shared per region, endpoint and profile.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod client;
-mod failure;
-mod generate;
-mod open;
+mod errors;
+mod keys;
 mod retry;
 mod settings;
 mod signer;

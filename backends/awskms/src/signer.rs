@@ -4,35 +4,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::{KeySpec, MessageType, SigningAlgorithmSpec};
-use keyward_core::{Algorithm, Error, HashAlg, KeySigner, KeyType, KeyUri, RsaBits};
+use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
+use keyward_core::{Algorithm, Error, HashAlg, KeySigner, KeyUri};
 
 use crate::client::KmsClient;
 use crate::retry::{Idempotency, Limits};
-
-/// The key spec KMS creates for `alg`'s key type; Ed25519 is refused by name.
-pub(crate) fn key_spec_for(alg: Algorithm) -> Result<KeySpec, Error> {
-    Ok(match alg.key_type() {
-        KeyType::EcP256 => KeySpec::EccNistP256,
-        KeyType::EcP384 => KeySpec::EccNistP384,
-        KeyType::Rsa(RsaBits::B2048) => KeySpec::Rsa2048,
-        KeyType::Rsa(RsaBits::B3072) => KeySpec::Rsa3072,
-        KeyType::Rsa(RsaBits::B4096) => KeySpec::Rsa4096,
-        KeyType::Ed25519 => return Err(unsupported(alg)),
-    })
-}
-
-/// The key type of a KMS key spec, if keyward signs with such keys.
-pub(crate) fn key_type_of(spec: &KeySpec) -> Option<KeyType> {
-    Some(match spec {
-        KeySpec::EccNistP256 => KeyType::EcP256,
-        KeySpec::EccNistP384 => KeyType::EcP384,
-        KeySpec::Rsa2048 => KeyType::Rsa(RsaBits::B2048),
-        KeySpec::Rsa3072 => KeyType::Rsa(RsaBits::B3072),
-        KeySpec::Rsa4096 => KeyType::Rsa(RsaBits::B4096),
-        _ => return None,
-    })
-}
 
 /// The KMS signing algorithm producing `alg`'s signatures.
 pub(crate) fn signing_spec_for(alg: Algorithm) -> Result<SigningAlgorithmSpec, Error> {
@@ -45,7 +21,8 @@ pub(crate) fn signing_spec_for(alg: Algorithm) -> Result<SigningAlgorithmSpec, E
     })
 }
 
-fn unsupported(alg: Algorithm) -> Error {
+/// The error for an algorithm the awskms backend cannot sign with.
+pub(crate) fn unsupported(alg: Algorithm) -> Error {
     Error::Unsupported(format!(
         "{alg} keys in AWS KMS (the awskms backend does ecdsa-p256, ecdsa-p384, rsa-2048/3072/4096 and rsa-pss-2048/3072/4096)"
     ))

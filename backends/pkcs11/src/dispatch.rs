@@ -27,12 +27,10 @@ use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use keyward_core::Error;
-
-use crate::module::lock;
+use parking_lot::{Condvar, Mutex};
 
 /// How long an idle drainer waits for the next job before it gives its thread back.
 const LINGER: Duration = Duration::from_micros(200);
@@ -205,7 +203,7 @@ impl Dispatcher {
         let mut ran = 0;
         while ran < max {
             let job = {
-                let mut q = lock(&self.queue);
+                let mut q = self.queue.lock();
                 match q.jobs.front() {
                     Some(front) if front.quick => q.jobs.pop_front(),
                     _ => None,
@@ -223,7 +221,7 @@ impl Dispatcher {
     /// finish; when there is none, or a slow job is at the front, it starts a drainer.
     fn release(self: &Arc<Self>) {
         let others = self.active.fetch_sub(1, Ordering::SeqCst) - 1;
-        let unserved = match lock(&self.queue).jobs.front() {
+        let unserved = match self.queue.lock().jobs.front() {
             None => false,
             Some(front) => !front.quick || others <= self.slow.load(Ordering::SeqCst),
         };
@@ -235,7 +233,7 @@ impl Dispatcher {
 
     fn submit(self: &Arc<Self>, job: Queued) {
         let wake = {
-            let mut q = lock(&self.queue);
+            let mut q = self.queue.lock();
             q.jobs.push_back(job);
             q.sleeping > 0
         };
@@ -268,7 +266,7 @@ impl Dispatcher {
     }
 
     fn pop(&self) -> Option<Queued> {
-        lock(&self.queue).jobs.pop_front()
+        self.queue.lock().jobs.pop_front()
     }
 
     /// The body of a blocking task: run jobs until there are none for a while.
@@ -294,7 +292,7 @@ impl Dispatcher {
             }
             // Give the slot back, then make sure no job pushed meanwhile is stranded.
             self.active.fetch_sub(1, Ordering::SeqCst);
-            if lock(&self.queue).jobs.is_empty() || !self.try_start() {
+            if self.queue.lock().jobs.is_empty() || !self.try_start() {
                 return;
             }
         }
@@ -328,7 +326,7 @@ impl Dispatcher {
             }
             return None;
         }
-        let mut q = lock(&self.queue);
+        let mut q = self.queue.lock();
         q.sleeping += 1;
         let job = loop {
             if let Some(job) = q.jobs.pop_front() {
@@ -338,11 +336,7 @@ impl Dispatcher {
             if left.is_zero() {
                 break None;
             }
-            q = self
-                .ready
-                .wait_timeout(q, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            self.ready.wait_for(&mut q, left);
         };
         q.sleeping -= 1;
         job

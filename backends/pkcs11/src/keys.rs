@@ -1,14 +1,104 @@
-//! Finding key objects on a token by label and id, reading what kind of key they are,
-//! and generating new key pairs.
+//! Creating and opening keys: generating key pairs, finding key objects on a token by
+//! label and id, and reading what kind of key they are.
+
+use std::sync::Arc;
 
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use keyward_core::uri::{ObjectClass as UriClass, Pkcs11Uri};
-use keyward_core::{Error, KeyType, RsaBits};
+use keyward_core::{Algorithm, Error, KeySigner, KeyType, RsaBits};
 
-use crate::pool::OpError;
+use crate::Pkcs11Backend;
+use crate::signer::{Pkcs11Signer, sign_mechanism_type};
 use crate::spki::{self, Curve};
+use crate::token::OpError;
+
+impl Pkcs11Backend {
+    /// Generates a key pair for `alg` labelled as `p11` says (with its `id=`, or a random
+    /// one) and opens it; a label or id already taken is `AlreadyExists`.
+    pub(crate) async fn generate_key(
+        &self,
+        p11: &Pkcs11Uri,
+        alg: Algorithm,
+    ) -> Result<Arc<dyn KeySigner>, Error> {
+        let label = p11.object.clone().ok_or_else(|| {
+            Error::InvalidUri("generating a PKCS#11 key needs object=LABEL in the URI".into())
+        })?;
+        let locator = KeyLocator::from_uri(p11)?;
+        let (token, module) = self.token(p11).await?;
+        token.require(
+            keygen_mechanism_type(alg.key_type()),
+            &format!("generating {alg} keys"),
+        )?;
+        token.require(sign_mechanism_type(alg), &format!("{alg} signatures"))?;
+        let desc = token.describe();
+        let what_desc = format!("generating {alg} {} on {desc}", locator.describe());
+        let t = Arc::clone(&token);
+        let found = token
+            .blocking(
+                move || what_desc.clone(),
+                move |s, generation| {
+                    let _one_at_a_time = t.generate_lock.lock();
+                    let by_label = KeyLocator {
+                        label: Some(label.clone()),
+                        id: None,
+                    };
+                    if by_label.find_private(s, &desc)?.is_some() {
+                        return Err(Error::AlreadyExists(format!(
+                            "a private key labelled '{label}' is already on {desc}"
+                        ))
+                        .into());
+                    }
+                    let id = match &locator.id {
+                        Some(id) => {
+                            let by_id = KeyLocator {
+                                label: None,
+                                id: Some(id.clone()),
+                            };
+                            if by_id.find_private(s, &desc)?.is_some() {
+                                return Err(Error::AlreadyExists(format!(
+                                    "a private key with id {} is already on {desc}",
+                                    hex::encode(id)
+                                ))
+                                .into());
+                            }
+                            id.clone()
+                        }
+                        None => s.generate_random_vec(16)?,
+                    };
+                    let handle = generate(s, alg.key_type(), &label, &id)?;
+                    FoundKey::read(s, handle, generation, &desc)
+                },
+            )
+            .await?;
+        tracing::info!(token = %token.label, key = %found.key.label, id = %hex::encode(&found.key.id), algorithm = %alg, "generated PKCS#11 key pair");
+        Ok(Arc::new(Pkcs11Signer::new(
+            token, p11, &module, found, alg,
+        )?))
+    }
+
+    /// Opens the private key `p11` names; RSA keys sign PKCS#1 v1.5.
+    pub(crate) async fn open_key(&self, p11: &Pkcs11Uri) -> Result<Arc<dyn KeySigner>, Error> {
+        let locator = KeyLocator::from_uri(p11)?;
+        let (token, module) = self.token(p11).await?;
+        let desc = token.describe();
+        let what_desc = format!("opening {} on {desc}", locator.describe());
+        let found = token
+            .blocking(
+                move || what_desc.clone(),
+                move |s, generation| {
+                    let handle = locator.require_private(s, &desc)?;
+                    FoundKey::read(s, handle, generation, &desc)
+                },
+            )
+            .await?;
+        let alg = Algorithm::default_for(found.key.key_type);
+        Ok(Arc::new(Pkcs11Signer::new(
+            token, p11, &module, found, alg,
+        )?))
+    }
+}
 
 /// How a URI names its key: `object=` (CKA_LABEL) and/or `id=` (CKA_ID).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,14 +190,46 @@ pub(crate) struct KeyDesc {
     pub(crate) spki: Vec<u8>,
 }
 
+impl KeyDesc {
+    /// The locator naming this key by its actual label and id.
+    pub(crate) fn locator(&self) -> KeyLocator {
+        KeyLocator {
+            label: (!self.label.is_empty()).then(|| self.label.clone()),
+            id: (!self.id.is_empty()).then(|| self.id.clone()),
+        }
+    }
+}
+
+/// A private key found (or just generated) on a token.
+pub(crate) struct FoundKey {
+    pub(crate) handle: ObjectHandle,
+    /// The pool generation in which `handle` was found.
+    pub(crate) generation: u64,
+    pub(crate) key: KeyDesc,
+}
+
+impl FoundKey {
+    /// Reads the private key `handle` (see [`describe_private`]), found in pool
+    /// generation `generation`.
+    fn read(
+        s: &Session,
+        handle: ObjectHandle,
+        generation: u64,
+        token: &str,
+    ) -> Result<Self, OpError> {
+        let key = describe_private(s, handle, token)?;
+        Ok(FoundKey {
+            handle,
+            generation,
+            key,
+        })
+    }
+}
+
 /// Reads what kind of key `handle` is and builds its public key. EC public points are
 /// not attributes of private keys, so they come from the public key object with the
 /// same `CKA_ID` (or, without an id, the same label).
-pub(crate) fn describe_private(
-    s: &Session,
-    handle: ObjectHandle,
-    token: &str,
-) -> Result<KeyDesc, OpError> {
+fn describe_private(s: &Session, handle: ObjectHandle, token: &str) -> Result<KeyDesc, OpError> {
     let attrs = s.get_attributes(
         handle,
         &[
@@ -216,14 +338,14 @@ fn keygen_mechanism(kt: KeyType) -> Mechanism<'static> {
 }
 
 /// The type of [`keygen_mechanism`], to check against the token's list before use.
-pub(crate) fn keygen_mechanism_type(kt: KeyType) -> MechanismType {
+fn keygen_mechanism_type(kt: KeyType) -> MechanismType {
     keygen_mechanism(kt).mechanism_type()
 }
 
 /// Generates a key pair as token objects: the private key private, sensitive, never
 /// extractable and usable for signing only; both halves with `label` and `id`.
 /// Returns the private key's handle.
-pub(crate) fn generate(
+fn generate(
     s: &Session,
     kt: KeyType,
     label: &str,

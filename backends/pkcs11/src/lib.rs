@@ -14,6 +14,25 @@
 //!   while it stays away, calls fail with `Unavailable` and it is looked for again at
 //!   most every 250 ms.
 //! - PINs are held in `Zeroizing` memory and never appear in errors, logs or `Debug`.
+//!
+//! Files by role (every backend crate uses the same names for the same roles):
+//! - `lib.rs`: [`Pkcs11Backend`], the `KeyBackend` of `pkcs11:` URIs;
+//! - `keys.rs`: creating key pairs and opening keys (finding them by label and id);
+//! - `signer.rs`: [`Pkcs11Signer`], the `KeySigner` of one key on a token;
+//! - `errors.rs`: cryptoki errors in keyward's `Error`, and which of them call for
+//!   recovery;
+//! - `token/`: one token in use (`mod.rs`), the URI's token selector (`selector.rs`), its
+//!   session pool (`sessions.rs`) and recovery, the PKCS#11 form of retrying
+//!   (`recover.rs`);
+//! - `module.rs`: loaded modules, one per path in the process, and their resets;
+//! - `dispatch.rs`: getting blocking work onto threads, at most `cap` at once per token;
+//! - `inspect.rs`, `tables.rs`: slot and key listings (`keyward hsm`), token set-up;
+//! - `spki.rs`: EC parameters and points as `SubjectPublicKeyInfo`s.
+//!
+//! Settings come from the key URI (module path, PIN source, `max-sessions`), so there
+//! is no `settings.rs`. Locks are `parking_lot`'s, which do not poison: every critical
+//! section leaves its data consistent at each step, so a panic elsewhere does not make
+//! a token or module unusable.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -22,14 +41,12 @@ mod errors;
 mod inspect;
 mod keys;
 mod module;
-mod pool;
-mod recover;
 mod signer;
 mod spki;
 mod tables;
 mod token;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -41,8 +58,6 @@ pub use inspect::{KeyObjectInfo, SlotInfo, init_token, list_slots};
 pub use signer::Pkcs11Signer;
 pub use tables::{KeyTable, SlotTable};
 
-use keys::{KeyDesc, KeyLocator};
-use module::lock;
 use token::Token;
 
 /// The environment variable naming the PKCS#11 module when neither the URI
@@ -113,45 +128,6 @@ fn pkcs11_uri(uri: &KeyUri) -> Result<&Pkcs11Uri, Error> {
     }
 }
 
-/// The canonical URI of a key: token label, object label, id, module path and PIN
-/// source (never a PIN value), plus `max-sessions` when it was given.
-fn canonical(uri: &Pkcs11Uri, token: &Token, module: &Path, key: &KeyDesc) -> KeyUri {
-    KeyUri::Pkcs11(Pkcs11Uri {
-        token: Some(token.label.clone()),
-        object: (!key.label.is_empty()).then(|| key.label.clone()),
-        id: (!key.id.is_empty()).then(|| key.id.clone()),
-        module_path: Some(module.to_path_buf()),
-        pin_source: uri.pin_source.clone(),
-        max_sessions: uri.max_sessions,
-        ..Pkcs11Uri::default()
-    })
-}
-
-/// Builds the signer for a key found (or just generated) on `token`.
-fn signer_for(
-    uri: &Pkcs11Uri,
-    token: Arc<Token>,
-    module: &Path,
-    found: (cryptoki::object::ObjectHandle, u64, KeyDesc),
-    alg: Algorithm,
-) -> Result<Arc<dyn KeySigner>, Error> {
-    let (handle, generation, key) = found;
-    let locator = KeyLocator {
-        label: (!key.label.is_empty()).then(|| key.label.clone()),
-        id: (!key.id.is_empty()).then(|| key.id.clone()),
-    };
-    let canonical = canonical(uri, &token, module, &key);
-    let signer = Pkcs11Signer::new(
-        token,
-        canonical,
-        alg,
-        key.spki,
-        locator,
-        (generation, handle),
-    )?;
-    Ok(Arc::new(signer))
-}
-
 #[async_trait]
 impl KeyBackend for Pkcs11Backend {
     fn scheme(&self) -> &'static str {
@@ -159,83 +135,11 @@ impl KeyBackend for Pkcs11Backend {
     }
 
     async fn generate(&self, uri: &KeyUri, alg: Algorithm) -> Result<Arc<dyn KeySigner>, Error> {
-        let p11 = pkcs11_uri(uri)?;
-        let label = p11.object.clone().ok_or_else(|| {
-            Error::InvalidUri("generating a PKCS#11 key needs object=LABEL in the URI".into())
-        })?;
-        let locator = KeyLocator::from_uri(p11)?;
-        let (token, module) = self.token(p11).await?;
-        token.require(
-            keys::keygen_mechanism_type(alg.key_type()),
-            &format!("generating {alg} keys"),
-        )?;
-        token.require(
-            signer::sign_mechanism_type(alg),
-            &format!("{alg} signatures"),
-        )?;
-        let desc = token.describe();
-        let what_desc = format!("generating {alg} {} on {desc}", locator.describe());
-        let t = Arc::clone(&token);
-        let found = token
-            .blocking(
-                move || what_desc.clone(),
-                move |s, generation| {
-                    let _one_at_a_time = lock(&t.generate_lock);
-                    let by_label = KeyLocator {
-                        label: Some(label.clone()),
-                        id: None,
-                    };
-                    if by_label.find_private(s, &desc)?.is_some() {
-                        return Err(Error::AlreadyExists(format!(
-                            "a private key labelled '{label}' is already on {desc}"
-                        ))
-                        .into());
-                    }
-                    let id = match &locator.id {
-                        Some(id) => {
-                            let by_id = KeyLocator {
-                                label: None,
-                                id: Some(id.clone()),
-                            };
-                            if by_id.find_private(s, &desc)?.is_some() {
-                                return Err(Error::AlreadyExists(format!(
-                                    "a private key with id {} is already on {desc}",
-                                    hex::encode(id)
-                                ))
-                                .into());
-                            }
-                            id.clone()
-                        }
-                        None => s.generate_random_vec(16)?,
-                    };
-                    let handle = keys::generate(s, alg.key_type(), &label, &id)?;
-                    let key = keys::describe_private(s, handle, &desc)?;
-                    Ok((handle, generation, key))
-                },
-            )
-            .await?;
-        tracing::info!(token = %token.label, key = %found.2.label, id = %hex::encode(&found.2.id), algorithm = %alg, "generated PKCS#11 key pair");
-        signer_for(p11, token, &module, found, alg)
+        self.generate_key(pkcs11_uri(uri)?, alg).await
     }
 
     async fn open(&self, uri: &KeyUri) -> Result<Arc<dyn KeySigner>, Error> {
-        let p11 = pkcs11_uri(uri)?;
-        let locator = KeyLocator::from_uri(p11)?;
-        let (token, module) = self.token(p11).await?;
-        let desc = token.describe();
-        let what_desc = format!("opening {} on {desc}", locator.describe());
-        let found = token
-            .blocking(
-                move || what_desc.clone(),
-                move |s, generation| {
-                    let handle = locator.require_private(s, &desc)?;
-                    let key = keys::describe_private(s, handle, &desc)?;
-                    Ok((handle, generation, key))
-                },
-            )
-            .await?;
-        let alg = Algorithm::default_for(found.2.key_type);
-        signer_for(p11, token, &module, found, alg)
+        self.open_key(pkcs11_uri(uri)?).await
     }
 }
 

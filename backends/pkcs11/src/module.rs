@@ -14,11 +14,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use keyward_core::Error;
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::errors;
 use crate::token::{Selector, Token};
@@ -59,17 +60,11 @@ impl std::fmt::Debug for Module {
 
 static MODULES: OnceLock<Mutex<HashMap<PathBuf, Arc<Module>>>> = OnceLock::new();
 
-/// Locks a mutex, ignoring poisoning: every critical section here leaves its data
-/// consistent at each step, so a panic elsewhere does not make it unusable.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// The module at `path`, loaded and initialized on first use.
 pub(crate) fn load(path: &Path) -> Result<Arc<Module>, Error> {
     // Key by the resolved file so two spellings of one library share one context.
     let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let mut modules = lock(MODULES.get_or_init(Default::default));
+    let mut modules = MODULES.get_or_init(Default::default).lock();
     if let Some(m) = modules.get(&key) {
         return Ok(Arc::clone(m));
     }
@@ -111,17 +106,18 @@ fn c_initialize(ctx: &Pkcs11) -> Result<(), CkError> {
 impl Module {
     /// Holds the setup lock: see the field's documentation.
     pub(crate) fn setup_lock(&self) -> MutexGuard<'_, ()> {
-        lock(&self.setup)
+        self.setup.lock()
     }
 
     /// The token with this serial number, if it is already in use.
     pub(crate) fn cached_token(&self, serial: &str) -> Option<Arc<Token>> {
-        lock(&self.tokens).get(serial).cloned()
+        self.tokens.lock().get(serial).cloned()
     }
 
     /// The token in use that `selector` picks, if any (for a token that went away).
     pub(crate) fn known_token(&self, selector: &Selector) -> Option<Arc<Token>> {
-        lock(&self.tokens)
+        self.tokens
+            .lock()
             .values()
             .find(|t| t.selector == *selector)
             .cloned()
@@ -129,7 +125,7 @@ impl Module {
 
     /// Remembers a token after its first successful login.
     pub(crate) fn cache_token(&self, serial: String, token: Arc<Token>) {
-        lock(&self.tokens).insert(serial, token);
+        self.tokens.lock().insert(serial, token);
     }
 
     /// The current epoch (see the field).
@@ -139,12 +135,12 @@ impl Module {
 
     /// Shared use of the module's sessions and handles: no reset happens meanwhile.
     pub(crate) fn shared(&self) -> RwLockReadGuard<'_, ()> {
-        self.in_use.read().unwrap_or_else(|p| p.into_inner())
+        self.in_use.read()
     }
 
     /// Exclusive use, for a reset: waits until no session or handle is in use.
     pub(crate) fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
-        self.in_use.write().unwrap_or_else(|p| p.into_inner())
+        self.in_use.write()
     }
 
     /// Initializes the module again (after `C_Finalize` for [`Restart::Reload`]), unless

@@ -1,6 +1,7 @@
 //! A private key on a token that signs through the token's session pool.
 
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
@@ -8,12 +9,12 @@ use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
+use keyward_core::uri::Pkcs11Uri;
 use keyward_core::{Algorithm, Error, KeySigner, KeyUri, ecdsa_raw_to_der};
+use parking_lot::Mutex;
 
-use crate::keys::KeyLocator;
-use crate::module::lock;
-use crate::pool::OpError;
-use crate::token::Token;
+use crate::keys::{FoundKey, KeyDesc, KeyLocator};
+use crate::token::{OpError, Token};
 
 /// The PKCS#11 mechanism that produces `alg`'s signatures. ECDSA signs a digest keyward
 /// computes (CKM_ECDSA); RSA hashes on the token; Ed25519 is pure EdDSA.
@@ -66,35 +67,53 @@ impl std::fmt::Debug for Pkcs11Signer {
 }
 
 impl Pkcs11Signer {
-    /// A signer for a key already found on `token`. `uri` is the canonical URI;
-    /// `locator` names the key by its actual label and id.
+    /// A signer for a key found (or just generated) on `token` through `uri` and the
+    /// module at `module`, signing with `alg`.
     pub(crate) fn new(
         token: Arc<Token>,
-        uri: KeyUri,
+        uri: &Pkcs11Uri,
+        module: &Path,
+        found: FoundKey,
         alg: Algorithm,
-        spki: Vec<u8>,
-        locator: KeyLocator,
-        handle: (u64, ObjectHandle),
     ) -> Result<Self, Error> {
         token.require(sign_mechanism_type(alg), &format!("{alg} signatures"))?;
+        let FoundKey {
+            handle,
+            generation,
+            key,
+        } = found;
         Ok(Pkcs11Signer {
             inner: Arc::new(Inner {
+                uri: canonical(uri, &token, module, &key),
+                locator: key.locator(),
                 token,
-                uri,
                 alg,
-                spki,
-                locator,
-                handle: Mutex::new(handle),
+                spki: key.spki,
+                handle: Mutex::new((generation, handle)),
             }),
         })
     }
+}
+
+/// The canonical URI of a key: token label, object label, id, module path and PIN
+/// source (never a PIN value), plus `max-sessions` when it was given.
+fn canonical(uri: &Pkcs11Uri, token: &Token, module: &Path, key: &KeyDesc) -> KeyUri {
+    KeyUri::Pkcs11(Pkcs11Uri {
+        token: Some(token.label.clone()),
+        object: (!key.label.is_empty()).then(|| key.label.clone()),
+        id: (!key.id.is_empty()).then(|| key.id.clone()),
+        module_path: Some(module.to_path_buf()),
+        pin_source: uri.pin_source.clone(),
+        max_sessions: uri.max_sessions,
+        ..Pkcs11Uri::default()
+    })
 }
 
 impl Inner {
     /// The key handle valid in pool generation `generation`, looking the key up again
     /// if a recovery made the cached one stale.
     fn handle(&self, s: &Session, generation: u64) -> Result<ObjectHandle, OpError> {
-        let mut cached = lock(&self.handle);
+        let mut cached = self.handle.lock();
         if cached.0 != generation {
             let found = self.locator.require_private(s, &self.token.describe())?;
             *cached = (generation, found);

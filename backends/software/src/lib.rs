@@ -4,23 +4,30 @@
 //!
 //! Key bytes live inside aws-lc key objects, which cleanse their memory when freed;
 //! every PKCS#8 buffer keyward handles is wrapped in `Zeroizing`.
+//!
+//! Files by role (every backend crate uses the same names for the same roles):
+//! - `lib.rs`: [`SoftwareBackend`], the `KeyBackend` of `file:` URIs;
+//! - `keys.rs`: creating keys (in memory, then as PEM files) and opening them
+//!   ([`read_key_file`], PKCS#8 import);
+//! - `signer.rs`: [`SoftwareKey`], the `KeySigner` of one in-memory key;
+//! - `ec_der.rs`: the PKCS#8 encoding of a new EC key, written directly.
+//!
+//! The backend has no settings, and nothing to retry: errors are keyward's `Error` as is.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod ec_der;
-mod key;
+mod keys;
+mod signer;
 
-use std::io::ErrorKind;
-use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use keyward_core::fsutil::{self, Replace};
 use keyward_core::uri::FileUri;
 use keyward_core::{Algorithm, Error, KeyBackend, KeySigner, KeyUri};
-use zeroize::Zeroizing;
 
-pub use key::SoftwareKey;
+pub use keys::read_key_file;
+pub use signer::SoftwareKey;
 
 /// The `file:` backend: one PKCS#8 PEM file per key, 0600, in a 0700 directory.
 #[derive(Debug, Default, Clone)]
@@ -50,74 +57,12 @@ impl KeyBackend for SoftwareBackend {
     }
 
     async fn generate(&self, uri: &KeyUri, alg: Algorithm) -> Result<Arc<dyn KeySigner>, Error> {
-        let path = file_uri(uri)?.path.clone();
-        if path.exists() {
-            return Err(Error::AlreadyExists(uri.to_string()));
-        }
-        let uri = uri.clone();
-        tokio::task::spawn_blocking(move || {
-            let (key, pkcs8) = SoftwareKey::generate(alg, uri)?;
-            if let Some(dir) = path.parent() {
-                fsutil::create_private_dir(dir)?;
-            }
-            let pem = Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.to_vec())));
-            fsutil::write_atomic(
-                &path,
-                pem.as_bytes(),
-                fsutil::SECRET_FILE_MODE,
-                Replace::Refuse,
-            )
-            .map_err(|e| match e {
-                Error::AlreadyExists(_) => Error::AlreadyExists(key.uri().to_string()),
-                e => e,
-            })?;
-            tracing::info!(key = %key.uri(), algorithm = %alg, "generated software key");
-            Ok(Arc::new(key) as Arc<dyn KeySigner>)
-        })
-        .await
-        .map_err(|e| Error::backend_with("key generation task failed", e))?
+        self.generate_key(uri, alg).await
     }
 
     async fn open(&self, uri: &KeyUri) -> Result<Arc<dyn KeySigner>, Error> {
-        let path = file_uri(uri)?.path.clone();
-        let key = read_key_file(&path, uri.clone())?;
-        Ok(Arc::new(key))
+        self.open_key(uri)
     }
-}
-
-/// Reads a PKCS#8 PEM key file, refusing one that others can read.
-pub fn read_key_file(path: &Path, uri: KeyUri) -> Result<SoftwareKey, Error> {
-    let text = match std::fs::read(path) {
-        Ok(t) => Zeroizing::new(t),
-        Err(e) if e.kind() == ErrorKind::NotFound => return Err(Error::NotFound(uri.to_string())),
-        Err(e) => {
-            return Err(Error::io(
-                format!("cannot read key file {}", path.display()),
-                e,
-            ));
-        }
-    };
-    let mode = fsutil::mode_of(path)?;
-    if mode & 0o077 != 0 {
-        return Err(Error::Backend {
-            message: format!(
-                "key file {} is accessible to other users (mode {mode:04o}); run chmod 600 on it",
-                path.display()
-            ),
-            source: None,
-        });
-    }
-    let parsed = pem::parse(&*text)
-        .map_err(|_| Error::InvalidInput(format!("key file {} is not PEM", path.display())))?;
-    if parsed.tag() != "PRIVATE KEY" {
-        return Err(Error::Unsupported(format!(
-            "key file {} holds a '{}' block; keyward reads unencrypted PKCS#8 ('PRIVATE KEY')",
-            path.display(),
-            parsed.tag()
-        )));
-    }
-    let der = Zeroizing::new(parsed.into_contents());
-    SoftwareKey::from_pkcs8(&der, uri)
 }
 
 #[cfg(test)]

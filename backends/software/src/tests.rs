@@ -1,5 +1,6 @@
 use super::*;
 use keyward_core::conformance::ConformanceSuite;
+use keyward_core::fsutil;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_all_algorithms() {

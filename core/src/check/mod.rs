@@ -23,7 +23,8 @@ pub(crate) use chain::verify_signed_by;
 pub(crate) use crl::parse_crl;
 pub use crl::{check_crl, find_revoked, read_crl};
 pub(crate) use names::{
-    general_name_to_string, key_algorithm_name, name_to_string, signature_algorithm,
+    general_name_to_string, key_algorithm_name, key_type, name_to_string, rsa_encryption_bits,
+    signature_algorithm,
 };
 pub use report::{StatusEntry, StatusReport, status_report};
 

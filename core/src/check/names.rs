@@ -13,7 +13,7 @@ use x509_parser::public_key::PublicKey;
 use x509_parser::signature_algorithm::RsaSsaPssParams;
 use x509_parser::x509::{AlgorithmIdentifier, SubjectPublicKeyInfo, X509Name};
 
-use crate::{Algorithm, RsaBits};
+use crate::{Algorithm, KeyType, RsaBits};
 
 /// The short label of a name attribute (`CN`, `O`, ...) or its dotted OID.
 fn attribute_label(oid: &Oid<'_>) -> String {
@@ -109,21 +109,43 @@ fn ec_curve<'a>(spki: &'a SubjectPublicKeyInfo<'_>) -> Option<Oid<'a>> {
     spki.algorithm.parameters.as_ref()?.as_oid().ok()
 }
 
+/// The modulus size in bits of an `rsaEncryption` key (not an RSA-PSS-only key); 0 when
+/// the key cannot be read. `None` for any other kind of key.
+pub(crate) fn rsa_encryption_bits(spki: &SubjectPublicKeyInfo<'_>) -> Option<u32> {
+    (spki.algorithm.algorithm == OID_PKCS1_RSAENCRYPTION).then(|| rsa_bits(spki).unwrap_or(0))
+}
+
+/// The [`KeyType`] of a subject key, or `None` for a key keyward does not make: other
+/// curves and algorithms, RSA-PSS-only keys, RSA sizes other than 2048, 3072 and 4096.
+pub(crate) fn key_type(spki: &SubjectPublicKeyInfo<'_>) -> Option<KeyType> {
+    let oid = &spki.algorithm.algorithm;
+    if *oid == OID_KEY_TYPE_EC_PUBLIC_KEY {
+        match ec_curve(spki)? {
+            c if c == OID_EC_P256 => Some(KeyType::EcP256),
+            c if c == OID_NIST_EC_P384 => Some(KeyType::EcP384),
+            _ => None,
+        }
+    } else if *oid == OID_SIG_ED25519 {
+        Some(KeyType::Ed25519)
+    } else {
+        RsaBits::from_bits(rsa_encryption_bits(spki)?).map(KeyType::Rsa)
+    }
+}
+
 /// keyward's name for a subject key: `ecdsa-p256`, `ecdsa-p384`, `ed25519`, `rsa-2048`,
 /// `rsa-pss-2048`, or the algorithm OID for anything else.
 pub(crate) fn key_algorithm_name(spki: &SubjectPublicKeyInfo<'_>) -> String {
+    if let Some(kt) = key_type(spki) {
+        return Algorithm::default_for(kt).name().into();
+    }
     let oid = &spki.algorithm.algorithm;
     if *oid == OID_KEY_TYPE_EC_PUBLIC_KEY {
         match ec_curve(spki) {
-            Some(c) if c == OID_EC_P256 => "ecdsa-p256".into(),
-            Some(c) if c == OID_NIST_EC_P384 => "ecdsa-p384".into(),
             Some(c) => format!("ec-{}", c.to_id_string()),
             None => "ec-unknown-curve".into(),
         }
-    } else if *oid == OID_SIG_ED25519 {
-        "ed25519".into()
-    } else if *oid == OID_PKCS1_RSAENCRYPTION {
-        format!("rsa-{}", rsa_bits(spki).unwrap_or(0))
+    } else if let Some(bits) = rsa_encryption_bits(spki) {
+        format!("rsa-{bits}")
     } else if *oid == OID_PKCS1_RSASSAPSS {
         format!("rsa-pss-{}", rsa_bits(spki).unwrap_or(0))
     } else {
@@ -151,25 +173,24 @@ pub(crate) fn signature_algorithm(
     signer_key: &SubjectPublicKeyInfo<'_>,
 ) -> Result<Algorithm, String> {
     let oid = &sig.algorithm;
-    let key = key_algorithm_name(signer_key);
-    let mismatch = || {
-        format!(
-            "signature algorithm {} does not match the {key} issuer key",
-            oid.to_id_string()
-        )
+    // The algorithm whose key type the signer key must have.
+    let needs = |alg: Algorithm| {
+        if key_type(signer_key) == Some(alg.key_type()) {
+            Ok(alg)
+        } else {
+            Err(format!(
+                "signature algorithm {} does not match the {} issuer key",
+                oid.to_id_string(),
+                key_algorithm_name(signer_key)
+            ))
+        }
     };
     if *oid == OID_SIG_ECDSA_WITH_SHA256 {
-        (key == "ecdsa-p256")
-            .then_some(Algorithm::EcdsaP256Sha256)
-            .ok_or_else(mismatch)
+        needs(Algorithm::EcdsaP256Sha256)
     } else if *oid == OID_SIG_ECDSA_WITH_SHA384 {
-        (key == "ecdsa-p384")
-            .then_some(Algorithm::EcdsaP384Sha384)
-            .ok_or_else(mismatch)
+        needs(Algorithm::EcdsaP384Sha384)
     } else if *oid == OID_SIG_ED25519 {
-        (key == "ed25519")
-            .then_some(Algorithm::Ed25519)
-            .ok_or_else(mismatch)
+        needs(Algorithm::Ed25519)
     } else if *oid == OID_PKCS1_SHA256WITHRSA {
         Ok(Algorithm::RsaPkcs1Sha256(rsa_label(signer_key)?))
     } else if *oid == OID_PKCS1_RSASSAPSS {

@@ -15,8 +15,8 @@ use tokio::runtime::Handle;
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
-use crate::check::key_algorithm_name;
-use crate::{Error, KeySigner, subject_public_key};
+use crate::check::{key_algorithm_name, key_type, rsa_encryption_bits};
+use crate::{Algorithm, Error, KeySigner, KeyType, subject_public_key};
 
 thread_local! {
     /// The keyward error behind the last `rcgen::Error::RemoteKeyError` raised by the
@@ -43,12 +43,9 @@ impl RcgenKey {
         let rcgen_alg = alg.rcgen().ok_or_else(|| {
             Error::Unsupported(format!(
                 "{} signs {alg}: certificates cannot be signed with RSA-PSS (rcgen signs RSA \
-                 with PKCS#1 v1.5); use the key as an rsa-{} key",
+                 with PKCS#1 v1.5); use the key as an {} key",
                 signer.uri(),
-                match alg.key_type() {
-                    crate::KeyType::Rsa(b) => b.bits(),
-                    _ => 0,
-                }
+                Algorithm::default_for(alg.key_type())
             ))
         })?;
         let raw_public_key = subject_public_key(signer.public_key_spki_der())?;
@@ -126,7 +123,7 @@ pub(crate) fn map_rcgen_error(e: rcgen::Error, what: &str) -> Error {
 pub(crate) struct SubjectKey {
     raw: Vec<u8>,
     alg: &'static rcgen::SignatureAlgorithm,
-    name: String,
+    rsa: bool,
 }
 
 impl SubjectKey {
@@ -143,40 +140,49 @@ impl SubjectKey {
                 "malformed subject public key: trailing bytes after SubjectPublicKeyInfo".into(),
             ));
         }
-        let name = key_algorithm_name(&spki);
         let raw = spki.subject_public_key.data.to_vec();
-        let (alg, expected_len) = match name.as_str() {
-            "ecdsa-p256" => (&rcgen::PKCS_ECDSA_P256_SHA256, Some(65)),
-            "ecdsa-p384" => (&rcgen::PKCS_ECDSA_P384_SHA384, Some(97)),
-            "ed25519" => (&rcgen::PKCS_ED25519, Some(32)),
-            n if n.starts_with("rsa-") && !n.starts_with("rsa-pss") => {
-                let bits: u32 = n[4..].parse().unwrap_or(0);
-                if !(2048..=8192).contains(&bits) {
-                    return Err(Error::Unsupported(format!(
-                        "subject key is RSA of {bits} bits; keyward accepts 2048 to 8192"
-                    )));
-                }
-                (&rcgen::PKCS_RSA_SHA256, None)
-            }
-            other => {
+        // RSA subject keys of any size in the range, not only the sizes keyward makes.
+        if let Some(bits) = rsa_encryption_bits(&spki) {
+            if !(2048..=8192).contains(&bits) {
                 return Err(Error::Unsupported(format!(
-                    "subject key type {other} is not supported (expected ecdsa-p256, \
-                     ecdsa-p384, ed25519 or rsa)"
+                    "subject key is RSA of {bits} bits; keyward accepts 2048 to 8192"
+                )));
+            }
+            return Ok(SubjectKey {
+                raw,
+                alg: &rcgen::PKCS_RSA_SHA256,
+                rsa: true,
+            });
+        }
+        let (alg, key_len) = match key_type(&spki) {
+            Some(KeyType::EcP256) => (&rcgen::PKCS_ECDSA_P256_SHA256, 65),
+            Some(KeyType::EcP384) => (&rcgen::PKCS_ECDSA_P384_SHA384, 97),
+            Some(KeyType::Ed25519) => (&rcgen::PKCS_ED25519, 32),
+            _ => {
+                return Err(Error::Unsupported(format!(
+                    "subject key type {} is not supported (expected ecdsa-p256, \
+                     ecdsa-p384, ed25519 or rsa)",
+                    key_algorithm_name(&spki)
                 )));
             }
         };
-        if expected_len.is_some_and(|l| l != raw.len()) {
+        if raw.len() != key_len {
             return Err(Error::InvalidInput(format!(
-                "malformed {name} subject public key ({} bytes; compressed EC points are not accepted)",
+                "malformed {} subject public key ({} bytes; compressed EC points are not accepted)",
+                key_algorithm_name(&spki),
                 raw.len()
             )));
         }
-        Ok(SubjectKey { raw, alg, name })
+        Ok(SubjectKey {
+            raw,
+            alg,
+            rsa: false,
+        })
     }
 
     /// Whether this is an RSA key (service certificates then also get keyEncipherment).
     pub(crate) fn is_rsa(&self) -> bool {
-        self.name.starts_with("rsa-")
+        self.rsa
     }
 
     /// The raw `subjectPublicKey` bits.

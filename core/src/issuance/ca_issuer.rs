@@ -79,8 +79,7 @@ impl CaIssuer {
         }
         let signer_spki = signer_spki(&*signer)?;
         if cert.public_key().subject_public_key.data != signer_spki.subject_public_key.data
-            || check::key_algorithm_name(cert.public_key())
-                != check::key_algorithm_name(&signer_spki)
+            || check::key_type(cert.public_key()) != check::key_type(&signer_spki)
         {
             return Err(Error::InvalidInput(format!(
                 "the key {} does not match the public key of CA certificate '{subject}'",

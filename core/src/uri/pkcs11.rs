@@ -205,16 +205,6 @@ impl Pkcs11Uri {
         }
     }
 
-    /// This URI with only the token part (no object, id or type): names a token.
-    pub fn token_only(&self) -> Self {
-        Pkcs11Uri {
-            object: None,
-            id: None,
-            class: None,
-            ..self.clone()
-        }
-    }
-
     /// A short description of the token for messages: `token 'ca-token'` or `token with serial 1234`.
     pub fn token_description(&self) -> String {
         match (&self.token, &self.serial) {

@@ -1,15 +1,18 @@
-//! Transit keys: keyward's key types as Transit types, reading and creating keys, and
-//! each version's public key as a DER `SubjectPublicKeyInfo`.
+//! Transit keys: creating and opening them ([`TransitBackend::generate_transit`],
+//! [`TransitBackend::open_transit`]), keyward's key types as Transit types, and each
+//! version's public key as a DER `SubjectPublicKeyInfo`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use keyward_core::uri::TransitUri;
-use keyward_core::{Error, KeyType, RsaBits};
+use keyward_core::{Algorithm, Error, KeySigner, KeyType, RsaBits};
 use reqwest::Method;
 use serde::Deserialize;
 
+use super::{TransitBackend, TransitSigner};
 use crate::client::{TokenUse, VaultClient};
 
 /// The key types keyward can sign with, by their Transit names.
@@ -199,6 +202,55 @@ pub(crate) fn not_found_as(e: Error, uri: &TransitUri) -> Error {
     match e {
         Error::NotFound(_) => Error::NotFound(uri.to_string()),
         e => e,
+    }
+}
+
+impl TransitBackend {
+    /// Opens the key version `uri` names (latest unless pinned), signing with `alg`
+    /// (`None`: the key type's default, PKCS#1 v1.5 for RSA; `Some(RsaPssSha256)` for PSS).
+    pub async fn open_transit(
+        &self,
+        uri: &TransitUri,
+        alg: Option<Algorithm>,
+    ) -> Result<Arc<TransitSigner>, Error> {
+        check_mount(uri)?;
+        let info = read_key(&self.client, uri).await?;
+        let signer = TransitSigner::from_key(self.client.clone(), uri, &info, alg)?;
+        Ok(Arc::new(signer))
+    }
+
+    /// Creates a non-exportable Transit key for `alg` at `uri` and opens it; a name
+    /// that exists is `AlreadyExists` and stays as it was.
+    ///
+    /// Vault's create call returns an existing key unchanged, so two keyward processes
+    /// racing on one name can both believe they created it; neither overwrites. The
+    /// type and version of the created key are checked to catch a racer of another type.
+    pub async fn generate_transit(
+        &self,
+        uri: &TransitUri,
+        alg: Algorithm,
+    ) -> Result<Arc<TransitSigner>, Error> {
+        check_mount(uri)?;
+        if uri.version.is_some() {
+            return Err(Error::InvalidUri(format!(
+                "{uri}: a new Transit key starts at version 1; drop 'version=' to generate it"
+            )));
+        }
+        if try_read_key(&self.client, uri).await?.is_some() {
+            return Err(Error::AlreadyExists(uri.to_string()));
+        }
+        let kt = alg.key_type();
+        create_key(&self.client, uri, kt).await?;
+        let info = read_key(&self.client, uri).await?;
+        if info.kind != transit_type(kt) || info.latest_version != 1 {
+            return Err(Error::AlreadyExists(format!(
+                "{uri} (created meanwhile by someone else as a {} key at version {})",
+                info.kind, info.latest_version
+            )));
+        }
+        let signer = TransitSigner::from_key(self.client.clone(), uri, &info, Some(alg))?;
+        tracing::info!(key = %signer.uri(), algorithm = %alg, vault = %self.client.address(), "generated Transit key");
+        Ok(Arc::new(signer))
     }
 }
 

@@ -49,61 +49,9 @@ impl TransitBackend {
         Self::new(&VaultSettings::from_env()?)
     }
 
-    /// A backend sharing an existing client (and so its token).
-    pub fn with_client(client: VaultClient) -> Self {
-        TransitBackend { client }
-    }
-
     /// The connection this backend uses (address, token status, health check).
     pub fn client(&self) -> &VaultClient {
         &self.client
-    }
-
-    /// Opens the key version `uri` names (latest unless pinned), signing with `alg`
-    /// (`None`: the key type's default, PKCS#1 v1.5 for RSA; `Some(RsaPssSha256)` for PSS).
-    pub async fn open_transit(
-        &self,
-        uri: &TransitUri,
-        alg: Option<Algorithm>,
-    ) -> Result<Arc<TransitSigner>, Error> {
-        keys::check_mount(uri)?;
-        let info = keys::read_key(&self.client, uri).await?;
-        let signer = TransitSigner::from_key(self.client.clone(), uri, &info, alg)?;
-        Ok(Arc::new(signer))
-    }
-
-    /// Creates a non-exportable Transit key for `alg` at `uri` and opens it; a name
-    /// that exists is `AlreadyExists` and stays as it was.
-    ///
-    /// Vault's create call returns an existing key unchanged, so two keyward processes
-    /// racing on one name can both believe they created it; neither overwrites. The
-    /// type and version of the created key are checked to catch a racer of another type.
-    pub async fn generate_transit(
-        &self,
-        uri: &TransitUri,
-        alg: Algorithm,
-    ) -> Result<Arc<TransitSigner>, Error> {
-        keys::check_mount(uri)?;
-        if uri.version.is_some() {
-            return Err(Error::InvalidUri(format!(
-                "{uri}: a new Transit key starts at version 1; drop 'version=' to generate it"
-            )));
-        }
-        if keys::try_read_key(&self.client, uri).await?.is_some() {
-            return Err(Error::AlreadyExists(uri.to_string()));
-        }
-        let kt = alg.key_type();
-        keys::create_key(&self.client, uri, kt).await?;
-        let info = keys::read_key(&self.client, uri).await?;
-        if info.kind != keys::transit_type(kt) || info.latest_version != 1 {
-            return Err(Error::AlreadyExists(format!(
-                "{uri} (created meanwhile by someone else as a {} key at version {})",
-                info.kind, info.latest_version
-            )));
-        }
-        let signer = TransitSigner::from_key(self.client.clone(), uri, &info, Some(alg))?;
-        tracing::info!(key = %signer.uri(), algorithm = %alg, vault = %self.client.address(), "generated Transit key");
-        Ok(Arc::new(signer))
     }
 }
 

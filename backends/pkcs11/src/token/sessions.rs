@@ -1,4 +1,5 @@
-//! A token's session pool, and recovery when the token or its sessions go away.
+//! A token's session pool, and running operations on pooled sessions: recovery when
+//! the token or its sessions go away is started here.
 //!
 //! A cryptoki `Session` is `Send` but not `Sync`: each one is used by one thread at a
 //! time, checked out of the pool for one operation and put back. Operations reach the
@@ -15,23 +16,25 @@
 //! answers `CKR_OBJECT_HANDLE_INVALID` for keys and `CKR_GENERAL_ERROR` for the token's
 //! info, and keeps doing so after the directory is back) is seen again only after
 //! `C_Finalize` and `C_Initialize` of the module, so recovery resets the module (see
-//! `module`). While the token stays away every call fails with `Unavailable`, and the
-//! pool looks for it again at most once per `RETRY_GAP`.
+//! `crate::module`). While the token stays away every call fails with `Unavailable`,
+//! and the pool looks for it again at most once per `RETRY_GAP`.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cryptoki::error::Error as CkError;
 use cryptoki::session::Session;
 use keyward_core::Error;
+use parking_lot::Mutex;
 
+use super::Token;
 use crate::dispatch::Dispatcher;
 use crate::errors::{self, Recovery};
-use crate::module::lock;
-use crate::token::Token;
 
-/// A session and the pool generation it was opened (or last vouched for) in.
+/// A session and the pool generation it was opened (or last vouched for) in. Owned by
+/// one thread at a time (a `Session` is `Send`, not `Sync`): out of `Pool::idle` for
+/// one operation, then back in.
 pub(crate) struct Pooled {
     pub(crate) session: Session,
     pub(crate) generation: u64,
@@ -59,6 +62,7 @@ impl From<Error> for OpError {
 
 /// The sessions of one token.
 pub(crate) struct Pool {
+    /// Sessions no thread is using.
     pub(crate) idle: Mutex<Vec<Pooled>>,
     dispatch: Arc<Dispatcher>,
     /// Bumped by every recovery; key handles and sessions from older generations are stale.
@@ -68,6 +72,8 @@ pub(crate) struct Pool {
     pub(crate) dead_below: AtomicU64,
     /// The generation in which the user last logged in.
     logged_in: AtomicU64,
+    /// Held by the one thread recovering the token; the others wait, then find the
+    /// generation moved on.
     pub(crate) recover_lock: Mutex<()>,
     /// The module epoch the sessions and slot belong to; the module moving on means
     /// they died with its old context.
@@ -144,7 +150,7 @@ impl Pool {
 
     /// The outage's error, or `Ok` when the token is not away.
     pub(crate) fn outage_error(&self) -> Result<(), Error> {
-        match &*lock(&self.outage) {
+        match &*self.outage.lock() {
             Some(o) => Err(Error::unavailable(o.message.clone(), None)),
             None => Ok(()),
         }
@@ -154,12 +160,7 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         let dead_below = *self.dead_below.get_mut();
-        for p in self
-            .idle
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
+        for p in self.idle.get_mut().drain(..) {
             if p.generation >= dead_below {
                 let _ = p.session.close();
             }
@@ -260,7 +261,7 @@ impl Token {
     fn checkout(&self) -> Result<Pooled, CkError> {
         let generation = self.pool.generation();
         let reused = loop {
-            let Some(p) = lock(&self.pool.idle).pop() else {
+            let Some(p) = self.pool.idle.lock().pop() else {
                 break None;
             };
             if p.generation == generation {
@@ -271,7 +272,7 @@ impl Token {
         let p = match reused {
             Some(p) => p,
             None => {
-                let slot = *self.slot.read().unwrap_or_else(|p| p.into_inner());
+                let slot = self.slot();
                 Pooled {
                     session: self.module.ctx.open_rw_session_no_drop(slot)?,
                     generation,
@@ -291,7 +292,7 @@ impl Token {
     /// Puts a session back, or disposes of it if the pool moved on meanwhile.
     pub(crate) fn checkin(&self, p: Pooled) {
         if p.generation == self.pool.generation() {
-            lock(&self.pool.idle).push(p);
+            self.pool.idle.lock().push(p);
         } else {
             self.discard(p, None);
         }
@@ -304,7 +305,7 @@ impl Token {
             || p.generation < self.pool.dead_below.load(Ordering::Acquire);
         if why == Some(Recovery::Relogin) {
             // The session itself is fine; only the key handle or login went stale.
-            lock(&self.pool.idle).push(Pooled {
+            self.pool.idle.lock().push(Pooled {
                 session: p.session,
                 generation: p.generation,
             });

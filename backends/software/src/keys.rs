@@ -1,41 +1,63 @@
-//! One software key pair: generation, PKCS#8 import/export, signing.
+//! Creating and opening software keys: key pairs generated in memory, PKCS#8 encoding
+//! and decoding, and the backend's PEM key files (written 0600 in a 0700 directory,
+//! refused when others can read them).
 
-use async_trait::async_trait;
+use std::io::ErrorKind;
+use std::path::Path;
+use std::sync::Arc;
+
 use aws_lc_rs::encoding::{AsBigEndian, AsDer, EcPrivateKeyBin};
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+use keyward_core::fsutil::{self, Replace};
 use keyward_core::{Algorithm, Error, KeySigner, KeyType, KeyUri, RsaBits, der};
 use zeroize::Zeroizing;
 
-use crate::ec_der;
+use crate::signer::{Inner, SoftwareKey, crypto_err};
+use crate::{SoftwareBackend, ec_der, file_uri};
 
-/// The aws-lc key object behind a [`SoftwareKey`].
-enum Inner {
-    Ecdsa(EcdsaKeyPair),
-    Ed25519(Ed25519KeyPair),
-    Rsa(aws_lc_rs::rsa::KeyPair),
-}
-
-/// A private key in process memory that implements [`KeySigner`].
-pub struct SoftwareKey {
-    uri: KeyUri,
-    algorithm: Algorithm,
-    spki: Vec<u8>,
-    inner: Inner,
-}
-
-impl std::fmt::Debug for SoftwareKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SoftwareKey")
-            .field("uri", &self.uri)
-            .field("algorithm", &self.algorithm)
-            .finish_non_exhaustive()
+impl SoftwareBackend {
+    /// Generates a key for `alg` and writes it to the file `uri` names; an existing
+    /// file is `AlreadyExists` and stays as it was.
+    pub(crate) async fn generate_key(
+        &self,
+        uri: &KeyUri,
+        alg: Algorithm,
+    ) -> Result<Arc<dyn KeySigner>, Error> {
+        let path = file_uri(uri)?.path.clone();
+        if path.exists() {
+            return Err(Error::AlreadyExists(uri.to_string()));
+        }
+        let uri = uri.clone();
+        tokio::task::spawn_blocking(move || {
+            let (key, pkcs8) = SoftwareKey::generate(alg, uri)?;
+            if let Some(dir) = path.parent() {
+                fsutil::create_private_dir(dir)?;
+            }
+            let pem = Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.to_vec())));
+            fsutil::write_atomic(
+                &path,
+                pem.as_bytes(),
+                fsutil::SECRET_FILE_MODE,
+                Replace::Refuse,
+            )
+            .map_err(|e| match e {
+                Error::AlreadyExists(_) => Error::AlreadyExists(key.uri().to_string()),
+                e => e,
+            })?;
+            tracing::info!(key = %key.uri(), algorithm = %alg, "generated software key");
+            Ok(Arc::new(key) as Arc<dyn KeySigner>)
+        })
+        .await
+        .map_err(|e| Error::backend_with("key generation task failed", e))?
     }
-}
 
-fn crypto_err(what: &str) -> Error {
-    Error::backend(format!("software key: {what} failed"))
+    /// Opens the key file `uri` names.
+    pub(crate) fn open_key(&self, uri: &KeyUri) -> Result<Arc<dyn KeySigner>, Error> {
+        let path = file_uri(uri)?.path.clone();
+        let key = read_key_file(&path, uri.clone())?;
+        Ok(Arc::new(key))
+    }
 }
 
 fn ecdsa_signing(kt: KeyType) -> &'static signature::EcdsaSigningAlgorithm {
@@ -123,18 +145,6 @@ impl SoftwareKey {
         Err(unsupported())
     }
 
-    /// The same key signing with another algorithm of its key type (RSA: PKCS#1 or PSS).
-    pub fn with_algorithm(mut self, alg: Algorithm) -> Result<Self, Error> {
-        if alg.key_type() != self.algorithm.key_type() {
-            return Err(Error::Unsupported(format!(
-                "{} is a {} key; it cannot sign {alg}",
-                self.uri, self.algorithm
-            )));
-        }
-        self.algorithm = alg;
-        Ok(self)
-    }
-
     fn assemble(inner: Inner, algorithm: Algorithm, uri: KeyUri) -> Result<Self, Error> {
         let spki = match &inner {
             Inner::Ecdsa(k) => k.public_key().as_der().map(|d| d.as_ref().to_vec()),
@@ -149,44 +159,39 @@ impl SoftwareKey {
             inner,
         })
     }
-
-    /// Signs synchronously (the async trait method calls this; the key is in memory).
-    pub fn sign_now(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
-        match &self.inner {
-            Inner::Ecdsa(k) => k
-                .sign(&SystemRandom::new(), message)
-                .map(|s| s.as_ref().to_vec())
-                .map_err(|_| crypto_err("ECDSA signing")),
-            Inner::Ed25519(k) => Ok(k.sign(message).as_ref().to_vec()),
-            Inner::Rsa(k) => {
-                let padding: &dyn signature::RsaEncoding = match self.algorithm {
-                    Algorithm::RsaPssSha256(_) => &signature::RSA_PSS_SHA256,
-                    _ => &signature::RSA_PKCS1_SHA256,
-                };
-                let mut sig = vec![0u8; k.public_modulus_len()];
-                k.sign(padding, &SystemRandom::new(), message, &mut sig)
-                    .map_err(|_| crypto_err("RSA signing"))?;
-                Ok(sig)
-            }
-        }
-    }
 }
 
-#[async_trait]
-impl KeySigner for SoftwareKey {
-    fn uri(&self) -> &KeyUri {
-        &self.uri
+/// Reads a PKCS#8 PEM key file, refusing one that others can read.
+pub fn read_key_file(path: &Path, uri: KeyUri) -> Result<SoftwareKey, Error> {
+    let text = match std::fs::read(path) {
+        Ok(t) => Zeroizing::new(t),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(Error::NotFound(uri.to_string())),
+        Err(e) => {
+            return Err(Error::io(
+                format!("cannot read key file {}", path.display()),
+                e,
+            ));
+        }
+    };
+    let mode = fsutil::mode_of(path)?;
+    if mode & 0o077 != 0 {
+        return Err(Error::Backend {
+            message: format!(
+                "key file {} is accessible to other users (mode {mode:04o}); run chmod 600 on it",
+                path.display()
+            ),
+            source: None,
+        });
     }
-
-    fn algorithm(&self) -> Algorithm {
-        self.algorithm
+    let parsed = pem::parse(&*text)
+        .map_err(|_| Error::InvalidInput(format!("key file {} is not PEM", path.display())))?;
+    if parsed.tag() != "PRIVATE KEY" {
+        return Err(Error::Unsupported(format!(
+            "key file {} holds a '{}' block; keyward reads unencrypted PKCS#8 ('PRIVATE KEY')",
+            path.display(),
+            parsed.tag()
+        )));
     }
-
-    fn public_key_spki_der(&self) -> &[u8] {
-        &self.spki
-    }
-
-    async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
-        self.sign_now(message)
-    }
+    let der = Zeroizing::new(parsed.into_contents());
+    SoftwareKey::from_pkcs8(&der, uri)
 }

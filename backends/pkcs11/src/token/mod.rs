@@ -1,132 +1,34 @@
 //! Tokens: found by label or serial (never by slot number), logged in once, with their
 //! mechanism list read once and checked before a mechanism is first used.
+//!
+//! Everything keyward does with one token is a method of [`Token`], by role:
+//! - `mod.rs`: opening a token (find, log in, cache it in its module) and its PIN;
+//! - `selector.rs`: [`Selector`], the token part of a URI, and finding it in the slots;
+//! - `sessions.rs`: the session pool and running operations on pooled sessions;
+//! - `recover.rs`: bringing the token back when sessions, handles or the token went away.
 
-use std::sync::{Arc, Mutex, RwLock};
+mod recover;
+mod selector;
+mod sessions;
+
+use std::sync::Arc;
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::MechanismType;
 use cryptoki::session::{Session, UserType};
-use cryptoki::slot::{Slot, TokenInfo};
+use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use keyward_core::Error;
 use keyward_core::uri::Pkcs11Uri;
+use parking_lot::{Mutex, RwLock};
 use zeroize::Zeroizing;
 
+pub(crate) use selector::Selector;
+pub(crate) use sessions::OpError;
+
 use crate::errors;
-use crate::module::{Module, lock};
-use crate::pool::Pool;
-
-/// How a URI picks its token: label and/or serial (plus manufacturer and model when given).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Selector {
-    label: Option<String>,
-    serial: Option<String>,
-    manufacturer: Option<String>,
-    model: Option<String>,
-}
-
-impl Selector {
-    /// The token part of a URI; a URI naming neither label nor serial is refused.
-    pub(crate) fn from_uri(uri: &Pkcs11Uri) -> Result<Self, Error> {
-        if uri.token.is_none() && uri.serial.is_none() {
-            return Err(Error::InvalidUri(
-                "pkcs11 URI names no token: add token=LABEL or serial=SERIAL".into(),
-            ));
-        }
-        Ok(Selector {
-            label: uri.token.clone(),
-            serial: uri.serial.clone(),
-            manufacturer: uri.manufacturer.clone(),
-            model: uri.model.clone(),
-        })
-    }
-
-    fn matches(&self, info: &TokenInfo) -> bool {
-        let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-        eq(&self.label, info.label())
-            && eq(&self.serial, info.serial_number())
-            && eq(&self.manufacturer, info.manufacturer_id())
-            && eq(&self.model, info.model())
-    }
-
-    /// `token 'ca-token'` or `token with serial 1234`, for messages.
-    pub(crate) fn describe(&self) -> String {
-        match (&self.label, &self.serial) {
-            (Some(l), _) => format!("token '{l}'"),
-            (None, Some(s)) => format!("token with serial {s}"),
-            (None, None) => "the token".into(),
-        }
-    }
-
-    /// The slot holding the selected token now (slots get renumbered, so this is asked
-    /// again after a reset), without locking or initializing the module: the outer
-    /// error is a failed listing (e.g. the module is not initialized), the inner one
-    /// says no single token matches, listing the tokens that are present. A slot whose
-    /// token cannot be read (SoftHSM answers `CKR_GENERAL_ERROR` for a token whose
-    /// directory vanished) holds no usable token.
-    pub(crate) fn find(
-        &self,
-        module: &Module,
-    ) -> Result<Result<(Slot, TokenInfo), Error>, CkError> {
-        let ctx = &module.ctx;
-        let slots = ctx.get_slots_with_token()?;
-        let mut present = Vec::new();
-        let mut unreadable = Vec::new();
-        let mut found = Vec::new();
-        for slot in slots {
-            let info = match ctx.get_token_info(slot) {
-                Ok(i) => i,
-                Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, f)) => {
-                    return Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, f));
-                }
-                // A token pulled out between the two calls is simply not present.
-                Err(CkError::Pkcs11(RvError::TokenNotPresent, _)) => continue,
-                Err(e) => {
-                    unreadable.push(format!("slot {}: {}", slot.id(), errors::describe(&e)));
-                    continue;
-                }
-            };
-            if !info.token_initialized() {
-                continue;
-            }
-            present.push(if self.serial.is_some() {
-                format!("'{}' (serial {})", info.label(), info.serial_number())
-            } else {
-                format!("'{}'", info.label())
-            });
-            if self.matches(&info) {
-                found.push((slot, info));
-            }
-        }
-        let module = module.path.display();
-        Ok(match found.len() {
-            1 => Ok(found.remove(0)),
-            0 => {
-                let mut listed = if present.is_empty() {
-                    "none".to_string()
-                } else {
-                    present.join(", ")
-                };
-                if !unreadable.is_empty() {
-                    listed.push_str(&format!("; unreadable: {}", unreadable.join(", ")));
-                }
-                let wanted = match (&self.label, &self.serial) {
-                    (Some(l), None) => format!("no token labelled '{l}'"),
-                    (None, Some(s)) => format!("no token with serial '{s}'"),
-                    (Some(l), Some(s)) => format!("no token labelled '{l}' with serial '{s}'"),
-                    (None, None) => "no matching token".into(),
-                };
-                Err(Error::backend(format!(
-                    "{wanted} in PKCS#11 module {module} (tokens present: {listed})"
-                )))
-            }
-            n => Err(Error::backend(format!(
-                "{n} tokens match {} in PKCS#11 module {module}; add serial= to the URI to choose one",
-                self.describe()
-            ))),
-        })
-    }
-}
+use crate::module::Module;
+use sessions::Pool;
 
 /// One token in use: where it is, how to log in again, what it can do, its sessions.
 pub(crate) struct Token {
@@ -136,7 +38,8 @@ pub(crate) struct Token {
     /// The token's label and serial as the token reports them.
     pub(crate) label: String,
     pub(crate) serial: String,
-    pub(crate) slot: RwLock<Slot>,
+    /// The slot the token is in now (read with [`Token::slot`]; recovery moves it).
+    slot: RwLock<Slot>,
     pub(crate) mechanisms: Vec<MechanismType>,
     login_required: bool,
     /// The PIN is entered on the device itself (a PIN pad): log in without one.
@@ -194,7 +97,7 @@ impl Token {
         };
         if let Some(token) = module.cached_token(info.serial_number()) {
             token.check_pin(pin.as_ref())?;
-            *token.slot.write().unwrap_or_else(|p| p.into_inner()) = slot;
+            *token.slot.write() = slot;
             token.pool.limit(cap);
             return Ok(token);
         }
@@ -233,6 +136,11 @@ impl Token {
         Ok(token)
     }
 
+    /// The slot the token is in now.
+    pub(crate) fn slot(&self) -> Slot {
+        *self.slot.read()
+    }
+
     /// `token 'ca-token'`, for messages.
     pub(crate) fn describe(&self) -> String {
         format!("token '{}'", self.label)
@@ -241,7 +149,7 @@ impl Token {
     /// Refuses a URI whose PIN differs from the one this process logged in with: the
     /// module would answer "already logged in" and never check it.
     fn check_pin(&self, pin: Option<&Zeroizing<String>>) -> Result<(), Error> {
-        let mut stored = lock(&self.pin);
+        let mut stored = self.pin.lock();
         match (pin, stored.as_ref()) {
             (Some(given), Some(known)) if !same_secret(given.as_bytes(), known.as_bytes()) => Err(
                 Error::backend(format!("PIN incorrect for {}", self.describe())),
@@ -271,7 +179,7 @@ impl Token {
         if !self.login_required {
             return Ok(());
         }
-        let stored = lock(&self.pin);
+        let stored = self.pin.lock();
         let secret = stored.as_ref().map(|pin| AuthPin::from(pin.as_str()));
         if secret.is_none() && !self.protected_path {
             return Ok(());

@@ -1,18 +1,18 @@
 //! Bringing a token back after its sessions, its key handles or the token itself went
-//! away underneath keyward (see `pool` for the cases and `module` for resets).
+//! away underneath keyward (see `sessions` for the cases and `crate::module` for resets).
 
-use std::sync::RwLockWriteGuard;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::slot::Slot;
 use keyward_core::Error;
+use parking_lot::RwLockWriteGuard;
 
+use super::Token;
+use super::sessions::{Outage, Pooled, RETRY_GAP};
 use crate::errors::{self, Recovery};
-use crate::module::{Restart, lock};
-use crate::pool::{Outage, Pooled, RETRY_GAP};
-use crate::token::Token;
+use crate::module::Restart;
 
 /// Why the token was not found where it should be.
 enum Lost {
@@ -46,7 +46,7 @@ impl Token {
             return Ok(());
         }
         let generation = self.pool.generation();
-        let needed = match &*lock(&self.pool.outage) {
+        let needed = match &*self.pool.outage.lock() {
             Some(o) if o.tried.elapsed() < RETRY_GAP => {
                 return Err(Error::unavailable(o.message.clone(), None));
             }
@@ -62,7 +62,7 @@ impl Token {
     /// Whether the token still answers as itself in its slot (a token whose store
     /// vanished answers `CKR_GENERAL_ERROR` in SoftHSM, a removed one "not present").
     pub(crate) fn healthy(&self) -> bool {
-        let slot = *self.slot.read().unwrap_or_else(|p| p.into_inner());
+        let slot = self.slot();
         let _shared = self.module.shared();
         self.module
             .ctx
@@ -74,7 +74,7 @@ impl Token {
     /// Several threads may see the same failure; the first one recovers, the others
     /// find the generation already moved on and just retry (or get the outage's error).
     pub(crate) fn recover(&self, seen: u64, kind: Recovery) -> Result<(), Error> {
-        let _one_at_a_time = lock(&self.pool.recover_lock);
+        let _one_at_a_time = self.pool.recover_lock.lock();
         if self.pool.generation() != seen {
             return self.pool.outage_error();
         }
@@ -83,7 +83,7 @@ impl Token {
             Recovery::Relogin => {
                 // Sessions stay; they move to the new generation, which forces a login
                 // and a fresh look-up of key handles.
-                let mut idle = lock(&self.pool.idle);
+                let mut idle = self.pool.idle.lock();
                 for p in idle.iter_mut() {
                     p.generation = next;
                 }
@@ -92,7 +92,7 @@ impl Token {
                 // Closed only while their handles are still theirs: not after a reset
                 // of the module, which hands the same numbers to new sessions.
                 let _shared = self.module.shared();
-                let idle: Vec<Pooled> = std::mem::take(&mut *lock(&self.pool.idle));
+                let idle: Vec<Pooled> = std::mem::take(&mut *self.pool.idle.lock());
                 if self.pool.epoch.load(Ordering::Acquire) == self.module.epoch() {
                     for p in idle {
                         let _ = p.session.close();
@@ -106,7 +106,7 @@ impl Token {
                 let exclusive = self.module.exclusive();
                 self.pool.dead_below.store(next, Ordering::Release);
                 // Forgotten, not closed: the handles are dead or belong to others.
-                drop(std::mem::take(&mut *lock(&self.pool.idle)));
+                drop(std::mem::take(&mut *self.pool.idle.lock()));
                 let found = self.relocate(kind, &exclusive);
                 self.pool
                     .epoch
@@ -121,10 +121,10 @@ impl Token {
 
     /// Records the outcome of finding the token again: its slot, or the outage.
     fn settle(&self, found: Result<Slot, Lost>) -> Result<(), Error> {
-        let mut outage = lock(&self.pool.outage);
+        let mut outage = self.pool.outage.lock();
         match found {
             Ok(slot) => {
-                *self.slot.write().unwrap_or_else(|p| p.into_inner()) = slot;
+                *self.slot.write() = slot;
                 self.pool.away.store(false, Ordering::Release);
                 if let Some(o) = outage.take() {
                     tracing::info!(token = %self.label, was = %o.message, "PKCS#11 token is back");
