@@ -7,6 +7,7 @@
 
 mod algorithm;
 pub mod audit;
+pub mod backoff;
 pub mod backup;
 pub mod check;
 pub mod der;

@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use futures_util::{Stream, StreamExt};
+use keyward_core::backoff::Backoff;
 use keyward_core::check::{ders_to_pem, summarize};
 use keyward_core::{Error, workload_socket};
 use spiffe::transport::{Endpoint, GrpcStatusCode, TransportError};
@@ -24,10 +25,10 @@ use zeroize::Zeroizing;
 use crate::cli::FetchArgs;
 use out_layout::SvidFiles;
 
-/// The first wait before reconnecting in `--watch` mode.
-const MIN_RETRY: Duration = Duration::from_millis(250);
-/// The longest wait between reconnection attempts in `--watch` mode.
-const MAX_RETRY: Duration = Duration::from_secs(30);
+/// The wait before each reconnection attempt in `--watch` mode: 250 ms doubling up to
+/// 30 s, then stretched by up to as much again (jitter).
+const RECONNECT_BACKOFF: Backoff =
+    Backoff::doubling(Duration::from_millis(250), Duration::from_secs(30)).jittered(1.0, 2.0);
 
 /// Fetches the caller's SVID once (or, with `--watch`, on every rotation) and writes it.
 pub async fn run(args: &FetchArgs) -> Result<(), Error> {
@@ -115,16 +116,11 @@ impl Agent {
         Ok(context)
     }
 
-    /// [`Agent::first_update`] again and again, with exponential backoff (and
-    /// jitter) from 250 ms to 30 s, until it succeeds.
+    /// [`Agent::first_update`] again and again, waiting [`RECONNECT_BACKOFF`] between
+    /// attempts, until it succeeds.
     async fn reconnect(&self) -> Result<(X509Context, Updates), Error> {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(MIN_RETRY)
-            .with_max_delay(MAX_RETRY)
-            .with_jitter()
-            .without_max_times();
         (|| self.first_update())
-            .retry(backoff)
+            .retry(RECONNECT_BACKOFF.delays())
             .notify(|e, wait| {
                 tracing::warn!(error = %keyward_core::chain_line(e), retry_in = ?wait, "cannot reach the agent; retrying")
             })

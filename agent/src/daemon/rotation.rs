@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use keyward_core::Error;
 use keyward_core::audit::Event;
+use keyward_core::backoff::Backoff;
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -24,10 +25,8 @@ use super::svid::{self, Svid};
 
 /// How many SVIDs are issued at once.
 const PARALLEL_ISSUANCE: usize = 16;
-/// The first retry delay after a failure; it doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(500);
-/// The longest delay between retries.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The delay before each retry after a failure: 0.5 s doubling up to a minute.
+const BACKOFF: Backoff = Backoff::doubling(Duration::from_millis(500), Duration::from_secs(60));
 /// Renewal times are moved earlier by up to this fraction of the renewal delay.
 const JITTER: f64 = 0.1;
 
@@ -198,7 +197,7 @@ impl Rotation {
             }
             Err(e) => {
                 self.ca_failures += 1;
-                let wait = backoff(self.ca_failures);
+                let wait = BACKOFF.delay(self.ca_failures);
                 tracing::warn!(error = %keyward_core::chain_line(&e), retry_in = ?wait, "cannot prepare the next intermediate CA; still issuing from the current one");
                 self.ca_due = Some(Instant::now() + wait);
             }
@@ -277,15 +276,15 @@ impl Rotation {
             }
             Err(e) => {
                 slot.failures += 1;
-                let mut wait = backoff(slot.failures);
+                let mut wait = BACKOFF.delay(slot.failures);
                 let left = slot
                     .svid
                     .as_ref()
                     .map_or(Duration::ZERO, |s| until(s.not_after));
                 if !left.is_zero() {
                     // Never wait past the current SVID's expiry to try again; once it
-                    // has expired, keep doubling (no retry every FIRST_BACKOFF).
-                    wait = wait.min(left.max(FIRST_BACKOFF));
+                    // has expired, keep doubling (no retry every `BACKOFF.first`).
+                    wait = wait.min(left.max(BACKOFF.first));
                 }
                 slot.due = Instant::now() + wait;
                 tracing::warn!(
@@ -350,13 +349,6 @@ impl Rotation {
             changed
         });
     }
-}
-
-/// The delay before retry number `failures` (1-based): 0.5 s doubling up to 60 s.
-fn backoff(failures: u32) -> Duration {
-    FIRST_BACKOFF
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-        .min(MAX_BACKOFF)
 }
 
 #[cfg(test)]

@@ -38,6 +38,22 @@ impl KeySigner for Flaky {
     }
 }
 
+/// A root CA whose key is [`Flaky`] (up at first), and that key to switch off.
+async fn flaky_ca() -> (Arc<Flaky>, AgentCa) {
+    let uri = KeyUri::file("/keyward-test/ca.pem").unwrap();
+    let (key, _) = SoftwareKey::generate(Algorithm::EcdsaP256Sha256, uri).unwrap();
+    let flaky = Arc::new(Flaky {
+        key,
+        down: AtomicBool::new(false),
+    });
+    let root = self_signed_root(flaky.clone(), "CN=test root", Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    let issuer = CaIssuer::new(root.der.clone(), Vec::new(), flaky.clone()).unwrap();
+    let ca = AgentCa::Fixed(CaView::new(issuer, &[root.der]));
+    (flaky, ca)
+}
+
 fn entry() -> Arc<WorkloadEntry> {
     entry_with_ttl(Duration::from_secs(3600))
 }
@@ -59,17 +75,7 @@ fn entry_with_ttl(ttl: Duration) -> Arc<WorkloadEntry> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_backend_keeps_the_current_svid_backs_off_and_recovers() {
-    let uri = KeyUri::file("/keyward-test/ca.pem").unwrap();
-    let (key, _) = SoftwareKey::generate(Algorithm::EcdsaP256Sha256, uri).unwrap();
-    let flaky = Arc::new(Flaky {
-        key,
-        down: AtomicBool::new(false),
-    });
-    let root = self_signed_root(flaky.clone(), "CN=test root", Duration::from_secs(86_400))
-        .await
-        .unwrap();
-    let issuer = CaIssuer::new(root.der.clone(), Vec::new(), flaky.clone()).unwrap();
-    let ca = AgentCa::Fixed(CaView::new(issuer, &[root.der]));
+    let (flaky, ca) = flaky_ca().await;
     let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
     let mut r = Rotation::new(ca, vec![entry()], 0.5, "example.org", tx, Audit::default());
 
@@ -93,7 +99,7 @@ async fn a_failing_backend_keeps_the_current_svid_backs_off_and_recovers() {
         assert_eq!(r.slots[0].failures, attempt);
         let retry = r.slots[0].due - Instant::now();
         assert!(
-            retry <= backoff(attempt) && retry > backoff(attempt) / 2,
+            retry <= BACKOFF.delay(attempt) && retry > BACKOFF.delay(attempt) / 2,
             "attempt {attempt}: {retry:?}"
         );
         let served = rx.borrow().svids[0].clone().unwrap();
@@ -116,25 +122,15 @@ async fn a_failing_backend_keeps_the_current_svid_backs_off_and_recovers() {
 
 #[test]
 fn backoff_doubles_up_to_a_minute() {
-    assert_eq!(backoff(1), Duration::from_millis(500));
-    assert_eq!(backoff(2), Duration::from_secs(1));
-    assert_eq!(backoff(4), Duration::from_secs(4));
-    assert_eq!(backoff(30), MAX_BACKOFF);
+    assert_eq!(BACKOFF.delay(1), Duration::from_millis(500));
+    assert_eq!(BACKOFF.delay(2), Duration::from_secs(1));
+    assert_eq!(BACKOFF.delay(4), Duration::from_secs(4));
+    assert_eq!(BACKOFF.delay(30), BACKOFF.max);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_keep_doubling_once_the_current_svid_has_expired() {
-    let uri = KeyUri::file("/keyward-test/ca.pem").unwrap();
-    let (key, _) = SoftwareKey::generate(Algorithm::EcdsaP256Sha256, uri).unwrap();
-    let flaky = Arc::new(Flaky {
-        key,
-        down: AtomicBool::new(false),
-    });
-    let root = self_signed_root(flaky.clone(), "CN=test root", Duration::from_secs(86_400))
-        .await
-        .unwrap();
-    let issuer = CaIssuer::new(root.der.clone(), Vec::new(), flaky.clone()).unwrap();
-    let ca = AgentCa::Fixed(CaView::new(issuer, &[root.der]));
+    let (flaky, ca) = flaky_ca().await;
     let (tx, _rx) = watch::channel(Arc::new(Snapshot::default()));
     let ttl = Duration::from_secs(2);
     let mut r = Rotation::new(
@@ -155,9 +151,9 @@ async fn retries_keep_doubling_once_the_current_svid_has_expired() {
         r.issue_due().await;
         let retry = r.slots[0].due - Instant::now();
         assert!(
-            retry > backoff(attempt) / 2 && retry <= backoff(attempt),
+            retry > BACKOFF.delay(attempt) / 2 && retry <= BACKOFF.delay(attempt),
             "attempt {attempt}: retry in {retry:?}, not {:?}",
-            backoff(attempt)
+            BACKOFF.delay(attempt)
         );
     }
 }

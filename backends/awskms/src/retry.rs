@@ -8,17 +8,20 @@ use std::time::{Duration, Instant};
 use aws_sdk_kms::error::SdkError;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use keyward_core::backoff::Backoff;
 use keyward_core::{Error, KeyUri};
 use tokio::sync::Semaphore;
 use tokio::time::timeout_at;
 
 use crate::client::KmsClient;
-use crate::failure::Failure;
+use crate::errors::Failure;
 
 /// First back-off ceiling; it doubles with each attempt up to [`BACKOFF_CAP`].
 const BACKOFF_BASE: Duration = Duration::from_millis(25);
 /// Largest back-off ceiling.
 const BACKOFF_CAP: Duration = Duration::from_secs(1);
+/// Full jitter: a uniform pause between zero and the exponentially growing ceiling.
+const BACKOFF: Backoff = Backoff::doubling(BACKOFF_BASE, BACKOFF_CAP).jittered(0.0, 1.0);
 
 /// Whether an operation may safely be sent twice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,7 +111,7 @@ impl Limits {
                 Some(kind) => kind,
                 None => return Err(Failure::fatal(err, op, subject, client.endpoint())),
             };
-            let delay = backoff(tries);
+            let delay = BACKOFF.delay(tries);
             let may_retry = idempotency == Idempotency::Safe
                 || matches!(kind, Transient::Throttled(_))
                 || connection_refused(&err);
@@ -190,15 +193,6 @@ fn connection_refused(err: &(dyn std::error::Error + 'static)) -> bool {
         cur = e.source();
     }
     false
-}
-
-/// Full jitter: a uniform delay between zero and an exponentially growing ceiling.
-fn backoff(tries: u32) -> Duration {
-    let ceiling = BACKOFF_BASE
-        .saturating_mul(1u32 << tries.saturating_sub(1).min(16))
-        .min(BACKOFF_CAP);
-    let micros = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
-    Duration::from_micros(rand::random_range(0..=micros))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use keyward_core::backoff::Backoff;
 use keyward_core::store::StateDir;
 use keyward_core::{Error, KeySigner, KeyUri};
 use keyward_software::SoftwareKey;
@@ -18,8 +19,8 @@ use super::{jose_name, jwk, naming};
 use crate::backends::Backends;
 use crate::daemon::config::JwtSettings;
 
-/// The first retry delay after a failed key generation; it doubles up to a minute.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// The delay before retrying a failed key generation: 1 s doubling up to 32 s.
+const BACKOFF: Backoff = Backoff::doubling(Duration::from_secs(1), Duration::from_secs(32));
 /// A retired key stays published this much longer than its last token (`exp` is in
 /// whole seconds).
 const EXPIRY_SLACK_MS: u64 = 1000;
@@ -94,7 +95,7 @@ impl JwtKeys {
         let mut slots = Vec::new();
         let mut recorded = false;
         if let Some(base) = &settings.key
-            && let Some(rec) = record::read(&record::path(&state))?
+            && let Some(rec) = record::read(&state)?
         {
             if rec.key_fingerprint == record::fingerprint(base) {
                 recorded = true;
@@ -166,8 +167,7 @@ impl JwtKeys {
     fn next_event(&self) -> u64 {
         let now = now_ms();
         if self.failures > 0 {
-            let backoff = FIRST_BACKOFF * 2u32.saturating_pow(self.failures.min(6) - 1);
-            return now + ms(backoff);
+            return now + ms(BACKOFF.delay(self.failures));
         }
         let ttl = ms(self.settings.ttl);
         let mut next = now + 3_600_000;

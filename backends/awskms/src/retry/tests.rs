@@ -65,7 +65,7 @@ fn unavailable_message<T: std::fmt::Debug>(r: Result<T, Failure<SignError>>) -> 
 #[test]
 fn backoff_grows_and_is_capped() {
     for tries in 1..40 {
-        let d = backoff(tries);
+        let d = BACKOFF.delay(tries);
         let ceiling = BACKOFF_BASE * 2u32.pow((tries - 1).min(16));
         assert!(d <= ceiling.min(BACKOFF_CAP), "try {tries}: {d:?}");
     }

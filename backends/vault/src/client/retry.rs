@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use keyward_core::Error;
+use keyward_core::backoff::Backoff;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -14,10 +15,9 @@ use super::{VaultClient, errors};
 /// At most this many retries of an HTTP 500 answer (often a lasting logical error in
 /// Vault); 502-504 and network errors are retried until the deadline.
 const MAX_500_RETRIES: u32 = 2;
-/// First backoff delay; doubled each retry, capped at [`MAX_BACKOFF`], ±25 % jitter.
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-/// The longest pause between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// The pause before each retry: 50 ms doubling up to 2 s, then ±25 % jitter.
+const BACKOFF: Backoff =
+    Backoff::doubling(Duration::from_millis(50), Duration::from_secs(2)).jittered(0.75, 1.25);
 
 #[derive(Deserialize)]
 struct ErrorBody {
@@ -110,7 +110,7 @@ impl VaultClient {
                 }
                 Ok(Err(e)) => Failure::Network(e),
             };
-            let delay = backoff(attempts);
+            let delay = BACKOFF.delay(attempts);
             if Instant::now() + delay >= deadline {
                 return Err(self
                     .final_error(failure, method, path, attempts, started)
@@ -211,10 +211,4 @@ fn parse_errors(bytes: &[u8]) -> Vec<String> {
             }
         }
     }
-}
-
-/// The pause before retry number `attempts` (1-based): 50 ms doubling, capped, jittered.
-fn backoff(attempts: u32) -> Duration {
-    let exp = FIRST_BACKOFF.saturating_mul(1u32 << attempts.saturating_sub(1).min(10));
-    exp.min(MAX_BACKOFF).mul_f64(rand::random_range(0.75..1.25))
 }
