@@ -1,6 +1,8 @@
 # Python Workload API clients nobody here wrote, for tests/agent_clients.rs: PyPI's
-# `spiffe` (py-spiffe, on gRPC C-core) and `grpcio`, pinned. Source scripts/lib.sh
-# first, then this file; it defines functions only.
+# `spiffe` (py-spiffe, on gRPC C-core) and `grpcio`, pinned; and the Prometheus
+# project's `prometheus-client`, whose text parser reads the agent's /metrics in
+# tests/agent_metrics_promparse.rs. Source scripts/lib.sh first, then this file; it
+# defines functions only.
 #
 #   pyclients_install DIR   creates a venv at DIR from the system python3 if missing,
 #                           installs the pinned packages, exports KEYWARD_TEST_PYTHON
@@ -12,6 +14,7 @@
 
 PYCLIENTS_PACKAGES=(
   spiffe==0.3.2 grpcio==1.85.3 protobuf==7.36.2 cryptography==50.0.2 PyJWT==2.15.1
+  prometheus-client==0.26.0
 )
 
 # pyclients_install DIR: the venv at DIR (root's, readable by all) with the pinned

@@ -1,13 +1,18 @@
 //! Name checks for the configuration: trust domains, SPIFFE IDs, group names.
 
-/// The gid of a group named in /etc/group.
-pub fn lookup_group(name: &str) -> Option<u32> {
-    let text = std::fs::read_to_string("/etc/group").ok()?;
-    text.lines().find_map(|line| {
-        let mut f = line.split(':');
-        (f.next()? == name).then_some(())?;
-        f.nth(1)?.parse().ok()
-    })
+use nix::unistd::Group;
+
+/// The gid of the group `name`, looked up through the C library (getgrnam_r), so a
+/// group from any NSS source (LDAP, sssd, systemd-homed) counts as well as
+/// /etc/group; the error is one line naming the group.
+pub fn lookup_group(name: &str) -> Result<u32, String> {
+    match Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!(
+            "unknown group '{name}' (the system's group database has no such group)"
+        )),
+        Err(e) => Err(format!("cannot look up group '{name}': {e}")),
+    }
 }
 
 /// Checks a trust domain name: lower-case letters, digits, `.`, `-` and `_`.

@@ -68,7 +68,7 @@ pub(super) enum ModeValue {
     Number(i64),
 }
 
-/// A group: a name from /etc/group or a numeric gid.
+/// A group: a name the system resolves (/etc/group or another NSS source) or a numeric gid.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(super) enum GroupValue {

@@ -16,7 +16,7 @@ use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 
-use super::bucket::RateLimiter;
+use super::bucket::UidRateLimiter;
 use super::conn::ConnInfo;
 use super::deadline::RequestDeadline;
 use crate::daemon::config::CallerLimits;
@@ -25,7 +25,7 @@ use crate::daemon::metrics::Metrics;
 /// Builds [`CallerGuard`] services.
 #[derive(Clone)]
 pub struct CallerGuardLayer {
-    limiter: RateLimiter,
+    limiter: UidRateLimiter,
     request_timeout: Duration,
     metrics: Metrics,
 }
@@ -35,7 +35,7 @@ impl CallerGuardLayer {
     /// refusals in `metrics`.
     pub fn new(limits: &CallerLimits, metrics: Metrics) -> Self {
         CallerGuardLayer {
-            limiter: RateLimiter::new(limits.rate_per_second, limits.rate_burst),
+            limiter: UidRateLimiter::new(limits.rate_per_second, limits.rate_burst),
             request_timeout: limits.request_timeout,
             metrics,
         }
@@ -59,7 +59,7 @@ impl<S> tower::Layer<S> for CallerGuardLayer {
 #[derive(Clone)]
 pub struct CallerGuard<S> {
     inner: S,
-    limiter: RateLimiter,
+    limiter: UidRateLimiter,
     request_timeout: Duration,
     metrics: Metrics,
 }

@@ -9,6 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use keyward_core::Error;
+use prometheus_client::encoding::prometheus_text;
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
@@ -39,10 +40,7 @@ pub async fn serve(addr: SocketAddr, metrics: Metrics) -> Result<JoinHandle<()>,
 
 async fn prometheus(State(m): State<Metrics>) -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
         m.render(OffsetDateTime::now_utc()),
     )
         .into_response()

@@ -16,7 +16,7 @@ mod registry;
 mod timing;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -28,7 +28,8 @@ pub use http::serve;
 pub use probe::spawn_probe;
 pub use timing::TimedBackend;
 
-use registry::Registry;
+pub use registry::SigningLabels;
+use registry::{Registry, Scraped};
 
 /// A cloneable handle on the agent's metrics and health state. The default handle
 /// records everything too (it is simply never served).
@@ -37,8 +38,7 @@ pub struct Metrics(Arc<Inner>);
 
 #[derive(Default)]
 struct Inner {
-    registry: Mutex<Registry>,
-    open_streams: AtomicI64,
+    registry: Registry,
     ca_loaded: AtomicBool,
     ca_backend: Mutex<Option<String>>,
     health: Mutex<BTreeMap<String, Health>>,
@@ -112,7 +112,7 @@ pub struct StreamGuard(Metrics);
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.0.open_streams.fetch_sub(1, Ordering::Relaxed);
+        self.0.0.registry.open_streams().dec();
     }
 }
 
@@ -142,14 +142,14 @@ impl Metrics {
 
     /// Counts one workload SVID issuance by the CA in `backend`.
     pub fn issued(&self, backend: &str, ok: bool) {
-        lock(&self.0.registry).issued(backend, ok);
+        self.0.registry.issued(backend, ok);
     }
 
-    /// Records one CA signing operation in `backend`: its latency, and the backend's
-    /// health (`Err` carries the reason).
-    pub fn signed(&self, backend: &str, took: Duration, outcome: Result<(), String>) {
-        lock(&self.0.registry).signed(backend, took, outcome.is_ok());
-        self.backend_health(backend, outcome);
+    /// Records one CA signing operation in the backend of `labels`: its latency, and
+    /// the backend's health (`Err` carries the reason).
+    pub fn signed(&self, labels: &SigningLabels, took: Duration, outcome: Result<(), String>) {
+        self.0.registry.signed(labels, took, outcome.is_ok());
+        self.backend_health(labels.backend(), outcome);
     }
 
     /// Records whether `backend` answered (a probe or a real signing operation).
@@ -167,17 +167,22 @@ impl Metrics {
                 tracing::warn!(backend, reason = %reason, "backend health: not answering");
             }
         }
-        h.insert(backend.to_string(), Health { ok, reason });
+        match h.get_mut(backend) {
+            Some(known) => *known = Health { ok, reason },
+            None => {
+                h.insert(backend.to_string(), Health { ok, reason });
+            }
+        }
     }
 
     /// Counts one refused Workload API request, by reason.
     pub fn denied(&self, reason: &'static str) {
-        lock(&self.0.registry).denied(reason);
+        self.0.registry.denied(reason);
     }
 
     /// Counts a Workload API stream as open until the guard is dropped.
     pub fn stream_opened(&self) -> StreamGuard {
-        self.0.open_streams.fetch_add(1, Ordering::Relaxed);
+        self.0.registry.open_streams().inc();
         StreamGuard(self.clone())
     }
 
@@ -220,16 +225,11 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric, as of `now`.
     pub fn render(&self, now: OffsetDateTime) -> String {
-        let certs = self.certificates();
-        let health = self.health();
-        let ready = self.readiness().is_ok();
-        let open = self.0.open_streams.load(Ordering::Relaxed);
-        lock(&self.0.registry).render(registry::Extra {
+        self.0.registry.render(Scraped {
             now,
-            certificates: &certs,
-            health: &health,
-            open_streams: open,
-            ready,
+            certificates: self.certificates(),
+            health: self.health(),
+            ready: self.readiness().is_ok(),
         })
     }
 }

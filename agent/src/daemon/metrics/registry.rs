@@ -1,11 +1,22 @@
-//! Counters and histograms, and their Prometheus text exposition (format 0.0.4):
-//! `# HELP` and `# TYPE` once per family, label values escaped, histograms with
-//! cumulative `_bucket{le=..}` series ending at `+Inf`, then `_sum` and `_count`.
+//! The agent's Prometheus metrics, kept and written out by `prometheus-client` (the
+//! Prometheus project's Rust client) in the text exposition format 0.0.4. Event counts,
+//! the open-streams gauge and the signing-latency histogram live in its registry; what
+//! is read at scrape time (backend health, readiness, certificates) is written by a
+//! [`Scraped`] collector made for each scrape.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::time::Duration;
 
+use keyward_core::check::AlertLevel;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::prometheus_text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Metric, Registry as PromRegistry};
 use time::OffsetDateTime;
 
 use super::{CertRow, Health};
@@ -15,290 +26,374 @@ const LATENCY_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// One latency histogram.
-#[derive(Default)]
-struct Histogram {
-    /// Observations per bucket (not cumulative), plus one for `+Inf`.
-    buckets: [u64; LATENCY_BUCKETS.len() + 1],
-    sum: f64,
-    count: u64,
+/// Labels of the issuance and signing counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendOutcome {
+    backend: String,
+    outcome: &'static str,
 }
 
-impl Histogram {
-    fn observe(&mut self, secs: f64) {
-        let i = LATENCY_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[i] += 1;
-        self.sum += secs;
-        self.count += 1;
-    }
+/// Labels of the latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabel {
+    backend: String,
 }
 
-/// The event counts the agent accumulates.
-#[derive(Default)]
-pub struct Registry {
-    issuance: BTreeMap<(String, &'static str), u64>,
-    signing: BTreeMap<(String, &'static str), u64>,
-    latency: BTreeMap<String, Histogram>,
-    denied: BTreeMap<&'static str, u64>,
-}
-
-/// State read at scrape time rather than counted.
-pub struct Extra<'a> {
-    /// The scrape time (expiry gauges count from it).
-    pub now: OffsetDateTime,
-    /// The certificates at the last alert evaluation.
-    pub certificates: &'a [CertRow],
-    /// Every backend's last known health.
-    pub health: &'a BTreeMap<String, Health>,
-    /// Workload API streams open now.
-    pub open_streams: i64,
-    /// Whether `/readyz` would answer 200.
-    pub ready: bool,
+/// Labels of the refusal counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 fn outcome(ok: bool) -> &'static str {
     if ok { "success" } else { "failure" }
 }
 
-/// A label value escaped for the text format (backslash, double quote, newline).
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// One backend's signing label sets, built once per signer so that recording a
+/// signature allocates nothing.
+#[derive(Debug, Clone)]
+pub struct SigningLabels {
+    succeeded: BackendOutcome,
+    failed: BackendOutcome,
+    backend: BackendLabel,
 }
 
-/// `{a="x",b="y"}` (empty when there are no labels).
-fn labels(pairs: &[(&str, &str)]) -> String {
-    if pairs.is_empty() {
-        return String::new();
+impl SigningLabels {
+    /// The label sets of `backend`'s signing operations.
+    pub fn new(backend: &str) -> Self {
+        let counted = |ok| BackendOutcome {
+            backend: backend.to_string(),
+            outcome: outcome(ok),
+        };
+        SigningLabels {
+            succeeded: counted(true),
+            failed: counted(false),
+            backend: BackendLabel {
+                backend: backend.to_string(),
+            },
+        }
     }
-    let inner: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-        .collect();
-    format!("{{{}}}", inner.join(","))
-}
 
-/// A float in the text format (`+Inf`, `-Inf`, `NaN` spelled as Prometheus does).
-fn num(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
+    /// The backend's name.
+    pub fn backend(&self) -> &str {
+        &self.backend.backend
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
 }
 
-fn sample(out: &mut String, name: &str, pairs: &[(&str, &str)], value: f64) {
-    let _ = writeln!(out, "{name}{} {}", labels(pairs), num(value));
+/// The metrics counted as things happen, in the registry that writes them out.
+pub struct Registry {
+    registry: PromRegistry,
+    issuance: Family<BackendOutcome, Counter>,
+    signing: Family<BackendOutcome, Counter>,
+    latency: Family<BackendLabel, Histogram>,
+    denied: Family<ReasonLabel, Counter>,
+    open_streams: Gauge,
+}
+
+/// A counted metric's name and help text. Counters are named without `_total`: the
+/// encoder appends it.
+type Description = (&'static str, &'static str);
+
+const ISSUANCE: Description = (
+    "keyward_svid_issuance",
+    "Workload SVID issuances, by the CA key's backend and outcome.",
+);
+const SIGNING: Description = (
+    "keyward_ca_sign_operations",
+    "Signing operations with CA keys (issuances and health probes), by backend and outcome.",
+);
+const LATENCY: Description = (
+    "keyward_ca_sign_duration_seconds",
+    "Time taken by CA signing operations, by backend.",
+);
+const DENIED: Description = (
+    "keyward_workload_api_denied",
+    "Workload API requests refused, by reason.",
+);
+const OPEN_STREAMS: Description = (
+    "keyward_workload_api_open_streams",
+    "Workload API streams open now.",
+);
+
+/// Registers `metric`; the help text ends with a period, which the registry adds itself.
+fn register(registry: &mut PromRegistry, (name, help): Description, metric: impl Metric) {
+    registry.register(name, help.strip_suffix('.').unwrap_or(help), metric);
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        let r = Registry {
+            registry: PromRegistry::default(),
+            issuance: Family::default(),
+            signing: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            denied: Family::default(),
+            open_streams: Gauge::default(),
+        };
+        let mut registry = PromRegistry::default();
+        register(&mut registry, ISSUANCE, r.issuance.clone());
+        register(&mut registry, SIGNING, r.signing.clone());
+        register(&mut registry, LATENCY, r.latency.clone());
+        register(&mut registry, DENIED, r.denied.clone());
+        register(&mut registry, OPEN_STREAMS, r.open_streams.clone());
+        Registry { registry, ..r }
+    }
 }
 
 impl Registry {
     /// Counts one SVID issuance.
-    pub fn issued(&mut self, backend: &str, ok: bool) {
-        *self
-            .issuance
-            .entry((backend.to_string(), outcome(ok)))
-            .or_default() += 1;
+    pub fn issued(&self, backend: &str, ok: bool) {
+        let labels = BackendOutcome {
+            backend: backend.to_string(),
+            outcome: outcome(ok),
+        };
+        self.issuance.get_or_create(&labels).inc();
     }
 
     /// Records one CA signing operation.
-    pub fn signed(&mut self, backend: &str, took: Duration, ok: bool) {
-        *self
-            .signing
-            .entry((backend.to_string(), outcome(ok)))
-            .or_default() += 1;
+    pub fn signed(&self, labels: &SigningLabels, took: Duration, ok: bool) {
+        let counted = if ok {
+            &labels.succeeded
+        } else {
+            &labels.failed
+        };
+        self.signing.get_or_create(counted).inc();
         self.latency
-            .entry(backend.to_string())
-            .or_default()
+            .get_or_create(&labels.backend)
             .observe(took.as_secs_f64());
     }
 
     /// Counts one refused request.
-    pub fn denied(&mut self, reason: &'static str) {
-        *self.denied.entry(reason).or_default() += 1;
+    pub fn denied(&self, reason: &'static str) {
+        self.denied.get_or_create(&ReasonLabel { reason }).inc();
     }
 
-    /// The whole exposition.
-    pub fn render(&self, x: Extra<'_>) -> String {
+    /// The gauge of Workload API streams open now.
+    pub fn open_streams(&self) -> &Gauge {
+        &self.open_streams
+    }
+
+    /// The whole exposition: the counted metrics, then `scraped`.
+    pub fn render(&self, scraped: Scraped) -> String {
+        let mut once = PromRegistry::default();
+        once.register_collector(Box::new(scraped));
         let mut out = String::new();
-        family(
-            &mut out,
-            "keyward_svid_issuance_total",
-            "counter",
-            "Workload SVID issuances, by the CA key's backend and outcome.",
-        );
-        for ((backend, result), n) in &self.issuance {
-            let l = [("backend", backend.as_str()), ("outcome", *result)];
-            sample(&mut out, "keyward_svid_issuance_total", &l, *n as f64);
-        }
-        family(
-            &mut out,
-            "keyward_ca_sign_operations_total",
-            "counter",
-            "Signing operations with CA keys (issuances and health probes), by backend and outcome.",
-        );
-        for ((backend, result), n) in &self.signing {
-            let l = [("backend", backend.as_str()), ("outcome", *result)];
-            sample(&mut out, "keyward_ca_sign_operations_total", &l, *n as f64);
-        }
-        self.render_latency(&mut out);
-        family(
-            &mut out,
-            "keyward_workload_api_denied_total",
-            "counter",
-            "Workload API requests refused, by reason.",
-        );
-        for (reason, n) in &self.denied {
-            sample(
-                &mut out,
-                "keyward_workload_api_denied_total",
-                &[("reason", reason)],
-                *n as f64,
-            );
-        }
-        family(
-            &mut out,
-            "keyward_workload_api_open_streams",
-            "gauge",
-            "Workload API streams open now.",
-        );
-        sample(
-            &mut out,
-            "keyward_workload_api_open_streams",
-            &[],
-            x.open_streams as f64,
-        );
-        family(
-            &mut out,
-            "keyward_backend_up",
-            "gauge",
-            "1 when the backend answered its last signing operation or probe, else 0.",
-        );
-        for (backend, h) in x.health {
-            let v = if h.ok { 1.0 } else { 0.0 };
-            sample(&mut out, "keyward_backend_up", &[("backend", backend)], v);
-        }
-        family(
-            &mut out,
-            "keyward_ready",
-            "gauge",
-            "1 when the CA is loaded and its backend answers (as /readyz), else 0.",
-        );
-        sample(
-            &mut out,
-            "keyward_ready",
-            &[],
-            if x.ready { 1.0 } else { 0.0 },
-        );
-        render_certificates(&mut out, &x);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry).and_then(|()| encode(&mut out, &once));
         out
-    }
-
-    fn render_latency(&self, out: &mut String) {
-        let name = "keyward_ca_sign_duration_seconds";
-        family(
-            out,
-            name,
-            "histogram",
-            "Time taken by CA signing operations, by backend.",
-        );
-        for (backend, h) in &self.latency {
-            let mut cumulative = 0;
-            for (i, n) in h.buckets.iter().enumerate() {
-                cumulative += n;
-                let le = LATENCY_BUCKETS
-                    .get(i)
-                    .map_or("+Inf".to_string(), |b| num(*b));
-                let l = [("backend", backend.as_str()), ("le", le.as_str())];
-                sample(out, &format!("{name}_bucket"), &l, cumulative as f64);
-            }
-            let l = [("backend", backend.as_str())];
-            sample(out, &format!("{name}_sum"), &l, h.sum);
-            sample(out, &format!("{name}_count"), &l, h.count as f64);
-        }
     }
 }
 
-/// Per-certificate expiry and alert level, and the count of certificates per level.
-fn render_certificates(out: &mut String, x: &Extra<'_>) {
-    let expiry = "keyward_certificate_expiry_seconds";
-    family(
-        out,
-        expiry,
-        "gauge",
-        "Seconds until the certificate expires (negative once expired).",
-    );
-    let ids = |c: &CertRow| {
-        let spiffe = if c.role == "svid" {
-            c.name.clone()
-        } else {
-            String::new()
-        };
-        (c.role, c.name.clone(), spiffe, c.serial_hex.clone())
+/// State read at scrape time rather than counted.
+#[derive(Debug)]
+pub struct Scraped {
+    /// The scrape time (expiry gauges count from it).
+    pub now: OffsetDateTime,
+    /// The certificates at the last alert evaluation.
+    pub certificates: Vec<CertRow>,
+    /// Every backend's last known health.
+    pub health: BTreeMap<String, Health>,
+    /// Whether `/readyz` would answer 200.
+    pub ready: bool,
+}
+
+/// Writes one gauge family: a `# HELP`/`# TYPE` header, then one sample per label set.
+fn gauges<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, i64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Scraped {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        gauges(
+            &mut encoder,
+            "keyward_backend_up",
+            "1 when the backend answered its last signing operation or probe, else 0.",
+            self.health
+                .iter()
+                .map(|(backend, h)| ([("backend", backend.as_str())], i64::from(h.ok))),
+        )?;
+        gauges(
+            &mut encoder,
+            "keyward_ready",
+            "1 when the CA is loaded and its backend answers (as /readyz), else 0.",
+            [([] as [(&str, &str); 0], i64::from(self.ready))],
+        )?;
+        self.encode_certificates(&mut encoder)
+    }
+}
+
+impl Scraped {
+    /// Per-certificate expiry and alert level, and the count of certificates per level.
+    fn encode_certificates(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        gauges(
+            encoder,
+            "keyward_certificate_expiry_seconds",
+            "Seconds until the certificate expires (negative once expired).",
+            self.certificates
+                .iter()
+                .map(|c| (cert_labels(c), (c.not_after - self.now).whole_seconds())),
+        )?;
+        gauges(
+            encoder,
+            "keyward_certificate_alert_level",
+            "Alert level per certificate: 0 OK, 1 WARNING, 2 ERROR, 3 CRITICAL.",
+            self.certificates.iter().map(|c| {
+                let [role, name, subject, spiffe, serial] = cert_labels(c);
+                let labels = [
+                    role,
+                    name,
+                    subject,
+                    spiffe,
+                    serial,
+                    ("level", c.level.as_str()),
+                ];
+                (labels, level_number(c.level))
+            }),
+        )?;
+        let levels = [
+            AlertLevel::Ok,
+            AlertLevel::Warning,
+            AlertLevel::Error,
+            AlertLevel::Critical,
+        ];
+        gauges(
+            encoder,
+            "keyward_certificates",
+            "Watched certificates, by alert level.",
+            levels.map(|l| {
+                let n = self.certificates.iter().filter(|c| c.level == l).count();
+                (
+                    [("level", l.as_str())],
+                    i64::try_from(n).unwrap_or(i64::MAX),
+                )
+            }),
+        )
+    }
+}
+
+/// The labels that identify a certificate.
+fn cert_labels(c: &CertRow) -> [(&'static str, &str); 5] {
+    let spiffe = if c.role == "svid" {
+        c.name.as_str()
+    } else {
+        ""
     };
-    for c in x.certificates {
-        let (role, name, spiffe, serial) = ids(c);
-        let l = [
-            ("role", role),
-            ("name", name.as_str()),
-            ("subject", c.subject.as_str()),
-            ("spiffe_id", spiffe.as_str()),
-            ("serial", serial.as_str()),
-        ];
-        let secs = (c.not_after - x.now).whole_seconds();
-        sample(out, expiry, &l, secs as f64);
-    }
-    let level = "keyward_certificate_alert_level";
-    family(
-        out,
-        level,
-        "gauge",
-        "Alert level per certificate: 0 OK, 1 WARNING, 2 ERROR, 3 CRITICAL.",
-    );
-    for c in x.certificates {
-        let (role, name, spiffe, serial) = ids(c);
-        let l = [
-            ("role", role),
-            ("name", name.as_str()),
-            ("subject", c.subject.as_str()),
-            ("spiffe_id", spiffe.as_str()),
-            ("serial", serial.as_str()),
-            ("level", c.level.as_str()),
-        ];
-        sample(out, level, &l, f64::from(level_number(c.level)));
-    }
-    let count = "keyward_certificates";
-    family(out, count, "gauge", "Watched certificates, by alert level.");
-    for l in [
-        keyward_core::check::AlertLevel::Ok,
-        keyward_core::check::AlertLevel::Warning,
-        keyward_core::check::AlertLevel::Error,
-        keyward_core::check::AlertLevel::Critical,
-    ] {
-        let n = x.certificates.iter().filter(|c| c.level == l).count();
-        sample(out, count, &[("level", l.as_str())], n as f64);
-    }
+    [
+        ("role", c.role),
+        ("name", c.name.as_str()),
+        ("subject", c.subject.as_str()),
+        ("spiffe_id", spiffe),
+        ("serial", c.serial_hex.as_str()),
+    ]
 }
 
 /// The numeric value of an alert level in the metrics.
-pub fn level_number(l: keyward_core::check::AlertLevel) -> u8 {
-    use keyward_core::check::AlertLevel::*;
+fn level_number(l: AlertLevel) -> i64 {
     match l {
-        Critical => 3,
-        Error => 2,
-        Warning => 1,
+        AlertLevel::Critical => 3,
+        AlertLevel::Error => 2,
+        AlertLevel::Warning => 1,
         _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exposition as the hand-written writer this registry replaced printed it.
+    const EXPECTED: &str = r#"# HELP keyward_svid_issuance_total Workload SVID issuances, by the CA key's backend and outcome.
+# TYPE keyward_svid_issuance_total counter
+keyward_svid_issuance_total{backend="file",outcome="success"} 1
+# HELP keyward_ca_sign_operations_total Signing operations with CA keys (issuances and health probes), by backend and outcome.
+# TYPE keyward_ca_sign_operations_total counter
+keyward_ca_sign_operations_total{backend="file",outcome="failure"} 1
+# HELP keyward_ca_sign_duration_seconds Time taken by CA signing operations, by backend.
+# TYPE keyward_ca_sign_duration_seconds histogram
+keyward_ca_sign_duration_seconds_bucket{backend="file",le="0.001"} 0
+keyward_ca_sign_duration_seconds_bucket{backend="file",le="0.0025"} 0
+keyward_ca_sign_duration_seconds_bucket{backend="file",le="0.005"} 1
+keyward_ca_sign_duration_seconds_bucket{backend="file",le="0.01"} 1
+keyward_ca_sign_duration_seconds_bucket{backend="file",le="0.025"} 1
+keyward_ca_sign_duration_seconds_bucket{backend="file",le="0.05"} 1
+keyward_ca_sign_duration_seconds_bucket{backend="file",le="0.1"} 1
+keyward_ca_sign_duration_seconds_bucket{backend="file",le="0.25"} 1
+keyward_ca_sign_duration_seconds_bucket{backend="file",le="0.5"} 1
+keyward_ca_sign_duration_seconds_bucket{backend="file",le="1"} 1
+keyward_ca_sign_duration_seconds_bucket{backend="file",le="2.5"} 1
+keyward_ca_sign_duration_seconds_bucket{backend="file",le="5"} 1
+keyward_ca_sign_duration_seconds_bucket{backend="file",le="10"} 1
+keyward_ca_sign_duration_seconds_bucket{backend="file",le="+Inf"} 1
+keyward_ca_sign_duration_seconds_sum{backend="file"} 0.003
+keyward_ca_sign_duration_seconds_count{backend="file"} 1
+# HELP keyward_workload_api_denied_total Workload API requests refused, by reason.
+# TYPE keyward_workload_api_denied_total counter
+keyward_workload_api_denied_total{reason="rate_limited"} 2
+# HELP keyward_workload_api_open_streams Workload API streams open now.
+# TYPE keyward_workload_api_open_streams gauge
+keyward_workload_api_open_streams 1
+# HELP keyward_backend_up 1 when the backend answered its last signing operation or probe, else 0.
+# TYPE keyward_backend_up gauge
+keyward_backend_up{backend="file"} 0
+# HELP keyward_ready 1 when the CA is loaded and its backend answers (as /readyz), else 0.
+# TYPE keyward_ready gauge
+keyward_ready 0
+# HELP keyward_certificate_expiry_seconds Seconds until the certificate expires (negative once expired).
+# TYPE keyward_certificate_expiry_seconds gauge
+keyward_certificate_expiry_seconds{role="svid",name="spiffe://example.org/a",subject="CN=a \"b\" \\ c\nd",spiffe_id="spiffe://example.org/a",serial="01"} -60
+# HELP keyward_certificate_alert_level Alert level per certificate: 0 OK, 1 WARNING, 2 ERROR, 3 CRITICAL.
+# TYPE keyward_certificate_alert_level gauge
+keyward_certificate_alert_level{role="svid",name="spiffe://example.org/a",subject="CN=a \"b\" \\ c\nd",spiffe_id="spiffe://example.org/a",serial="01",level="CRITICAL"} 3
+# HELP keyward_certificates Watched certificates, by alert level.
+# TYPE keyward_certificates gauge
+keyward_certificates{level="OK"} 0
+keyward_certificates{level="WARNING"} 0
+keyward_certificates{level="ERROR"} 0
+keyward_certificates{level="CRITICAL"} 1
+"#;
+
+    #[test]
+    fn the_exposition_keeps_its_names_labels_and_escaping() {
+        let r = Registry::default();
+        r.issued("file", true);
+        r.signed(&SigningLabels::new("file"), Duration::from_millis(3), false);
+        r.denied("rate_limited");
+        r.denied("rate_limited");
+        r.open_streams().inc();
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let svid = CertRow {
+            role: "svid",
+            name: "spiffe://example.org/a".into(),
+            subject: "CN=a \"b\" \\ c\nd".into(),
+            issuer: "CN=root".into(),
+            serial_hex: "01".into(),
+            not_after: now - time::Duration::minutes(1),
+            days_left: 0,
+            level: AlertLevel::Critical,
+        };
+        let down = Health {
+            ok: false,
+            reason: "no answer".into(),
+        };
+        let text = r.render(Scraped {
+            now,
+            certificates: vec![svid],
+            health: BTreeMap::from([("file".to_string(), down)]),
+            ready: false,
+        });
+        assert_eq!(text, EXPECTED);
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use keyward_core::{Algorithm, Error, KeyBackend, KeySigner, KeyUri};
 
-use super::Metrics;
+use super::{Metrics, SigningLabels};
 
 /// A backend whose signers report to `metrics`.
 pub struct TimedBackend {
@@ -24,6 +24,7 @@ impl TimedBackend {
 
     fn wrap(&self, signer: Arc<dyn KeySigner>) -> Arc<dyn KeySigner> {
         Arc::new(TimedSigner {
+            labels: SigningLabels::new(signer.uri().scheme()),
             inner: signer,
             metrics: self.metrics.clone(),
         })
@@ -50,6 +51,8 @@ impl KeyBackend for TimedBackend {
 struct TimedSigner {
     inner: Arc<dyn KeySigner>,
     metrics: Metrics,
+    /// The backend's label sets, built once.
+    labels: SigningLabels,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -79,8 +82,7 @@ impl KeySigner for TimedSigner {
             Ok(_) => Ok(()),
             Err(e) => Err(keyward_core::chain_line(e)),
         };
-        self.metrics
-            .signed(self.inner.uri().scheme(), start.elapsed(), outcome);
+        self.metrics.signed(&self.labels, start.elapsed(), outcome);
         result
     }
 }
