@@ -46,7 +46,9 @@ pub enum Command {
     /// Inspect PKCS#11 modules and tokens.
     #[command(subcommand)]
     Hsm(HsmCommand),
-    /// Start with embedded defaults: a software CA in the state directory and a demo certificate.
+    /// Start the agent with embedded defaults: a software CA in the state directory and one
+    /// workload entry for the current user; prints the commands that fetch and check its
+    /// certificate.
     Up,
     /// Run the agent: serve the SPIFFE Workload API on a Unix socket, rotate credentials.
     Agent {
@@ -87,6 +89,31 @@ pub enum Command {
     Audit(AuditCommand),
     /// Print issued credentials for another system (a Kubernetes TLS Secret).
     Export(ExportArgs),
+    /// List operations a crash left unfinished; `pending resolve` settles them.
+    #[command(
+        long_about = "List the operations a crash (or kill) left unfinished in STATE/pending/: \
+    what, when, and what they were changing. `keyward pending resolve` settles each in its own \
+    transaction with an audit record: an issuance whose key or certificate was delivered is \
+    finished (its files completed and recorded), one that delivered nothing is recorded as \
+    abandoned (its serial is never used again); CA files no manifest names are removed; a \
+    CRL older than the revocation list is re-signed."
+    )]
+    Pending {
+        /// `resolve` settles them; without it they are listed.
+        #[command(subcommand)]
+        command: Option<PendingCommand>,
+    },
+}
+
+/// `keyward pending ...`
+#[derive(Debug, Subcommand)]
+pub enum PendingCommand {
+    /// Finish or undo every unfinished operation, one transaction each.
+    Resolve {
+        /// How long a CRL re-signed to finish a `revoke` or `crl` is valid, e.g. 7d.
+        #[arg(long, default_value = "7d")]
+        next_update: String,
+    },
 }
 
 /// `keyward backup`

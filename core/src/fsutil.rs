@@ -3,11 +3,15 @@
 //! A write goes to a temporary file in the same directory, is fsynced, renamed (or
 //! hard-linked, when it must not replace anything) over the target, and the directory
 //! is fsynced, so a crash leaves either the old file or the new one, never a torn one.
+//! Every JSON state file is read and written by [`read_json`] and [`write_json`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::Error;
 
@@ -62,6 +66,26 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32, replace: Replace) -> Re
     sync_dir(dir)
 }
 
+/// Reads the JSON file at `path`: `None` when there is none; a file that does not parse
+/// as a `T` is an error saying `PATH is corrupt: why`.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Error> {
+    let data = match fs::read(path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+    };
+    serde_json::from_slice(&data)
+        .map(Some)
+        .map_err(|e| Error::State(format!("{} is corrupt: {e}", path.display())))
+}
+
+/// Writes `value` as JSON to `path` with [`write_atomic`], mode 0600, replacing the file.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), Error> {
+    let json = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::State(format!("cannot encode {}: {e}", path.display())))?;
+    write_atomic(path, &json, SECRET_FILE_MODE, Replace::Allow)
+}
+
 /// Points the symlink `link` at `target` in one step: a temporary symlink beside it
 /// is renamed over it (replacing a symlink or a regular file; a directory is refused
 /// by the rename), and the directory is fsynced. A reader resolving `link` sees the
@@ -99,6 +123,31 @@ pub fn stale_temporaries(dir: &Path) -> Vec<std::path::PathBuf> {
             out.push(path);
         }
     }
+    out.sort();
+    out
+}
+
+/// Temporaries of the file at `path` (beside it) left by [`write_atomic`] calls whose
+/// process is gone.
+pub fn stale_temporaries_of(path: &Path) -> Vec<std::path::PathBuf> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = fs::read_dir(parent_dir(path)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = entries
+        .flatten()
+        .filter(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            file.starts_with(&prefix)
+                && temporary_writer(&file)
+                    .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .map(|e| e.path())
+        .collect();
     out.sort();
     out
 }
@@ -176,7 +225,8 @@ pub fn mode_of(path: &Path) -> Result<u32, Error> {
         .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))
 }
 
-fn parent_dir(path: &Path) -> &Path {
+/// The directory `path` is in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -209,6 +259,22 @@ mod tests {
     }
 
     #[test]
+    fn json_round_trips_privately_and_a_torn_file_is_named_corrupt() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r.json");
+        assert_eq!(read_json::<Vec<u32>>(&p).unwrap(), None);
+        write_json(&p, &vec![1u32, 2]).unwrap();
+        assert_eq!(read_json::<Vec<u32>>(&p).unwrap(), Some(vec![1, 2]));
+        assert_eq!(mode_of(&p).unwrap(), 0o600);
+        fs::write(&p, b"[1, 2").unwrap();
+        let e = read_json::<Vec<u32>>(&p).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{} is corrupt: ", p.display())),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn temporaries_of_dead_writers_are_stale_and_live_ones_are_not() {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir(d.path().join("sub")).unwrap();
@@ -224,7 +290,12 @@ mod tests {
         ] {
             fs::write(p, b"x").unwrap();
         }
-        assert_eq!(stale_temporaries(d.path()), vec![dead]);
+        assert_eq!(stale_temporaries(d.path()), vec![dead.clone()]);
+        assert_eq!(
+            stale_temporaries_of(&d.path().join("sub/inventory.json")),
+            vec![dead]
+        );
+        assert!(stale_temporaries_of(&d.path().join("manifest.json")).is_empty());
     }
 
     #[test]

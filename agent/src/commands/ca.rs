@@ -1,9 +1,10 @@
 //! `keyward ca init` and `keyward ca intermediate`.
 
-use keyward_core::Error;
 use keyward_core::audit::Event;
 use keyward_core::issuance::{self, CaIssuer};
-use keyward_core::store::StateDir;
+use keyward_core::store::{Operation, Plan, StateDir};
+use keyward_core::{Error, KeyUri};
+use time::OffsetDateTime;
 
 use super::{audit, parse_uri, rfc3339};
 use crate::backends::Backends;
@@ -19,35 +20,40 @@ pub async fn init(
     validity: &str,
 ) -> Result<(), Error> {
     let uri = parse_uri(key)?;
+    uri.check_recordable("the CA key")?;
     let validity = parse_duration(validity)?;
     issuance::parse_subject(subject)?;
     if state.exists() && state.ca()?.is_some() {
-        return Err(existing_ca(state));
+        return Err(state.existing_ca());
     }
     audit::check(state)?;
     let signer = backends.open(&uri).await.map_err(|e| key_hint(e, key))?;
-    let root = issuance::self_signed_root(signer.clone(), subject, validity).await?;
-
-    let lock = state.create_and_lock()?;
-    if state.ca()?.is_some() {
-        return Err(existing_ca(state));
-    }
-    let pending = state.begin(&lock, "ca init", &format!("root with key {}", signer.uri()))?;
-    state.install_root(&lock, std::slice::from_ref(&root.der), Some(signer.uri()))?;
-    pending.done()?;
-    audit::record(
-        state,
-        Event::issued("ca_root_created", &root.der, signer.uri()),
-    )?;
-    println!(
-        "root CA '{}' created in {}",
-        root.subject,
-        state.path().display()
+    let root = state
+        .create_root(signer.clone(), subject, validity, "ca init", &|e| {
+            audit::record(state, e)
+        })
+        .await?
+        .ok_or_else(|| state.existing_ca())?;
+    print_created(
+        &format!(
+            "root CA '{}' created in {}",
+            root.subject,
+            state.path().display()
+        ),
+        signer.uri(),
+        &root.serial_hex,
+        root.not_after,
     );
-    println!("key:        {}", signer.uri());
-    println!("serial:     {}", root.serial_hex);
-    println!("valid until {}", rfc3339(root.not_after));
     Ok(())
+}
+
+/// Prints what a CA command created: `headline`, then the key, serial and end of
+/// validity.
+pub fn print_created(headline: &str, key: &KeyUri, serial_hex: &str, not_after: OffsetDateTime) {
+    println!("{headline}");
+    println!("key:        {key}");
+    println!("serial:     {serial_hex}");
+    println!("valid until {}", rfc3339(not_after));
 }
 
 /// Creates the issuing intermediate under the local root (or an upstream authority).
@@ -60,6 +66,7 @@ pub async fn intermediate(
     upstream: Option<&str>,
 ) -> Result<(), Error> {
     let uri = parse_uri(key)?;
+    uri.check_recordable("the intermediate CA key")?;
     let validity = parse_duration(validity)?;
     issuance::parse_subject(subject)?;
     if let Some(up) = upstream {
@@ -83,34 +90,32 @@ pub async fn intermediate(
         .issue_intermediate(signer.public_key_spki_der(), subject, validity)
         .await?;
 
-    let lock = state.lock()?;
-    let pending = state.begin(
-        &lock,
-        "ca intermediate",
-        &format!("intermediate with key {}", signer.uri()),
-    )?;
-    state.install_intermediate(&lock, &cert.der, signer.uri())?;
-    pending.done()?;
-    audit::record(
-        state,
-        Event::issued("ca_intermediate_created", &cert.der, &root_key).key("key", signer.uri()),
-    )?;
-    println!(
-        "intermediate CA '{}' created in {}",
-        cert.subject,
-        state.path().display()
+    let op = Operation {
+        name: "ca intermediate".into(),
+        detail: format!("intermediate with key {}", signer.uri()),
+        plan: Plan::Ca,
+    };
+    state
+        .transaction(op, &|e| audit::record(state, e), async |tx| {
+            tx.install_intermediate(&cert.der, signer.uri())?;
+            tx.audit(
+                Event::issued("ca_intermediate_created", &cert.der, &root_key)
+                    .key("key", signer.uri()),
+            );
+            Ok(())
+        })
+        .await?;
+    print_created(
+        &format!(
+            "intermediate CA '{}' created in {}",
+            cert.subject,
+            state.path().display()
+        ),
+        signer.uri(),
+        &cert.serial_hex,
+        cert.not_after,
     );
-    println!("key:        {}", signer.uri());
-    println!("serial:     {}", cert.serial_hex);
-    println!("valid until {}", rfc3339(cert.not_after));
     Ok(())
-}
-
-fn existing_ca(state: &StateDir) -> Error {
-    Error::State(format!(
-        "a CA already exists in {}; keyward never replaces a CA",
-        state.path().display()
-    ))
 }
 
 /// Adds the command that creates a missing key to a `NotFound` error.

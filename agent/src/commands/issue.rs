@@ -1,12 +1,11 @@
 //! `keyward issue` (new key and certificate to a directory) and `keyward sign-csr`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use keyward_core::audit::Event;
-use keyward_core::check::{ders_to_pem, summarize};
 use keyward_core::fsutil::{self, Replace};
-use keyward_core::issuance::{CaIssuer, IssuedCertificate, ServiceProfile};
-use keyward_core::store::{IssuedKind, IssuedRecord, StateDir};
+use keyward_core::issuance::{CaChain, CaIssuer, ServiceProfile};
+use keyward_core::store::{IssuedKind, NewCertificate, Operation, Plan, StateDir, Transaction};
 use keyward_core::{Algorithm, Error, KeyUri};
 use keyward_software::SoftwareKey;
 use zeroize::Zeroizing;
@@ -25,12 +24,7 @@ pub async fn issuing_ca(state: &StateDir, backends: &Backends) -> Result<CaIssue
 }
 
 /// Issues a service certificate with a new software key and writes the four files.
-/// Returns the output directory's files' parent for callers such as `up`.
-pub async fn issue(
-    state: &StateDir,
-    backends: &Backends,
-    args: &IssueArgs,
-) -> Result<PathBuf, Error> {
+pub async fn issue(state: &StateDir, backends: &Backends, args: &IssueArgs) -> Result<(), Error> {
     let alg: Algorithm = args.algorithm.parse()?;
     let profile = ServiceProfile {
         common_name: args.name.clone(),
@@ -63,27 +57,15 @@ pub async fn issue(
             &profile,
         )
         .await?;
-
-    let lock = state.lock()?;
-    let pending = state.begin(
-        &lock,
-        "issue",
-        &format!("serial {} to {}", cert.serial_hex, out.display()),
-    )?;
-    write_credentials(&out, &ca, &cert, &pkcs8)?;
-    let rec = record(
-        &ca,
-        &cert,
+    let new = NewCertificate::new(
         IssuedKind::Service,
         &args.name,
         Some(out.clone()),
-    )?;
-    state.record_issued(&lock, rec, &cert.pem())?;
-    pending.done()?;
-    audit::record(
-        state,
-        issued_event(&ca, &cert, IssuedKind::Service, &args.name, &out),
-    )?;
+        ca.signer().uri(),
+        &cert,
+    );
+    let key_pem = Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.to_vec())));
+    deliver(state, &ca, "issue", &new, Some((&key_path, &key_pem))).await?;
     println!(
         "issued '{}' (serial {}), valid until {}",
         cert.subject,
@@ -97,96 +79,83 @@ pub async fn issue(
         out.display()
     );
     println!("  {}/ca.pem     the trust bundle", out.display());
-    Ok(out)
+    Ok(())
 }
 
-fn write_credentials(
-    out: &Path,
+/// Delivers and records `new` in one transaction named `operation`: its key first
+/// when there is one (`issue`: path and PEM, never replacing a file), then the
+/// certificate's files, then its inventory record.
+async fn deliver(
+    state: &StateDir,
     ca: &CaIssuer,
-    cert: &IssuedCertificate,
-    pkcs8: &Zeroizing<Vec<u8>>,
+    operation: &str,
+    new: &NewCertificate,
+    key: Option<(&Path, &Zeroizing<String>)>,
 ) -> Result<(), Error> {
-    fsutil::create_private_dir(out)?;
-    let key_pem = Zeroizing::new(pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.to_vec())));
-    fsutil::write_atomic(
-        &out.join("key.pem"),
-        key_pem.as_bytes(),
-        fsutil::SECRET_FILE_MODE,
-        Replace::Refuse,
-    )?;
-    let (chain, bundle) = chain_and_bundle(ca, cert);
-    fsutil::write_atomic(
-        &out.join("cert.pem"),
-        cert.pem().as_bytes(),
-        fsutil::PUBLIC_FILE_MODE,
-        Replace::Allow,
-    )?;
-    fsutil::write_atomic(
-        &out.join("chain.pem"),
-        chain.as_bytes(),
-        fsutil::PUBLIC_FILE_MODE,
-        Replace::Allow,
-    )?;
-    fsutil::write_atomic(
-        &out.join("ca.pem"),
-        bundle.as_bytes(),
-        fsutil::PUBLIC_FILE_MODE,
-        Replace::Allow,
-    )
-}
-
-/// The chain (leaf, then intermediates) and the trust bundle (roots) for a certificate.
-fn chain_and_bundle(ca: &CaIssuer, cert: &IssuedCertificate) -> (String, String) {
-    // The issuing CA is a root exactly when nothing stands above it.
-    let (intermediates, roots): (Vec<Vec<u8>>, Vec<Vec<u8>>) = if ca.chain_der().is_empty() {
-        (Vec::new(), vec![ca.certificate_der().to_vec()])
-    } else {
-        let above = ca.chain_der();
-        let mut inter = vec![ca.certificate_der().to_vec()];
-        inter.extend(above[..above.len() - 1].iter().cloned());
-        (inter, vec![above[above.len() - 1].clone()])
+    let out = new.out.as_deref().unwrap_or(Path::new(""));
+    let op = Operation {
+        name: operation.into(),
+        detail: format!("serial {} to {}", new.serial_hex()?, out.display()),
+        plan: Plan::Certificate(Box::new(new.clone())),
     };
-    let mut chain = vec![cert.der.clone()];
-    chain.extend(intermediates);
-    (ders_to_pem(&chain), ders_to_pem(&roots))
+    state
+        .transaction(op, &|e| audit::record(state, e), async |tx| {
+            if let Some((path, pem)) = key {
+                tx.create_dir(fsutil::parent_dir(path))?;
+                tx.write(
+                    path,
+                    pem.as_bytes(),
+                    fsutil::SECRET_FILE_MODE,
+                    Replace::Refuse,
+                )?;
+            }
+            write_delivery(tx, new, &ca.ca_chain())?;
+            tx.record_issued(new)?;
+            tx.audit(issued_event(new));
+            Ok(())
+        })
+        .await
 }
 
-fn record(
-    ca: &CaIssuer,
-    cert: &IssuedCertificate,
-    kind: IssuedKind,
-    name: &str,
-    out: Option<PathBuf>,
-) -> Result<IssuedRecord, Error> {
-    let s = summarize(&cert.der)?;
-    Ok(IssuedRecord {
-        serial_hex: cert.serial_hex.clone(),
-        kind,
-        name: name.to_string(),
-        subject: s.subject,
-        sans: s.sans,
-        issuer: s.issuer,
-        ca_key: ca.signer().uri().clone(),
-        not_before: cert.not_before,
-        not_after: cert.not_after,
-        issued_at: time::OffsetDateTime::now_utc(),
-        out,
-        cert_file: String::new(),
-        cert_sha256: String::new(),
-    })
+/// Writes what goes out with a certificate besides its key: for `issue`, `cert.pem`,
+/// `chain.pem` and `ca.pem` in the `--out` directory; for `sign-csr`, the chain to the
+/// `--out` file. (Also how `keyward pending resolve` finishes an interrupted delivery.)
+pub fn write_delivery(
+    tx: &mut Transaction<'_>,
+    new: &NewCertificate,
+    chain: &CaChain,
+) -> Result<(), Error> {
+    let Some(out) = &new.out else {
+        return Ok(());
+    };
+    let leaf = new.cert_der()?;
+    let files = match new.kind {
+        IssuedKind::Service => vec![
+            (out.join("cert.pem"), new.cert_pem.clone()),
+            (out.join("chain.pem"), chain.leaf_chain_pem(&leaf)),
+            (out.join("ca.pem"), chain.bundle_pem()),
+        ],
+        IssuedKind::Csr => vec![(out.clone(), chain.leaf_chain_pem(&leaf))],
+    };
+    for (path, text) in files {
+        tx.create_dir(fsutil::parent_dir(&path))?;
+        tx.write(
+            &path,
+            text.as_bytes(),
+            fsutil::PUBLIC_FILE_MODE,
+            Replace::Allow,
+        )?;
+    }
+    Ok(())
 }
 
 /// The audit record of an issuance from the CLI.
-fn issued_event(
-    ca: &CaIssuer,
-    cert: &IssuedCertificate,
-    kind: IssuedKind,
-    name: &str,
-    out: &Path,
-) -> Event {
-    Event::issued("certificate_issued", &cert.der, ca.signer().uri())
-        .with("kind", kind)
-        .with("name", name)
+fn issued_event(new: &NewCertificate) -> Event {
+    let der = new.cert_der().unwrap_or_default();
+    let out = new.out.as_deref().unwrap_or(Path::new(""));
+    Event::issued("certificate_issued", &der, &new.ca_key)
+        .with("kind", new.kind)
+        .with("name", &new.name)
         .with("out", out.display().to_string())
 }
 
@@ -201,34 +170,14 @@ pub async fn sign_csr(
     let ca = issuing_ca(state, backends).await?;
     audit::check(state)?;
     let cert = ca.sign_csr(&csr, validity).await?;
-    let (chain, _) = chain_and_bundle(&ca, &cert);
-
-    let lock = state.lock()?;
-    let pending = state.begin(
-        &lock,
-        "sign-csr",
-        &format!("serial {} to {}", cert.serial_hex, args.out.display()),
-    )?;
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fsutil::create_private_dir(dir)?;
-    }
-    fsutil::write_atomic(
-        &args.out,
-        chain.as_bytes(),
-        fsutil::PUBLIC_FILE_MODE,
-        Replace::Allow,
-    )?;
-    let name = cert.subject.clone();
-    state.record_issued(
-        &lock,
-        record(&ca, &cert, IssuedKind::Csr, &name, Some(args.out.clone()))?,
-        &cert.pem(),
-    )?;
-    pending.done()?;
-    audit::record(
-        state,
-        issued_event(&ca, &cert, IssuedKind::Csr, &name, &args.out),
-    )?;
+    let new = NewCertificate::new(
+        IssuedKind::Csr,
+        &cert.subject,
+        Some(args.out.clone()),
+        ca.signer().uri(),
+        &cert,
+    );
+    deliver(state, &ca, "sign-csr", &new, None).await?;
     println!(
         "signed '{}' (serial {}), valid until {}",
         cert.subject,

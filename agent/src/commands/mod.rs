@@ -10,6 +10,7 @@ mod hsm;
 mod inspect;
 mod issue;
 mod key;
+mod pending;
 mod revoke;
 mod up;
 mod upstream;
@@ -22,7 +23,7 @@ use keyward_core::store::StateDir;
 use keyward_core::{Error, KeyUri};
 
 use crate::backends::Backends;
-use crate::cli::{AuditCommand, CaCommand, Cli, Command, KeyCommand};
+use crate::cli::{AuditCommand, CaCommand, Cli, Command, KeyCommand, PendingCommand};
 
 /// The `keyward` process: parses the command line, installs logging (the agent installs
 /// its own once its config names the format), runs the command and prints its error
@@ -65,6 +66,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             | Command::Fetch(_)
             | Command::Restore(_)
             | Command::Audit(_)
+            | Command::Pending { .. }
     ) {
         report_problems(&state);
     }
@@ -94,7 +96,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             )
             .await
         }
-        Command::Issue(args) => issue::issue(&state, &backends, &args).await.map(|_| ()),
+        Command::Issue(args) => issue::issue(&state, &backends, &args).await,
         Command::SignCsr(args) => issue::sign_csr(&state, &backends, &args).await,
         Command::Verify(args) => inspect::verify(&state, &args),
         Command::Status(args) => inspect::status(&state, &args),
@@ -109,6 +111,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Audit(AuditCommand::Verify { files }) => audit::verify(&files),
         Command::Audit(AuditCommand::Recover { log }) => audit::recover(&state, log.as_deref()),
         Command::Export(args) => export::export(&state, &args),
+        Command::Pending { command: None } => pending::list(&state),
+        Command::Pending {
+            command: Some(PendingCommand::Resolve { next_update }),
+        } => pending::resolve(&state, &backends, &next_update).await,
     }
 }
 

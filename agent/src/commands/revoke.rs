@@ -8,8 +8,8 @@ use std::time::Duration;
 use keyward_core::Error;
 use keyward_core::audit::{Caller, Event};
 use keyward_core::check::summarize;
-use keyward_core::issuance::{CaIssuer, CrlContents, RevocationReason, RevokedCert, SignedCrl};
-use keyward_core::store::{IssuedRecord, RevocationList, StateDir};
+use keyward_core::issuance::{CaIssuer, CrlContents, RevocationReason, RevokedCert};
+use keyward_core::store::{IssuedRecord, Operation, Plan, RevocationList, StateDir, Transaction};
 use time::OffsetDateTime;
 
 use super::issue::issuing_ca;
@@ -38,31 +38,37 @@ pub async fn revoke(state: &StateDir, backends: &Backends, args: &RevokeArgs) ->
     }
     let issuer = issuing_ca(state, backends).await?;
     audit::check(state)?;
-
-    let lock = state.lock()?;
-    let mut list = state.revocations()?;
-    if let Some(r) = list.find(&record.serial_hex) {
-        return Err(already_revoked(r));
-    }
-    let entry = RevokedCert {
-        serial_hex: record.serial_hex.clone(),
-        reason,
-        revoked_at: now_seconds(),
+    let op = Operation {
+        name: "revoke".into(),
+        detail: format!("serial {}", record.serial_hex),
+        plan: Plan::Revocations {
+            serial_hex: Some(record.serial_hex.clone()),
+        },
     };
-    list.revoked.push(entry.clone());
-    let (crl, next_update) = sign_next(&issuer, &mut list, validity).await?;
-    let pending = state.begin(&lock, "revoke", &format!("serial {}", entry.serial_hex))?;
-    state.save_revocations(&lock, &list, &crl)?;
-    pending.done()?;
-    audit::record(
-        state,
-        Event::revoked(
-            &entry.serial_hex,
-            &reason.to_string(),
-            &Caller::this_process(),
-        )
-        .with("crl_number", list.crl_number),
-    )?;
+    let (entry, list, next_update) = state
+        .transaction(op, &|e| audit::record(state, e), async |tx| {
+            let mut list = tx.state().revocations()?;
+            if let Some(r) = list.find(&record.serial_hex) {
+                return Err(already_revoked(r));
+            }
+            let entry = RevokedCert {
+                serial_hex: record.serial_hex.clone(),
+                reason,
+                revoked_at: now_seconds(),
+            };
+            list.revoked.push(entry.clone());
+            let next_update = save_next_crl(tx, &issuer, &mut list, validity).await?;
+            tx.audit(
+                Event::revoked(
+                    &entry.serial_hex,
+                    &reason.to_string(),
+                    &Caller::this_process(),
+                )
+                .with("crl_number", list.crl_number),
+            );
+            Ok((entry, list, next_update))
+        })
+        .await?;
     println!(
         "revoked {} ('{}'), reason {reason}, at {}",
         entry.serial_hex,
@@ -79,27 +85,32 @@ pub async fn crl(state: &StateDir, backends: &Backends, args: &CrlArgs) -> Resul
     state.require_ca()?;
     let issuer = issuing_ca(state, backends).await?;
     audit::check(state)?;
-    let lock = state.lock()?;
-    let mut list = state.revocations()?;
-    let (crl, next_update) = sign_next(&issuer, &mut list, validity).await?;
-    let pending = state.begin(&lock, "crl", &format!("CRL number {}", list.crl_number))?;
-    state.save_revocations(&lock, &list, &crl)?;
-    pending.done()?;
-    audit::record(
-        state,
-        Event::new("crl_signed").with("crl_number", list.crl_number),
-    )?;
+    let op = Operation {
+        name: "crl".into(),
+        detail: format!("CRL number {}", state.revocations()?.crl_number + 1),
+        plan: Plan::Revocations { serial_hex: None },
+    };
+    let (list, next_update) = state
+        .transaction(op, &|e| audit::record(state, e), async |tx| {
+            let mut list = tx.state().revocations()?;
+            let next_update = save_next_crl(tx, &issuer, &mut list, validity).await?;
+            tx.audit(Event::new("crl_signed").with("crl_number", list.crl_number));
+            Ok((list, next_update))
+        })
+        .await?;
     print_crl(state, &list, next_update);
     Ok(())
 }
 
-/// Takes the next CRL number in `list` and signs its revocations with `issuer`,
-/// valid from now for `validity`; returns the CRL and its nextUpdate.
-async fn sign_next(
+/// Takes the next CRL number in `list`, signs its revocations with `issuer`, valid
+/// from now for `validity`, and saves the list and the CRL in `tx`; returns the CRL's
+/// nextUpdate.
+pub async fn save_next_crl(
+    tx: &mut Transaction<'_>,
     issuer: &CaIssuer,
     list: &mut RevocationList,
     validity: Duration,
-) -> Result<(SignedCrl, OffsetDateTime), Error> {
+) -> Result<OffsetDateTime, Error> {
     list.crl_number += 1;
     let this_update = now_seconds();
     let contents = CrlContents {
@@ -108,7 +119,9 @@ async fn sign_next(
         next_update: this_update + validity,
         revoked: list.revoked.clone(),
     };
-    Ok((issuer.sign_crl(&contents).await?, contents.next_update))
+    let crl = issuer.sign_crl(&contents).await?;
+    tx.save_revocations(list, &crl)?;
+    Ok(contents.next_update)
 }
 
 fn print_crl(state: &StateDir, list: &RevocationList, next: OffsetDateTime) {
@@ -139,9 +152,21 @@ fn normalize_serial(serial: &str) -> Result<String, Error> {
     Ok(hex.to_ascii_uppercase())
 }
 
-/// The inventory record of the certificate with `serial` (normalized).
+/// The inventory record of the certificate with `serial` (normalized). A certificate
+/// abandoned by `keyward pending resolve` was never delivered, so nobody holds it and
+/// it is not revoked: the error says so.
 fn find_issued(state: &StateDir, serial: &str) -> Result<IssuedRecord, Error> {
     let key = |s: &str| s.trim_start_matches('0').to_ascii_uppercase();
+    if let Some(r) = state
+        .abandoned()?
+        .into_iter()
+        .find(|r| key(&r.serial_hex) == key(serial))
+    {
+        return Err(Error::State(format!(
+            "certificate {} was abandoned by `keyward pending resolve`: it was never delivered, so there is nothing to revoke",
+            r.serial_hex
+        )));
+    }
     state
         .inventory()?
         .into_iter()

@@ -3,11 +3,9 @@
 
 use std::time::Duration;
 
-use keyward_core::issuance::{self, CaIssuer};
 use keyward_core::store::StateDir;
 use keyward_core::{Error, KeyUri};
 
-use super::rfc3339;
 use crate::backends::Backends;
 
 /// Creates the intermediate with the upstream authority named by `upstream`.
@@ -36,15 +34,14 @@ async fn vault_pki(
     validity: Duration,
     upstream: &str,
 ) -> Result<(), Error> {
+    use keyward_core::issuance::{self, CaIssuer};
+    use keyward_core::store::{Operation, Plan};
     let target: keyward_vault::VaultPkiUpstream = keyward_vault::VaultPkiUpstream::parse(upstream)?;
     if target.role.is_some() {
         tracing::warn!("vault-pki role is ignored: PKI root/sign-intermediate takes no role");
     }
     if state.exists() && state.ca()?.is_some() {
-        return Err(Error::State(format!(
-            "a CA already exists in {}; keyward never replaces a CA",
-            state.path().display()
-        )));
+        return Err(state.existing_ca());
     }
     let settings = keyward_vault::VaultSettings::from_env()?;
     let signer = backends.open(key).await?;
@@ -60,28 +57,36 @@ async fn vault_pki(
     let issuer = CaIssuer::new(inter_der.clone(), signed.chain_der.clone(), signer.clone())?;
     let summary = keyward_core::check::summarize(issuer.certificate_der())?;
 
-    let lock = state.create_and_lock()?;
-    let pending = state.begin(
-        &lock,
-        "ca intermediate",
-        &format!("upstream {upstream} with key {}", signer.uri()),
-    )?;
-    state.install_upstream(&lock, &inter_der, &signed.chain_der, signer.uri())?;
-    pending.done()?;
-    super::audit::record(
-        state,
-        keyward_core::audit::Event::issued("ca_intermediate_created", &inter_der, signer.uri())
-            .key("key", signer.uri())
-            .with("upstream", upstream),
-    )?;
-    println!(
-        "intermediate CA '{}' signed by {upstream}, stored in {}",
-        summary.subject,
-        state.path().display()
+    let op = Operation {
+        name: "ca intermediate".into(),
+        detail: format!("upstream {upstream} with key {}", signer.uri()),
+        plan: Plan::Ca,
+    };
+    state
+        .transaction(op, &|e| super::audit::record(state, e), async |tx| {
+            tx.install_upstream(&inter_der, &signed.chain_der, signer.uri())?;
+            tx.audit(
+                keyward_core::audit::Event::issued(
+                    "ca_intermediate_created",
+                    &inter_der,
+                    signer.uri(),
+                )
+                .key("key", signer.uri())
+                .with("upstream", upstream),
+            );
+            Ok(())
+        })
+        .await?;
+    super::ca::print_created(
+        &format!(
+            "intermediate CA '{}' signed by {upstream}, stored in {}",
+            summary.subject,
+            state.path().display()
+        ),
+        signer.uri(),
+        &summary.serial_hex,
+        summary.not_after,
     );
-    println!("key:        {}", signer.uri());
-    println!("serial:     {}", summary.serial_hex);
-    println!("valid until {}", rfc3339(summary.not_after));
     Ok(())
 }
 

@@ -3,10 +3,9 @@
 
 use std::sync::Arc;
 
-use keyward_core::audit::Event;
-use keyward_core::issuance::{self, CaIssuer};
+use keyward_core::Error;
+use keyward_core::issuance::CaIssuer;
 use keyward_core::store::StateDir;
-use keyward_core::{Error, KeySigner};
 use prost::bytes::Bytes;
 
 use super::audit::Audit;
@@ -29,15 +28,9 @@ impl CaView {
     /// The view for `issuer`, given the roots: the issuer's chain minus the root goes
     /// after each leaf; the roots are the bundle.
     pub fn new(issuer: CaIssuer, roots: &[Vec<u8>]) -> Self {
-        let mut intermediates = Vec::new();
-        if !issuer.chain_der().is_empty() {
-            intermediates.push(issuer.certificate_der().to_vec());
-            let above = issuer.chain_der();
-            intermediates.extend(above[..above.len() - 1].iter().cloned());
-        }
         CaView {
+            intermediates: issuer.ca_chain().intermediates,
             issuer,
-            intermediates,
             bundle: Bytes::from(roots.concat()),
         }
     }
@@ -80,7 +73,22 @@ pub async fn load(
     let ca = match state.ca()? {
         Some(ca) => ca,
         None => {
-            create_root(settings, state, &*signer, signer.clone(), audit).await?;
+            // `None` from create_root: another keyward process created it meanwhile.
+            let created = state
+                .create_root(
+                    signer.clone(),
+                    &settings.subject,
+                    settings.validity,
+                    "agent",
+                    &|e| {
+                        audit.record(e);
+                        Ok(())
+                    },
+                )
+                .await?;
+            if let Some(root) = created {
+                tracing::info!(subject = %root.subject, key = %signer.uri(), serial = %root.serial_hex, "created the root CA");
+            }
             state.require_ca()?
         }
     };
@@ -124,25 +132,4 @@ pub async fn load(
             Ok(AgentCa::Rotating(Box::new(i)))
         }
     }
-}
-
-async fn create_root(
-    settings: &CaSettings,
-    state: &StateDir,
-    signer: &dyn KeySigner,
-    owned: Arc<dyn KeySigner>,
-    audit: &Audit,
-) -> Result<(), Error> {
-    let root = issuance::self_signed_root(owned, &settings.subject, settings.validity).await?;
-    let lock = state.create_and_lock()?;
-    if state.ca()?.is_some() {
-        // Another keyward process created it meanwhile; use that one.
-        return Ok(());
-    }
-    let pending = state.begin(&lock, "agent", &format!("root with key {}", signer.uri()))?;
-    state.install_root(&lock, std::slice::from_ref(&root.der), Some(signer.uri()))?;
-    pending.done()?;
-    audit.record(Event::issued("ca_root_created", &root.der, signer.uri()));
-    tracing::info!(subject = %root.subject, key = %signer.uri(), serial = %root.serial_hex, "created the root CA");
-    Ok(())
 }

@@ -14,15 +14,13 @@
 //! generation numbers only: key URIs are recomputed from the template, so no PIN or
 //! token from the URI is ever written).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_core::audit::Event;
 use keyward_core::check::{ders_to_pem, pem_to_ders, summarize};
-use keyward_core::fsutil::{self, Replace};
 use keyward_core::issuance::CaIssuer;
-use keyward_core::store::StateDir;
+use keyward_core::store::{AgentRecord, StateDir};
 use keyward_core::{Error, KeyUri};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -309,22 +307,15 @@ impl Intermediates {
         CaIssuer::new(der, vec![self.root.certificate_der().to_vec()], signer)
     }
 
-    fn path(&self) -> PathBuf {
-        self.state.path().join("agent/intermediates.json")
-    }
-
     fn read(&self) -> Result<Record, Error> {
-        let path = self.path();
-        match std::fs::read(&path) {
-            Ok(data) => serde_json::from_slice::<Record>(&data)
-                .map_err(|e| Error::State(format!("{} is corrupt: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Record {
+        Ok(self
+            .state
+            .read_agent_record(AgentRecord::Intermediates)?
+            .unwrap_or(Record {
                 version: 1,
                 last: 0,
                 generations: Vec::new(),
-            }),
-            Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
-        }
+            }))
     }
 
     fn write(&self) -> Result<(), Error> {
@@ -340,12 +331,8 @@ impl Intermediates {
                 })
                 .collect(),
         };
-        let json = serde_json::to_vec_pretty(&rec)
-            .map_err(|e| Error::State(format!("cannot encode intermediates: {e}")))?;
-        let path = self.path();
-        let _lock = self.state.lock()?;
-        fsutil::create_private_dir(path.parent().unwrap_or(self.state.path()))?;
-        fsutil::write_atomic(&path, &json, fsutil::PUBLIC_FILE_MODE, Replace::Allow)
+        self.state
+            .write_agent_record(AgentRecord::Intermediates, &rec)
     }
 }
 

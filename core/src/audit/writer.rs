@@ -13,7 +13,7 @@ use super::record::{GENESIS, Record, line_hash};
 use super::tail::{Tail, read_tail};
 use super::{DEFAULT_KEEP, DEFAULT_MAX_BYTES, Event, head_path, rotated_path};
 use crate::Error;
-use crate::fsutil::{self, Replace};
+use crate::fsutil;
 
 /// How many times an append reopens a log that was rotated under it before giving up.
 const MAX_REOPENS: usize = 64;
@@ -269,13 +269,7 @@ impl AuditLog {
             seq,
             hash: hash.to_string(),
         };
-        let json = serde_json::to_vec(&head).expect("the head serializes");
-        fsutil::write_atomic(
-            &head_path(&self.path),
-            &json,
-            fsutil::SECRET_FILE_MODE,
-            Replace::Allow,
-        )
+        fsutil::write_json(&head_path(&self.path), &head)
     }
 
     /// Shifts `LOG.k` to `LOG.k+1` (dropping the oldest past `keep`) and `LOG` to
@@ -341,12 +335,5 @@ pub(super) fn encode(pred: Option<&Predecessor>, event: &Event) -> String {
 
 /// The head file beside the log at `log`, if there is one.
 pub(super) fn read_head(log: &Path) -> Result<Option<Head>, Error> {
-    let path = head_path(log);
-    match fs::read(&path) {
-        Ok(d) => serde_json::from_slice(&d)
-            .map(Some)
-            .map_err(|e| Error::State(format!("{} is corrupt: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
-    }
+    fsutil::read_json(&head_path(log))
 }

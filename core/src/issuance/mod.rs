@@ -7,6 +7,7 @@
 
 mod adapter;
 mod ca_issuer;
+mod chain;
 mod crl;
 pub(crate) mod csr;
 mod names;
@@ -28,6 +29,7 @@ use postcheck::{IssuerKey, check_csr, check_issued};
 use profile::{random_serial, validity_window};
 
 pub use ca_issuer::CaIssuer;
+pub use chain::CaChain;
 pub use crl::{CrlContents, RevocationReason, RevokedCert, SignedCrl, serial_bytes};
 pub use names::parse_subject;
 pub use postcheck::verify_issued;

@@ -1,4 +1,6 @@
 //! The inventory: one record per certificate keyward issued, and its certificate file.
+//! A certificate signed by an operation that crashed before delivering it stays in the
+//! inventory as abandoned, so its serial is never used again.
 
 use std::fs;
 use std::path::PathBuf;
@@ -6,8 +8,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::{StateDir, StateLock, sha256_hex};
+use super::{StateDir, Transaction, sha256_hex};
+use crate::check::{pem_to_ders, summarize};
 use crate::fsutil::{self, Replace};
+use crate::issuance::IssuedCertificate;
 use crate::{Error, KeyUri};
 
 const INVENTORY: &str = "inventory.json";
@@ -22,10 +26,29 @@ pub enum IssuedKind {
     Csr,
 }
 
-/// One issued certificate, as listed by `keyward status`.
+/// Whether a recorded certificate went out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertStatus {
+    /// Delivered to its `out` path.
+    #[default]
+    Issued,
+    /// Signed by an operation that crashed before anything was delivered, and
+    /// abandoned by `keyward pending resolve`: nobody holds it, nothing lists or
+    /// revokes it, and its serial is never used again.
+    Abandoned,
+}
+
+impl CertStatus {
+    fn is_issued(&self) -> bool {
+        *self == CertStatus::Issued
+    }
+}
+
+/// One certificate in the inventory, as listed by `keyward status`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IssuedRecord {
-    /// Serial number, lower-case hex.
+    /// Serial number, upper-case hex.
     pub serial_hex: String,
     /// How it was issued.
     pub kind: IssuedKind,
@@ -45,65 +68,156 @@ pub struct IssuedRecord {
     /// End of validity.
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
-    /// When keyward issued it.
+    /// When keyward recorded it.
     #[serde(with = "time::serde::rfc3339")]
     pub issued_at: OffsetDateTime,
     /// Where the credentials were written (`--out`), if anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<PathBuf>,
-    /// The certificate file in the state directory, relative to it (set by the store).
-    #[serde(default)]
+    /// The certificate file in the state directory, relative to it.
     pub cert_file: String,
-    /// SHA-256 of that file (set by the store).
-    #[serde(default)]
+    /// SHA-256 of that file.
     pub cert_sha256: String,
+    /// Whether it went out (absent in the file: issued).
+    #[serde(default, skip_serializing_if = "CertStatus::is_issued")]
+    pub status: CertStatus,
+}
+
+/// A certificate to add to the inventory, as the command that signed it knows it; the
+/// store reads everything else from the certificate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NewCertificate {
+    /// How it was issued.
+    pub kind: IssuedKind,
+    /// The name given on the command line (or the CSR's subject).
+    pub name: String,
+    /// Where it is delivered: the `--out` directory of `issue`, the file of `sign-csr`.
+    pub out: Option<PathBuf>,
+    /// URI of the key that signed it.
+    pub ca_key: KeyUri,
+    /// The certificate, one PEM block.
+    pub cert_pem: String,
+}
+
+impl NewCertificate {
+    /// The record of `cert`, signed with `ca_key`.
+    pub fn new(
+        kind: IssuedKind,
+        name: &str,
+        out: Option<PathBuf>,
+        ca_key: &KeyUri,
+        cert: &IssuedCertificate,
+    ) -> NewCertificate {
+        NewCertificate {
+            kind,
+            name: name.to_string(),
+            out,
+            ca_key: ca_key.clone(),
+            cert_pem: cert.pem(),
+        }
+    }
+
+    /// The certificate (DER).
+    pub fn cert_der(&self) -> Result<Vec<u8>, Error> {
+        Ok(pem_to_ders(self.cert_pem.as_bytes())?.swap_remove(0))
+    }
+
+    /// The certificate's serial, upper-case hex.
+    pub fn serial_hex(&self) -> Result<String, Error> {
+        Ok(summarize(&self.cert_der()?)?.serial_hex)
+    }
+}
+
+impl Transaction<'_> {
+    /// Stores a delivered certificate in `issued/` and adds its record to the inventory.
+    /// Refuses a serial the inventory already holds.
+    pub fn record_issued(&mut self, new: &NewCertificate) -> Result<IssuedRecord, Error> {
+        self.add_to_inventory(new, CertStatus::Issued)
+    }
+
+    /// Records a certificate that was signed and never delivered, so that its serial is
+    /// never used again.
+    pub fn record_abandoned(&mut self, new: &NewCertificate) -> Result<IssuedRecord, Error> {
+        self.add_to_inventory(new, CertStatus::Abandoned)
+    }
+
+    fn add_to_inventory(
+        &mut self,
+        new: &NewCertificate,
+        status: CertStatus,
+    ) -> Result<IssuedRecord, Error> {
+        let s = summarize(&new.cert_der()?)?;
+        let mut all = self.state().all_records()?;
+        if all.iter().any(|r| r.serial_hex == s.serial_hex) {
+            return Err(Error::AlreadyExists(format!(
+                "serial {} is already in the inventory of {}",
+                s.serial_hex,
+                self.state().path().display()
+            )));
+        }
+        let rec = IssuedRecord {
+            cert_file: format!("issued/{}.pem", s.serial_hex),
+            cert_sha256: sha256_hex(new.cert_pem.as_bytes()),
+            serial_hex: s.serial_hex,
+            kind: new.kind,
+            name: new.name.clone(),
+            subject: s.subject,
+            sans: s.sans,
+            issuer: s.issuer,
+            ca_key: new.ca_key.clone(),
+            not_before: s.not_before,
+            not_after: s.not_after,
+            issued_at: OffsetDateTime::now_utc(),
+            out: new.out.clone(),
+            status,
+        };
+        let path = self.state().root.join(&rec.cert_file);
+        // A crash between this file and the inventory leaves the file: the same
+        // certificate is taken as it is.
+        if fs::read(&path)
+            .ok()
+            .is_none_or(|d| d != new.cert_pem.as_bytes())
+        {
+            self.create_dir(fsutil::parent_dir(&path))?;
+            self.write(
+                &path,
+                new.cert_pem.as_bytes(),
+                fsutil::PUBLIC_FILE_MODE,
+                Replace::Refuse,
+            )?;
+        }
+        all.push(rec.clone());
+        let inventory = self.state().root.join(INVENTORY);
+        self.write_json(&inventory, &all)?;
+        Ok(rec)
+    }
 }
 
 impl StateDir {
-    /// Stores an issued certificate (PEM) and adds its record to the inventory.
-    pub fn record_issued(
-        &self,
-        _lock: &StateLock,
-        mut rec: IssuedRecord,
-        cert_pem: &str,
-    ) -> Result<(), Error> {
-        let rel = format!("issued/{}.pem", rec.serial_hex);
-        let path = self.root.join(&rel);
-        fsutil::create_private_dir(path.parent().unwrap_or(&self.root))?;
-        fsutil::write_atomic(
-            &path,
-            cert_pem.as_bytes(),
-            fsutil::PUBLIC_FILE_MODE,
-            Replace::Refuse,
-        )?;
-        rec.cert_file = rel;
-        rec.cert_sha256 = sha256_hex(cert_pem.as_bytes());
-        let mut all = self.inventory()?;
-        all.push(rec);
-        let json = serde_json::to_vec_pretty(&all).expect("inventory serializes");
-        fsutil::write_atomic(
-            &self.root.join(INVENTORY),
-            &json,
-            fsutil::PUBLIC_FILE_MODE,
-            Replace::Allow,
-        )
+    /// Every certificate delivered, oldest first (abandoned ones are left out: see
+    /// [`StateDir::abandoned`]).
+    pub fn inventory(&self) -> Result<Vec<IssuedRecord>, Error> {
+        let mut all = self.all_records()?;
+        all.retain(|r| r.status == CertStatus::Issued);
+        Ok(all)
     }
 
-    /// Every issued certificate's record, oldest first.
-    pub fn inventory(&self) -> Result<Vec<IssuedRecord>, Error> {
-        let path = self.root.join(INVENTORY);
-        match fs::read(&path) {
-            Ok(d) => serde_json::from_slice(&d)
-                .map_err(|e| Error::State(format!("{} is corrupt: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
-        }
+    /// Certificates signed and never delivered, whose serials stay taken.
+    pub fn abandoned(&self) -> Result<Vec<IssuedRecord>, Error> {
+        let mut all = self.all_records()?;
+        all.retain(|r| r.status == CertStatus::Abandoned);
+        Ok(all)
+    }
+
+    /// Every record in the inventory file, oldest first.
+    fn all_records(&self) -> Result<Vec<IssuedRecord>, Error> {
+        Ok(fsutil::read_json(&self.root.join(INVENTORY))?.unwrap_or_default())
     }
 
     /// Records whose file is missing or altered, and files in `issued/` no record names.
     pub(super) fn inventory_problems(&self) -> Result<Vec<String>, Error> {
         let mut out = Vec::new();
-        let records = match self.inventory() {
+        let records = match self.all_records() {
             Ok(r) => r,
             Err(e) => return Ok(vec![e.to_string()]),
         };

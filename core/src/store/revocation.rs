@@ -2,15 +2,15 @@
 //! from it, signed by the issuing CA.
 //!
 //! The list is written before the CRL, so a crash between the two leaves a CRL older
-//! than the list, which [`StateDir::problems`] reports and `keyward crl` repairs; it
-//! never leaves a CRL listing a revocation the list forgot.
+//! than the list, which [`StateDir::problems`] reports and `keyward pending resolve` (or
+//! `keyward crl`) repairs; it never leaves a CRL listing a revocation the list forgot.
 
 use std::fs;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{StateDir, StateLock};
+use super::{StateDir, Transaction};
 use crate::Error;
 use crate::fsutil::{self, Replace};
 use crate::issuance::{RevokedCert, SignedCrl};
@@ -59,69 +59,69 @@ impl StateDir {
 
     /// The revocation list (empty, CRL number 0, when nothing was ever revoked).
     pub fn revocations(&self) -> Result<RevocationList, Error> {
-        let path = self.root.join(REVOCATIONS);
-        match fs::read(&path) {
-            Ok(d) => serde_json::from_slice(&d)
-                .map_err(|e| Error::State(format!("{} is corrupt: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RevocationList {
+        Ok(
+            fsutil::read_json(&self.root.join(REVOCATIONS))?.unwrap_or(RevocationList {
                 version: 1,
                 ..RevocationList::default()
             }),
-            Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
-        }
+        )
     }
 
-    /// Records `list` and then the CRL signed from it (DER and PEM), each atomically.
-    /// The caller signed `crl` with `list.crl_number` while holding `_lock`.
-    pub fn save_revocations(
-        &self,
-        _lock: &StateLock,
-        list: &RevocationList,
-        crl: &SignedCrl,
-    ) -> Result<(), Error> {
-        let json = serde_json::to_vec_pretty(list).expect("revocation list serializes");
-        fsutil::write_atomic(
-            &self.root.join(REVOCATIONS),
-            &json,
-            fsutil::PUBLIC_FILE_MODE,
-            Replace::Allow,
-        )?;
-        fsutil::write_atomic(
-            &self.crl_der_path(),
-            &crl.der,
-            fsutil::PUBLIC_FILE_MODE,
-            Replace::Allow,
-        )?;
-        fsutil::write_atomic(
-            &self.crl_pem_path(),
-            crl.pem().as_bytes(),
-            fsutil::PUBLIC_FILE_MODE,
-            Replace::Allow,
-        )
+    /// Whether the CRL files are the ones signed from the revocation list: `crl.der`
+    /// carries the list's CRL number and `crl.pem` is its PEM form (true before the
+    /// first CRL).
+    pub fn crl_is_current(&self) -> Result<bool, Error> {
+        let list = self.revocations()?;
+        if list.crl_number == 0 {
+            return Ok(true);
+        }
+        let Ok(der) = fs::read(self.crl_der_path()) else {
+            return Ok(false);
+        };
+        let number = crate::check::parse_crl(&der)
+            .ok()
+            .and_then(|c| c.crl_number().and_then(|n| u64::try_from(n).ok()));
+        let pem = SignedCrl { der }.pem();
+        Ok(number == Some(list.crl_number)
+            && fs::read(self.crl_pem_path()).is_ok_and(|p| p == pem.as_bytes()))
     }
 
     /// A CRL older than the revocation list (an interrupted `revoke` or `crl`).
     pub(super) fn revocation_problems(&self) -> Vec<String> {
-        let list = match self.revocations() {
-            Ok(l) => l,
-            Err(e) => return vec![e.to_string()],
-        };
-        if list.crl_number == 0 {
-            return Vec::new();
+        match self.crl_is_current() {
+            Ok(true) => Vec::new(),
+            Ok(false) => vec![format!(
+                "{} does not match {} (CRL number {} expected); run `keyward crl` to re-sign it",
+                self.crl_der_path().display(),
+                self.root.join(REVOCATIONS).display(),
+                self.revocations().map_or(0, |l| l.crl_number)
+            )],
+            Err(e) => vec![e.to_string()],
         }
-        let number = fs::read(self.crl_der_path()).ok().and_then(|der| {
-            crate::check::parse_crl(&der)
-                .ok()
-                .and_then(|c| c.crl_number().and_then(|n| u64::try_from(n).ok()))
-        });
-        if number == Some(list.crl_number) {
-            return Vec::new();
-        }
-        vec![format!(
-            "{} does not match {} (CRL number {} expected); run `keyward crl` to re-sign it",
-            self.crl_der_path().display(),
-            self.root.join(REVOCATIONS).display(),
-            list.crl_number
-        )]
+    }
+}
+
+impl Transaction<'_> {
+    /// Records `list` and then the CRL signed from it (DER and PEM), each atomically.
+    /// The caller signed `crl` with `list.crl_number` in this transaction.
+    pub fn save_revocations(
+        &mut self,
+        list: &RevocationList,
+        crl: &SignedCrl,
+    ) -> Result<(), Error> {
+        let state = self.state();
+        self.write_json(&state.root.join(REVOCATIONS), list)?;
+        self.write(
+            &state.crl_der_path(),
+            &crl.der,
+            fsutil::PUBLIC_FILE_MODE,
+            Replace::Allow,
+        )?;
+        self.write(
+            &state.crl_pem_path(),
+            crl.pem().as_bytes(),
+            fsutil::PUBLIC_FILE_MODE,
+            Replace::Allow,
+        )
     }
 }

@@ -6,11 +6,8 @@
 //! (so no PIN or token label is written); a fingerprint of that URI tells whether the
 //! record belongs to the configured key.
 
-use std::path::{Path, PathBuf};
-
 use keyward_core::Error;
-use keyward_core::fsutil::{self, Replace};
-use keyward_core::store::{StateDir, sha256_hex};
+use keyward_core::store::{AgentRecord, StateDir, sha256_hex};
 use serde::{Deserialize, Serialize};
 
 /// The recorded generations.
@@ -37,33 +34,17 @@ pub struct GenRecord {
     pub retired_ms: Option<u64>,
 }
 
-/// The record's path in the state directory.
-pub fn path(state: &StateDir) -> PathBuf {
-    state.path().join("agent/jwt-keys.json")
-}
-
 /// The fingerprint of a base key URI as the record stores it.
 pub fn fingerprint(uri: &keyward_core::KeyUri) -> String {
     sha256_hex(uri.to_string().as_bytes())
 }
 
 /// The record, or `None` when there is none yet.
-pub fn read(path: &Path) -> Result<Option<Record>, Error> {
-    match std::fs::read(path) {
-        Ok(data) => serde_json::from_slice(&data)
-            .map(Some)
-            .map_err(|e| Error::State(format!("{} is corrupt: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(format!("cannot read {}", path.display()), e)),
-    }
+pub fn read(state: &StateDir) -> Result<Option<Record>, Error> {
+    state.read_agent_record(AgentRecord::JwtKeys)
 }
 
 /// Replaces the record atomically, under the state directory's lock.
 pub fn write(state: &StateDir, record: &Record) -> Result<(), Error> {
-    let json = serde_json::to_vec_pretty(record)
-        .map_err(|e| Error::State(format!("cannot encode the JWT key record: {e}")))?;
-    let path = path(state);
-    let _lock = state.lock()?;
-    fsutil::create_private_dir(path.parent().unwrap_or(state.path()))?;
-    fsutil::write_atomic(&path, &json, fsutil::PUBLIC_FILE_MODE, Replace::Allow)
+    state.write_agent_record(AgentRecord::JwtKeys, record)
 }
