@@ -207,22 +207,85 @@ fn each_kind_of_tampering_is_named_at_its_line() {
 }
 
 #[test]
-fn a_pin_given_as_pin_value_never_reaches_the_log() {
+fn a_pin_given_as_pin_value_never_reaches_the_log_and_cannot_make_a_ca() {
     required_env("SOFTHSM2_CONF");
     let tmp = TempDir::new().unwrap();
     let (token, pin_file) = softhsm_token(tmp.path(), "kw-audit");
     let pin = std::fs::read_to_string(&pin_file).unwrap();
-    let key = format!(
-        "pkcs11:token={token};object=root?module-path={}&pin-value={pin}",
-        required_env("KEYWARD_TEST_PKCS11_MODULE")
+    let module = required_env("KEYWARD_TEST_PKCS11_MODULE");
+    let base = format!("pkcs11:token={token};object=root?module-path={module}");
+    let with_value = format!("{base}&pin-value={pin}");
+    let state = tmp.path().join("state");
+    keyward_ok(
+        &state,
+        &[
+            "key",
+            "generate",
+            "--key",
+            &with_value,
+            "--algorithm",
+            "ecdsa-p256",
+        ],
     );
-    // key generate and ca init see the PIN (the CA manifest keeps the URI without it,
-    // so issuing later needs a pin-source; not this test's business).
-    let state = root_ca(tmp.path(), &key, "ecdsa-p256");
+    // A CA records its key URI, never a PIN: with pin-value, every later command would
+    // find no PIN. `ca init` refuses, naming what to use, and changes nothing.
+    let before = snapshot(&state);
+    let err = keyward_fails(
+        &state,
+        &[
+            "ca",
+            "init",
+            "--key",
+            &with_value,
+            "--subject",
+            "CN=pin root",
+        ],
+        "pin-source=file:",
+    );
+    assert!(err.contains("pin-source=env:"), "{err}");
+    assert!(!err.contains(&pin), "the PIN is in the error: {err}");
+    assert_eq!(
+        snapshot(&state),
+        before,
+        "a refused ca init changed the state"
+    );
+    // The same key with a pin-source makes a CA that later commands can use.
+    let with_source = format!("{base}&pin-source=file:{}", pin_file.display());
+    keyward_ok(
+        &state,
+        &[
+            "ca",
+            "init",
+            "--key",
+            &with_source,
+            "--subject",
+            "CN=pin root",
+        ],
+    );
+    let out = tmp.path().join("svc");
+    keyward_ok(
+        &state,
+        &[
+            "issue",
+            "--name",
+            "svc",
+            "--dns",
+            "svc.internal",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    openssl_verify(&out);
+    keyward_fails(
+        &state,
+        &["ca", "intermediate", "--key", &with_value],
+        "pin-source=file:",
+    );
+
     let text = std::fs::read_to_string(state.join("audit.jsonl")).unwrap();
     assert_eq!(
         names(&events(&state.join("audit.jsonl"))),
-        ["key_generated", "ca_root_created"],
+        ["key_generated", "ca_root_created", "certificate_issued"],
         "{text}"
     );
     assert!(text.contains(&format!("token={token}")), "{text}");

@@ -264,13 +264,18 @@ fn up_twice_reuses_the_ca_and_prints_the_openssl_command() {
                 break;
             }
         }
+        // The fetch command names this binary by its path: it runs as printed, pasted
+        // into a shell whose PATH has no `keyward` (as after `cargo run`).
+        let exe = keyward_bin().canonicalize().unwrap();
         let fetch = printed
             .lines()
-            .find_map(|l| l.trim().strip_prefix("keyward fetch "))
-            .unwrap_or_else(|| panic!("no fetch command:\n{printed}"));
-        let out = std::process::Command::new(keyward_bin())
-            .arg("fetch")
-            .args(fetch.split_whitespace())
+            .map(str::trim)
+            .find(|l| l.starts_with(&format!("{} fetch ", exe.display())))
+            .unwrap_or_else(|| panic!("no fetch command naming {}:\n{printed}", exe.display()));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(fetch)
+            .env("PATH", "/usr/bin:/bin")
             .output()
             .unwrap();
         assert!(
@@ -310,7 +315,8 @@ fn up_twice_reuses_the_ca_and_prints_the_openssl_command() {
         printed
     }
     let tmp = TempDir::new().unwrap();
-    let state = tmp.path().join("kw");
+    // A space in the path: the printed commands quote it.
+    let state = tmp.path().join("key ward");
     let first = up_session(&state);
     assert!(first.contains("creating a software CA"), "{first}");
     let root = std::fs::read(state.join("ca/root.pem")).unwrap();

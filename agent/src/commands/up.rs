@@ -1,7 +1,8 @@
 //! `keyward up`: a working agent with no configuration. A software CA in the state
 //! directory (created on first run, reused after), the Workload API on
 //! STATE/agent.sock, and one workload entry for the current user; prints the
-//! `keyward fetch` command that gets the user's certificate.
+//! `keyward fetch` command that gets the user's certificate, naming this very binary
+//! (someone who ran `cargo run` has no `keyward` on their PATH).
 
 use std::os::unix::fs::MetadataExt;
 
@@ -65,24 +66,42 @@ pub async fn up(state: &StateDir, backends: &Backends) -> Result<(), Error> {
         socket.display()
     );
     println!("  workload entry: {spiffe_id} for uid {uid}");
+    let mut endpoint = std::ffi::OsString::from("unix://");
+    endpoint.push(&socket);
     println!(
-        "  SPIFFE clients: export SPIFFE_ENDPOINT_SOCKET=unix://{}",
-        socket.display()
+        "  SPIFFE clients: export SPIFFE_ENDPOINT_SOCKET={}",
+        shell_word(&endpoint)?
     );
     println!();
     println!("get your certificate, key and trust bundle:");
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::io("cannot find the path of the running keyward binary", e))?;
     println!(
-        "  keyward fetch --socket {} --out {}",
-        socket.display(),
-        out.display()
+        "  {} fetch --socket {} --out {}",
+        shell_word(&exe)?,
+        shell_word(&socket)?,
+        shell_word(&out)?
     );
     println!("check them with openssl:");
     println!(
-        "  openssl verify -x509_strict -CAfile {0}/bundle.pem -untrusted {0}/cert.pem {0}/cert.pem",
-        out.display()
+        "  openssl verify -x509_strict -CAfile {} -untrusted {cert} {cert}",
+        shell_word(out.join("bundle.pem"))?,
+        cert = shell_word(out.join("cert.pem"))?,
     );
     println!("stop the agent with Ctrl-C");
     agent.serve(None).await
+}
+
+/// `word` (a path, say) as one shell word, quoted where it needs to be.
+fn shell_word(word: impl AsRef<std::ffi::OsStr>) -> Result<String, Error> {
+    let word = word.as_ref();
+    let shown = word.to_string_lossy();
+    let text = word
+        .to_str()
+        .ok_or_else(|| Error::InvalidInput(format!("{shown} is not UTF-8")))?;
+    shlex::try_quote(text)
+        .map(|quoted| quoted.into_owned())
+        .map_err(|e| Error::InvalidInput(format!("{shown}: {e}")))
 }
 
 /// The embedded configuration: the same keys a configuration file has.

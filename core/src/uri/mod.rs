@@ -74,6 +74,20 @@ impl KeyUri {
             .map_err(|e| Error::InvalidUri(format!("file path: {e}")))?;
         Ok(KeyUri::File(FileUri { path }))
     }
+
+    /// Refuses a URI that cannot be opened again from its recorded form: a `pkcs11:` URI
+    /// whose PIN is a `pin-value` (a PIN is never written to the state directory, so
+    /// every later command that opens the recorded key would find no PIN). `role` names
+    /// the key in the error ("the CA key").
+    pub fn check_recordable(&self, role: &str) -> Result<(), Error> {
+        match self {
+            KeyUri::Pkcs11(p) if p.pin_value.is_some() => Err(Error::InvalidUri(format!(
+                "{role} gives its PIN as pin-value, which keyward never stores, so later \
+                 commands could not open it: use pin-source=file:PATH or pin-source=env:NAME"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl FileUri {

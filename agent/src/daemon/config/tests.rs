@@ -385,3 +385,27 @@ fn per_uid_connections_and_request_timeout_default_parse_and_are_bounded() {
         assert!(e.contains(needle), "{bad}: {e}");
     }
 }
+
+#[test]
+fn a_ca_key_with_pin_value_is_refused_naming_pin_source() {
+    let root = GOOD.replace(
+        r#"key = "file:/var/lib/keyward/keys/ca.pem""#,
+        r#"key = "pkcs11:token=ca;object=root?module-path=/m.so&pin-value=1234""#,
+    );
+    let e = error(&root);
+    assert!(
+        e.contains("agent.toml:10:7: invalid key URI: [ca] key gives its PIN as pin-value"),
+        "{e}"
+    );
+    assert!(e.contains("pin-source=file:PATH"), "{e}");
+    assert!(!e.contains("1234"), "{e}");
+    let with_source = root.replace("pin-value=1234", "pin-source=env:PIN");
+    parse(&with_source).unwrap();
+
+    let intermediate = format!(
+        "{GOOD}\n[ca.intermediate]\nkey = \"pkcs11:token=ca;object=int-{{n}}?module-path=/m.so&pin-value=1234\"\n"
+    );
+    let e = error(&intermediate);
+    assert!(e.contains("[ca.intermediate] key"), "{e}");
+    assert!(!e.contains("1234"), "{e}");
+}

@@ -231,18 +231,15 @@ fn group(src: &Src, g: &Spanned<GroupValue>) -> Result<u32, Error> {
             if let Ok(n) = name.parse::<u32>() {
                 return Ok(n);
             }
-            lookup_group(name).ok_or_else(|| {
-                src.err(
-                    &g.span(),
-                    format!("unknown group '{name}' (not in /etc/group)"),
-                )
-            })
+            lookup_group(name).map_err(|why| src.err(&g.span(), why))
         }
     }
 }
 
 fn ca(src: &Src, c: &RawCa) -> Result<CaSettings, Error> {
     let key = KeyUri::parse(&src.key_text(&c.key)).map_err(|e| src.wrap(&c.key.span(), e))?;
+    key.check_recordable("[ca] key")
+        .map_err(|e| src.wrap(&c.key.span(), e))?;
     let subject = match &c.subject {
         None => "CN=keyward root CA".to_string(),
         Some(s) => subject(src, s)?,
@@ -276,7 +273,9 @@ fn subject(src: &Src, s: &Spanned<String>) -> Result<String, Error> {
 fn intermediate(src: &Src, i: &Spanned<RawIntermediate>) -> Result<IntermediateSettings, Error> {
     let r = i.get_ref();
     let template = src.key_text(&r.key);
-    KeyUri::parse(&template.replace("{n}", "1")).map_err(|e| src.wrap(&r.key.span(), e))?;
+    KeyUri::parse(&template.replace("{n}", "1"))
+        .and_then(|key| key.check_recordable("[ca.intermediate] key"))
+        .map_err(|e| src.wrap(&r.key.span(), e))?;
     let algorithm = match &r.algorithm {
         None => Algorithm::EcdsaP256Sha256,
         Some(a) => a.get_ref().parse().map_err(|e| src.wrap(&a.span(), e))?,
