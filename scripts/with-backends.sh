@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs one command with the real backends up: installs what they need (Debian packages,
-# a Python venv with moto and OpenBao), starts SoftHSM2, moto_server and OpenBao on
-# loopback with private directories and free ports, exports the variables the tests read,
-# runs the command, and stops everything it started, also on failure or interrupt.
+# a Python venv with moto and OpenBao), starts SoftHSM2, moto_server, an OpenBao dev server
+# and a 3-node OpenBao raft cluster on loopback with private directories and free ports,
+# exports the variables the tests read, runs the command, and stops everything it started,
+# also on failure or interrupt.
 # scripts/test.sh runs the whole suite through it; use it alone to run a few tests, e.g.
 #   scripts/with-backends.sh cargo nextest run -p keyward-tests --test cli_pkcs11
 #
@@ -19,12 +20,14 @@ source scripts/lib.sh
 source scripts/softhsm.sh
 source scripts/moto.sh
 source scripts/openbao.sh
+source scripts/openbao-raft.sh
 source scripts/pyclients.sh
 source scripts/nodeclients.sh
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/keyward-test.XXXXXX")
 cleanup() {
   local rc=$?
+  openbao_raft_stop || true
   openbao_stop || true
   moto_stop || true
   softhsm_stop || true
@@ -37,9 +40,11 @@ trap 'exit 130' INT TERM
 step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
 
 step "installing packages"
-apt_install openssl curl ca-certificates
+apt_install openssl curl ca-certificates strace util-linux
 # The status page test renders the agent's page in headless Chromium.
 apt_install chromium
+# tests/agent_nss_groups.rs: nss_wrapper serves a group only NSS knows.
+apt_install libnss-wrapper
 softhsm_install
 VENV=${KEYWARD_VENV:-$ROOT/target/test-venv}
 moto_install "$VENV"
@@ -51,6 +56,8 @@ step "starting backends"
 softhsm_start "$WORK/softhsm"
 moto_start "$WORK/moto"
 openbao_start "$WORK/openbao"
+step "starting the OpenBao raft cluster (about 15 s, most of it the first election)"
+openbao_raft_start "$WORK/openbao-raft"
 
 step "running: $*"
 "$@"
