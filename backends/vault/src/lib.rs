@@ -19,8 +19,6 @@
 //! - `transit/keys.rs`: creating and opening Transit keys;
 //! - `transit/signer.rs`: [`TransitSigner`], the `KeySigner` of one key version;
 //! - `settings.rs`: [`VaultSettings`] and its parts;
-//! - `addresses.rs`: a cluster's node addresses, normalised, without duplicates;
-//! - `client/nodes.rs`: the node a request starts at, and where a redirect may lead;
 //! - `client/retry.rs`: retries with back-off within the deadline, moving from node to
 //!   node of a cluster, for every request;
 //! - `client/errors.rs`: Vault's answers in keyward's `Error`;
@@ -30,7 +28,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod addresses;
 mod client;
 mod pki;
 mod settings;
