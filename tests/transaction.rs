@@ -33,8 +33,9 @@ fn a_failed_audit_append_changes_nothing() {
     let inter_key = format!("file:{}/keys/issuing.pem", tmp.path().display());
     key_generate(&state, &inter_key);
     let csr = device_csr(tmp.path());
-    // Grow the log past every state file these commands write, then cap file sizes at
-    // the log's size: every write succeeds but the audit append.
+    // Grow the log past every state file these commands write, then cap file sizes a
+    // little past the log's size: every write succeeds but the audit append, which
+    // writes part of its line (a full disk does the same) and must cut it off again.
     for k in 0.. {
         if std::fs::metadata(state.join("audit.jsonl")).unwrap().len() > 6000 {
             break;
@@ -42,7 +43,7 @@ fn a_failed_audit_append_changes_nothing() {
         let pad = format!("file:{}/keys/pad{k}.pem", tmp.path().display());
         key_generate(&state, &pad);
     }
-    let limit = std::fs::metadata(state.join("audit.jsonl")).unwrap().len();
+    let limit = std::fs::metadata(state.join("audit.jsonl")).unwrap().len() + 40;
     let out = tmp.path().join("new");
     let signed = tmp.path().join("dev.pem");
     let commands: Vec<Vec<&str>> = vec![

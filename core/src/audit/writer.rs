@@ -247,19 +247,26 @@ impl AuditLog {
     }
 
     /// Writes `batch` with one `write`, fsyncs it, then records its last line in the
-    /// head file. Nothing to do for an empty batch.
+    /// head file. Nothing to do for an empty batch. A write that fails part-way (a full
+    /// disk, a file size limit) is cut off again, so the log never keeps a torn line
+    /// for a record whose operation was undone.
     fn commit(&self, file: &mut File, batch: &Batch) -> Result<(), Error> {
         let Some(last) = &batch.last else {
             return Ok(());
         };
-        file.write_all(&batch.bytes)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| {
-                Error::io(
-                    format!("cannot write the audit log {}", self.path.display()),
-                    e,
-                )
-            })?;
+        let error = |e| {
+            Error::io(
+                format!("cannot write the audit log {}", self.path.display()),
+                e,
+            )
+        };
+        let start = file.metadata().map_err(error)?.len();
+        if let Err(e) = file.write_all(&batch.bytes).and_then(|()| file.sync_data()) {
+            if let Err(cut) = file.set_len(start) {
+                tracing::warn!(log = %self.path.display(), error = %cut, "cannot cut a failed append off the audit log; the next append discards the torn line");
+            }
+            return Err(error(e));
+        }
         self.write_head(last.seq, &last.hash)
     }
 
