@@ -266,6 +266,20 @@ impl RaftCluster {
         assert!(self.unseal_when_up(node), "node {node} did not unseal");
     }
 
+    /// Starts `node` again and waits until it answers, leaving it sealed as a restarted
+    /// node comes back; [`RaftCluster::unseal`] unseals it.
+    pub fn restart_sealed(&self, node: usize) {
+        self.start(node).expect("start bao server");
+        wait_for(&format!("node {node} answering"), SETTLE, || {
+            self.call(node, "GET", "sys/seal-status", None, None).status == 200
+        });
+    }
+
+    /// Unseals `node`, which must be running; it then rejoins on its own.
+    pub fn unseal(&self, node: usize) {
+        assert!(self.unseal_when_up(node), "node {node} did not unseal");
+    }
+
     /// Spawns `node`'s server in its own process group (a test's end does not take it
     /// down; scripts/openbao-raft.sh stops it by its pid file).
     fn start(&self, node: usize) -> std::io::Result<()> {
@@ -308,10 +322,11 @@ impl RaftCluster {
 }
 
 impl Drop for RaftCluster {
-    /// Restarts and unseals any node this test left down (best effort, never panics).
+    /// Restarts and unseals any node this test left down or sealed (best effort).
     fn drop(&mut self) {
         for node in 1..=3 {
-            if self.pid(node).is_none() && self.start(node).is_ok() {
+            let running = self.pid(node).is_some() || self.start(node).is_ok();
+            if running && !self.unsealed(node) {
                 self.unseal_when_up(node);
             }
         }

@@ -12,13 +12,16 @@
 //!   logged.
 //! - [`TransitBackend`] / [`TransitSigner`]: the `KeyBackend` and `KeySigner` of
 //!   Transit keys (ECDSA P-256/P-384, Ed25519, RSA 2048/3072/4096 PKCS#1 v1.5 or PSS).
-//! - [`sign_intermediate_upstream`]: an intermediate CSR signed by Vault PKI.
+//! - [`sign_intermediate_upstream`]: an intermediate CSR signed by Vault PKI;
+//!   [`fetch_crl_with`]: the PKI engine's CRL, for fleet revocation.
 //!
 //! Files by role (every backend crate uses the same names for the same roles):
 //! - `transit/mod.rs`: [`TransitBackend`], the `KeyBackend` of `transit:` URIs;
 //! - `transit/keys.rs`: creating and opening Transit keys;
 //! - `transit/signer.rs`: [`TransitSigner`], the `KeySigner` of one key version;
-//! - `settings.rs`: [`VaultSettings`] and its parts;
+//! - `settings/mod.rs`: [`VaultSettings`] and its parts (`settings/tests.rs`: its tests);
+//! - `addresses.rs`: a cluster's node addresses, normalised, without duplicates;
+//! - `client/nodes.rs`: the node a request starts at, and where a redirect may lead;
 //! - `client/retry.rs`: retries with back-off within the deadline, moving from node to
 //!   node of a cluster, for every request;
 //! - `client/errors.rs`: Vault's answers in keyward's `Error`;
@@ -28,6 +31,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod addresses;
 mod client;
 mod pki;
 mod settings;
@@ -35,7 +39,8 @@ mod transit;
 
 pub use client::{AuthStatus, VaultClient};
 pub use pki::{
-    UpstreamChain, VaultPkiUpstream, sign_intermediate_upstream, sign_intermediate_with,
+    UpstreamChain, VaultPkiUpstream, check_role, fetch_crl_with, published_roots,
+    sign_intermediate_upstream, sign_intermediate_with,
 };
 pub use settings::{
     AppRoleAuth, ClientCertificate, DEFAULT_APPROLE_MOUNT, DEFAULT_DEADLINE, VaultAuth,

@@ -190,7 +190,7 @@ impl VaultClient {
                 lease,
             });
         }
-        tracing::debug!(vault = %self.inner.addr, method = auth.method_name(), generation, "Vault token obtained");
+        tracing::debug!(vault = %self.address(), method = auth.method_name(), generation, "Vault token obtained");
         if !auth.maintainer.swap(true, Ordering::AcqRel) {
             spawn_maintainer(Arc::downgrade(&self.inner));
         }
@@ -224,7 +224,7 @@ impl VaultClient {
                     .map_err(|e| match e {
                         Error::NotFound(_) => Error::backend(format!(
                             "AppRole login at {path} on {} refused: role or secret_id not found",
-                            self.inner.addr
+                            self.address()
                         )),
                         e => e,
                     })?;

@@ -3,14 +3,42 @@
 use keyward_core::Error;
 use reqwest::Method;
 
-/// Whether an answer with this status may succeed if sent again shortly (5xx, except
-/// "not implemented" and a sealed server, which needs an operator).
-pub(crate) fn retryable_status(status: u16, errors: &[String]) -> bool {
-    (500..600).contains(&status) && status != 501 && !is_sealed(status, errors)
+/// What a non-2xx answer means for the request that got it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The request is wrong or refused (4xx but 429, 501): every node would say so.
+    Final,
+    /// This node cannot serve it now (502-504, 429, a redirect, a standby that lost its
+    /// leader): the next node, or this one again after a pause, may.
+    TryElsewhere,
+    /// This node is sealed and needs an operator: the others may serve; final when
+    /// every node is sealed.
+    Sealed,
+    /// A plain 500, often a lasting logical error: sent again a bounded number of times.
+    ServerError,
+}
+
+/// The verdict on an answer with `status` and Vault's `errors`.
+pub(crate) fn verdict(status: u16, errors: &[String]) -> Verdict {
+    match status {
+        503 if is_sealed(status, errors) => Verdict::Sealed,
+        500 if no_active_node(errors) => Verdict::TryElsewhere,
+        500 => Verdict::ServerError,
+        501 => Verdict::Final,
+        300..=399 | 429 | 502..=599 => Verdict::TryElsewhere,
+        _ => Verdict::Final,
+    }
 }
 
 fn is_sealed(status: u16, errors: &[String]) -> bool {
     status == 503 && errors.iter().any(|e| e.contains("sealed"))
+}
+
+/// A standby whose leader died answers this until a new leader is elected.
+fn no_active_node(errors: &[String]) -> bool {
+    errors
+        .iter()
+        .any(|e| e.contains("active cluster node not found"))
 }
 
 /// Vault wraps errors as `"1 error occurred:\n\t* cause\n\n"`; keep just the causes.
@@ -73,6 +101,17 @@ pub(crate) fn status_error(
             format!("Vault/OpenBao at {addr} is sealed: unseal it, then retry"),
             None,
         ),
+        500 if no_active_node(errors) => Error::unavailable(
+            format!(
+                "Vault/OpenBao at {addr} has no active node to serve {method} {path} (a leader \
+                 election under way?): {text}"
+            ),
+            None,
+        ),
+        300..=399 => Error::unavailable(
+            format!("Vault/OpenBao at {addr} redirected {method} {path} (HTTP {status}): {text}"),
+            None,
+        ),
         502..=504 => Error::unavailable(
             format!(
                 "Vault/OpenBao at {addr} is not serving requests (HTTP {status} to {method} {path}): {text}"
@@ -117,18 +156,45 @@ mod tests {
     }
 
     #[test]
-    fn sealed_is_unavailable_and_not_retried() {
+    fn sealed_is_unavailable_and_its_own_verdict() {
         let e = errs(&["Vault is sealed"]);
-        assert!(!retryable_status(503, &e));
+        assert_eq!(verdict(503, &e), Verdict::Sealed);
         let err = status_error("http://v", &Method::GET, "x", 503, &e);
         assert!(
             err.is_retryable() && err.to_string().contains("sealed"),
             "{err}"
         );
-        assert!(retryable_status(502, &[]));
-        assert!(retryable_status(500, &[]));
-        assert!(!retryable_status(501, &[]));
-        assert!(!retryable_status(400, &[]));
+    }
+
+    #[test]
+    fn verdicts_of_a_cluster_in_failover() {
+        let no_leader = errs(&["local node not active but active cluster node not found"]);
+        let err = status_error("http://v", &Method::POST, "pki/x", 500, &no_leader);
+        assert!(
+            err.is_retryable() && err.to_string().contains("no active node"),
+            "{err}"
+        );
+        let redirect =
+            errs(&["redirected to http://w/v1/pki/x, which is not a configured address"]);
+        let err = status_error("http://v", &Method::POST, "pki/x", 307, &redirect);
+        assert!(
+            err.is_retryable() && err.to_string().contains("http://w/"),
+            "{err}"
+        );
+        for (status, errors, expected) in [
+            (500, &no_leader, Verdict::TryElsewhere),
+            (500, &errs(&["internal error"]), Verdict::ServerError),
+            (307, &vec![], Verdict::TryElsewhere),
+            (429, &vec![], Verdict::TryElsewhere),
+            (502, &vec![], Verdict::TryElsewhere),
+            (503, &vec![], Verdict::TryElsewhere),
+            (501, &vec![], Verdict::Final),
+            (400, &errs(&["could not parse CSR"]), Verdict::Final),
+            (403, &errs(&["permission denied"]), Verdict::Final),
+            (404, &vec![], Verdict::Final),
+        ] {
+            assert_eq!(verdict(status, errors), expected, "{status} {errors:?}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The HTTP layer: one `reqwest` client per server, the token on every request, retries
-//! with exponential backoff on 5xx and network errors within one deadline, and Vault's
-//! answers turned into `keyward_core::Error`s.
+//! The HTTP layer: one `reqwest` client per server or cluster, the token on every
+//! request, failover from node to node and retries with exponential backoff on 5xx and
+//! network errors within one deadline, and Vault's answers turned into
+//! `keyward_core::Error`s.
 //!
 //! Why plain reqwest and not vaultrs 0.8 (one HTTP path for everything):
 //! - vaultrs 0.8 is built on reqwest 0.13 while keyward uses 0.12: two HTTP stacks, and
@@ -15,6 +16,7 @@
 
 pub(crate) mod auth;
 mod errors;
+mod nodes;
 mod renewal;
 mod retry;
 
@@ -33,8 +35,12 @@ pub use auth::AuthStatus;
 
 use crate::settings::VaultSettings;
 
-/// A connection to one Vault/OpenBao server: HTTP client, token (kept fresh by a
-/// background task) and deadline. Cheap to clone; clones share the token.
+/// A connection to one Vault/OpenBao server or the nodes of one cluster: HTTP client,
+/// token (kept fresh by a background task) and deadline. Cheap to clone; clones share
+/// the token.
+///
+/// On a cluster, one token serves every node: raft replicates it, so one login (and
+/// each renewal) goes through whichever node answers, like any other request.
 #[derive(Clone)]
 pub struct VaultClient {
     pub(crate) inner: Arc<Inner>,
@@ -42,7 +48,7 @@ pub struct VaultClient {
 
 pub(crate) struct Inner {
     http: reqwest::Client,
-    addr: String,
+    nodes: nodes::Nodes,
     namespace: Option<HeaderValue>,
     deadline: Duration,
     pub(crate) auth: auth::AuthState,
@@ -51,17 +57,15 @@ pub(crate) struct Inner {
 impl std::fmt::Debug for VaultClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VaultClient")
-            .field("address", &self.inner.addr)
+            .field("addresses", &self.inner.nodes.all())
             .field("auth", &self.inner.auth.method_name())
             .finish_non_exhaustive()
     }
 }
 
-/// Whether and how a request carries the token.
+/// How a request carries the token (logins carry none: `call_anonymous`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TokenUse {
-    /// No token (unauthenticated endpoints such as `sys/seal-status`).
-    None,
     /// The current token; on "permission denied" a refreshable token is renewed by a
     /// new login and the request sent once more.
     Current,
@@ -98,7 +102,7 @@ impl VaultClient {
         Ok(VaultClient {
             inner: Arc::new(Inner {
                 http: settings.http_client()?,
-                addr: settings.address.clone(),
+                nodes: nodes::Nodes::new(&settings.addresses())?,
                 namespace,
                 deadline: settings.request_deadline,
                 auth: auth::AuthState::new(settings.auth.clone()),
@@ -106,9 +110,15 @@ impl VaultClient {
         })
     }
 
-    /// The server's base address, as configured.
+    /// The address requests go to first: the node that answered last (the first
+    /// configured one until any has).
     pub fn address(&self) -> &str {
-        &self.inner.addr
+        self.inner.nodes.addr(self.inner.nodes.first_to_try())
+    }
+
+    /// Every node's address, in the configured order.
+    pub fn addresses(&self) -> &[String] {
+        self.inner.nodes.all()
     }
 
     /// The deadline of one operation, retries included.
@@ -116,26 +126,11 @@ impl VaultClient {
         self.inner.deadline
     }
 
-    /// Logs in if needed and checks the server is unsealed and accepts the token.
+    /// Logs in if needed and checks a node (of a cluster: any) is unsealed and accepts
+    /// the token. A sealed node answers every request but the seal status with "Vault
+    /// is sealed", which moves the request on to the next node; with every node sealed
+    /// the error says so.
     pub async fn check(&self) -> Result<(), Error> {
-        #[derive(Deserialize)]
-        struct Seal {
-            sealed: bool,
-        }
-        let bytes = self
-            .send(&Method::GET, "sys/seal-status", None, TokenUse::None)
-            .await?;
-        let seal: Seal =
-            serde_json::from_slice(&bytes).map_err(|e| self.decode_error("sys/seal-status", e))?;
-        if seal.sealed {
-            return Err(Error::unavailable(
-                format!(
-                    "Vault/OpenBao at {} is sealed: unseal it, then retry",
-                    self.inner.addr
-                ),
-                None,
-            ));
-        }
         self.call::<serde_json::Value>(
             Method::GET,
             "auth/token/lookup-self",
@@ -185,7 +180,7 @@ impl VaultClient {
         let env: Envelope<T> =
             serde_json::from_slice(bytes).map_err(|e| self.decode_error(path, e))?;
         for w in env.warnings.iter().flatten() {
-            tracing::warn!(vault = %self.inner.addr, path, warning = %w, "Vault/OpenBao warning");
+            tracing::warn!(vault = %self.address(), path, warning = %w, "Vault/OpenBao warning");
         }
         Ok(env)
     }
@@ -194,7 +189,7 @@ impl VaultClient {
         Error::backend_with(
             format!(
                 "Vault/OpenBao at {} answered {path} with unexpected JSON",
-                self.inner.addr
+                self.address()
             ),
             e,
         )
@@ -211,12 +206,6 @@ impl VaultClient {
         token_use: TokenUse,
     ) -> Result<Bytes, Error> {
         let deadline = Instant::now() + self.inner.deadline;
-        if token_use == TokenUse::None {
-            return self
-                .send_with(method, path, body, None, deadline)
-                .await
-                .map_err(|f| f.error);
-        }
         let (token, generation) = self.token().await?;
         match self
             .send_with(method, path, body, Some(&token), deadline)

@@ -1,23 +1,42 @@
-//! One request on the wire: retries with exponential backoff on 5xx and network
-//! errors, within one deadline, and the final error in plain words.
+//! One request on the wire: sent to a cluster's nodes in turn, retried with exponential
+//! backoff within one deadline, and the final error in plain words.
+//!
+//! A request starts at the node that answered last. A connection error, a timeout, a
+//! 5xx, a sealed node, a 429 or a redirect moves it on to the next node at once; after
+//! a round over every node it pauses (backoff), then goes round again until the
+//! deadline. A standby's redirect is followed only to a configured node (the token goes
+//! nowhere else); to any other address it just moves the request on. Any other 4xx is
+//! final at once: every node would refuse it alike.
+//!
+//! A request whose answer was lost (the node died after acting on it) is sent again to
+//! another node, so the operation may happen twice. Every request keyward makes is
+//! harmless to repeat: a Transit signature or a second signed intermediate for the same
+//! key, a token renewal, a login (it uses one more of a secret_id's uses, if limited),
+//! and a Transit key creation (which never overwrites, see `generate_transit`).
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use keyward_core::Error;
 use keyward_core::backoff::Backoff;
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
-use super::{VaultClient, errors};
+use super::VaultClient;
+use super::errors::{self, Verdict};
+use super::nodes::Round;
 
 /// At most this many retries of an HTTP 500 answer (often a lasting logical error in
-/// Vault); 502-504 and network errors are retried until the deadline.
+/// Vault) per configured node; other 5xx and network errors are retried until the
+/// deadline.
 const MAX_500_RETRIES: u32 = 2;
-/// The pause before each retry: 50 ms doubling up to 2 s, then ±25 % jitter.
+/// The pause before each round of retries: 50 ms doubling up to 2 s, then ±25 % jitter.
 const BACKOFF: Backoff =
     Backoff::doubling(Duration::from_millis(50), Duration::from_secs(2)).jittered(0.75, 1.25);
+/// On a cluster, one attempt gets at most this share of the deadline, so a node that
+/// accepts and then hangs (partitioned, stopped) leaves time to try the others.
+const ATTEMPT_SHARE: u32 = 3;
 
 #[derive(Deserialize)]
 struct ErrorBody {
@@ -44,6 +63,15 @@ impl From<Error> for Failed {
 enum Failure {
     Status(u16, Vec<String>),
     Network(reqwest::Error),
+    /// A node of a cluster took its whole share of the deadline.
+    Timeout(Duration),
+}
+
+/// One HTTP answer: status, where a redirect points, and the whole body.
+struct Reply {
+    status: StatusCode,
+    location: Option<String>,
+    body: Bytes,
 }
 
 impl VaultClient {
@@ -56,37 +84,61 @@ impl VaultClient {
         token: Option<&str>,
         deadline: Instant,
     ) -> Result<Bytes, Failed> {
+        let nodes = &self.inner.nodes;
         let started = Instant::now();
-        let url = format!("{}/v1/{path}", self.inner.addr);
+        let attempt_limit = if nodes.len() > 1 {
+            self.inner.deadline / ATTEMPT_SHARE
+        } else {
+            self.inner.deadline
+        };
+        let max_server_errors = MAX_500_RETRIES * nodes.len() as u32;
+        let mut node = nodes.first_to_try();
         let mut attempts: u32 = 0;
+        let mut rounds: u32 = 0;
+        let mut round = Round::new(nodes);
         let mut server_errors: u32 = 0;
         loop {
             attempts += 1;
+            let addr = nodes.addr(node);
+            let url = format!("{addr}/v1/{path}");
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let outcome =
-                tokio::time::timeout(remaining, self.once(method, &url, body, token)).await;
+            let limit = remaining.min(attempt_limit);
+            let outcome = tokio::time::timeout(limit, self.once(method, &url, body, token)).await;
+            let mut sealed = false;
+            let mut redirect = None;
             let failure = match outcome {
-                Err(_) => return Err(self.deadline_error(method, path).into()),
-                Ok(Ok((status, bytes))) if status.is_success() => return Ok(bytes),
-                Ok(Ok((status, bytes))) => {
-                    let code = status.as_u16();
-                    let errors = parse_errors(&bytes);
-                    let fatal = !errors::retryable_status(code, &errors)
-                        || (code == 500 && server_errors >= MAX_500_RETRIES);
+                Err(_) if limit == remaining => {
+                    return Err(self.deadline_error(addr, method, path).into());
+                }
+                Err(_) => Failure::Timeout(limit),
+                Ok(Ok(reply)) if reply.status.is_success() => {
+                    nodes.answered(node);
+                    return Ok(reply.body);
+                }
+                Ok(Ok(reply)) => {
+                    let code = reply.status.as_u16();
+                    let mut errors = parse_errors(&reply.body);
+                    let verdict = errors::verdict(code, &errors);
+                    let fatal = verdict == Verdict::Final
+                        || (verdict == Verdict::ServerError && server_errors >= max_server_errors);
                     if fatal {
                         return Err(Failed {
                             denied: code == StatusCode::FORBIDDEN.as_u16(),
-                            error: errors::status_error(
-                                &self.inner.addr,
-                                method,
-                                path,
-                                code,
-                                &errors,
-                            ),
+                            error: errors::status_error(addr, method, path, code, &errors),
                         });
                     }
-                    if code == 500 {
-                        server_errors += 1;
+                    match verdict {
+                        Verdict::ServerError => server_errors += 1,
+                        Verdict::Sealed => sealed = true,
+                        _ => {}
+                    }
+                    if let Some(location) = reply.location {
+                        match nodes.redirect_target(&location) {
+                            Some(target) => redirect = Some(target),
+                            None => errors.push(format!(
+                                "redirected to {location}, which is not a configured address"
+                            )),
+                        }
                     }
                     Failure::Status(code, errors)
                 }
@@ -100,9 +152,8 @@ impl VaultClient {
                 Ok(Err(e)) if untrusted_certificate(&e) => {
                     return Err(Error::backend_with(
                         format!(
-                            "the TLS certificate of Vault/OpenBao at {} is not trusted or not \
-                             valid for its name: set VAULT_CACERT to the CA that issued it",
-                            self.inner.addr
+                            "the TLS certificate of Vault/OpenBao at {addr} is not trusted or \
+                             not valid for its name: set VAULT_CACERT to the CA that issued it"
                         ),
                         e,
                     )
@@ -110,14 +161,29 @@ impl VaultClient {
                 }
                 Ok(Err(e)) => Failure::Network(e),
             };
-            let delay = BACKOFF.delay(attempts);
-            if Instant::now() + delay >= deadline {
+            if let Some(next) = round.next(node, sealed, redirect) {
+                tracing::debug!(vault = %addr, next = %nodes.addr(next), path, attempts, "trying the next Vault/OpenBao node");
+                node = next;
+                continue;
+            }
+            if round.all_sealed() {
+                // Every node is sealed: an operator must unseal one first.
                 return Err(self
-                    .final_error(failure, method, path, attempts, started)
+                    .final_error(failure, node, method, path, attempts, started)
                     .into());
             }
-            tracing::debug!(vault = %self.inner.addr, path, attempts, ?delay, "retrying Vault request");
+            rounds += 1;
+            round = Round::new(nodes);
+            let next = nodes.after(node);
+            let delay = BACKOFF.delay(rounds);
+            if Instant::now() + delay >= deadline {
+                return Err(self
+                    .final_error(failure, node, method, path, attempts, started)
+                    .into());
+            }
+            tracing::debug!(vault = %addr, next = %nodes.addr(next), path, attempts, ?delay, "retrying Vault request");
             tokio::time::sleep(delay).await;
+            node = next;
         }
     }
 
@@ -128,7 +194,7 @@ impl VaultClient {
         url: &str,
         body: Option<&[u8]>,
         token: Option<&str>,
-    ) -> Result<(StatusCode, Bytes), reqwest::Error> {
+    ) -> Result<Reply, reqwest::Error> {
         let mut req = self.inner.http.request(method.clone(), url);
         if let Some(t) = token {
             // Checked to be a valid header value when the token was obtained.
@@ -147,39 +213,64 @@ impl VaultClient {
         }
         let resp = req.send().await?;
         let status = resp.status();
-        let bytes = resp.bytes().await?;
-        Ok((status, bytes))
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(str::to_string);
+        let body = resp.bytes().await?;
+        Ok(Reply {
+            status,
+            location,
+            body,
+        })
     }
 
-    fn deadline_error(&self, method: &Method, path: &str) -> Error {
+    fn deadline_error(&self, addr: &str, method: &Method, path: &str) -> Error {
         Error::unavailable(
             format!(
-                "Vault/OpenBao at {} did not answer {method} {path} within {:?}",
-                self.inner.addr, self.inner.deadline
+                "Vault/OpenBao at {addr} did not answer {method} {path} within {:?}",
+                self.inner.deadline
             ),
             None,
         )
     }
 
+    /// The error after the last attempt, to `node`, failed with `failure`.
     fn final_error(
         &self,
         failure: Failure,
+        node: usize,
         method: &Method,
         path: &str,
         attempts: u32,
         started: Instant,
     ) -> Error {
+        let addr = self.inner.nodes.addr(node);
+        let count = self.inner.nodes.len();
+        let tries = if count > 1 {
+            format!("{attempts} attempts over {count} addresses")
+        } else {
+            format!("{attempts} attempts")
+        };
         match failure {
             Failure::Status(code, errors) => {
-                errors::status_error(&self.inner.addr, method, path, code, &errors)
+                errors::status_error(addr, method, path, code, &errors)
             }
             Failure::Network(e) => Error::unavailable(
                 format!(
-                    "Vault/OpenBao at {} unreachable ({attempts} attempts in {:.1?})",
-                    self.inner.addr,
+                    "Vault/OpenBao at {addr} unreachable ({tries} in {:.1?})",
                     started.elapsed()
                 ),
                 Some(Box::new(e)),
+            ),
+            Failure::Timeout(limit) => Error::unavailable(
+                format!(
+                    "Vault/OpenBao at {addr} did not answer {method} {path} within {limit:?} \
+                     ({tries} in {:.1?})",
+                    started.elapsed()
+                ),
+                None,
             ),
         }
     }

@@ -1,5 +1,6 @@
-//! How to reach and authenticate to Vault/OpenBao: address, TLS, namespace, auth method
-//! and the per-request deadline, from code or from the standard environment variables.
+//! How to reach and authenticate to Vault/OpenBao: the address of each node of a
+//! cluster, TLS, namespace, auth method and the per-request deadline, from code or from
+//! the standard environment variables.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -8,17 +9,30 @@ use std::time::Duration;
 use keyward_core::Error;
 use zeroize::Zeroizing;
 
-/// The default deadline for one operation (all its retries included).
+use crate::addresses;
+
+/// The default deadline for one operation (all its retries included). A raft leader
+/// election takes longer (10-30 s with OpenBao's defaults): for a cluster, set about
+/// 60 s (`VAULT_CLIENT_TIMEOUT=60s`) so that requests ride it out.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The default mount path of the AppRole auth method.
 pub const DEFAULT_APPROLE_MOUNT: &str = "approle";
 
-/// Connection settings for one Vault/OpenBao server (or HA cluster address).
+/// Connection settings for one Vault/OpenBao server or the nodes of one HA cluster.
+///
+/// A single server has `address` alone. A cluster lists every node: `address` is the
+/// first, `other_addresses` the rest in order ([`VaultSettings::set_addresses`] sets
+/// them all, checked). Requests go to the node that answered last and move on to the
+/// next one when a node is down, sealed or has no leader.
 #[derive(Clone, Debug)]
 pub struct VaultSettings {
-    /// Base URL, e.g. `https://vault.internal:8200` (no trailing slash, no `/v1`).
+    /// Base URL of the first (or only) node, e.g. `https://vault.internal:8200`
+    /// (no trailing slash, no `/v1`).
     pub address: String,
+    /// The other nodes of the same cluster, in the order they are tried after
+    /// `address`; empty for a single server.
+    pub other_addresses: Vec<String>,
     /// PEM file of CA certificates to trust instead of the built-in roots (`VAULT_CACERT`).
     pub ca_file: Option<PathBuf>,
     /// Client certificate for mutual TLS (`VAULT_CLIENT_CERT` / `VAULT_CLIENT_KEY`).
@@ -86,10 +100,12 @@ impl VaultAuth {
 }
 
 impl VaultSettings {
-    /// Settings for `address` with `auth`, no TLS extras, no namespace, the default deadline.
+    /// Settings for the one server at `address` with `auth`, no TLS extras, no
+    /// namespace, the default deadline.
     pub fn new(address: &str, auth: VaultAuth) -> Result<Self, Error> {
         Ok(VaultSettings {
-            address: normalize_address(address)?,
+            address: addresses::normalize(address)?,
+            other_addresses: Vec::new(),
             ca_file: None,
             client_cert: None,
             namespace: None,
@@ -98,21 +114,51 @@ impl VaultSettings {
         })
     }
 
-    /// Settings from the process environment; see [`VaultSettings::from_vars`].
-    pub fn from_env() -> Result<Self, Error> {
-        Self::from_vars(|name| std::env::var(name).ok())
+    /// Every node's address in the order they are first tried: `address`, then
+    /// `other_addresses`.
+    pub fn addresses(&self) -> Vec<&str> {
+        std::iter::once(self.address.as_str())
+            .chain(self.other_addresses.iter().map(String::as_str))
+            .collect()
     }
 
-    /// Settings from variables looked up by `var` (empty values count as unset):
+    /// Sets the nodes' addresses (`list[0]` becomes `address`), each normalised; an
+    /// empty list, an empty entry or a node listed twice is refused with one line.
+    pub fn set_addresses<S: AsRef<str>>(&mut self, list: &[S]) -> Result<(), Error> {
+        let mut list = addresses::normalize_list(list)?;
+        self.other_addresses = list.split_off(1);
+        self.address = list.remove(0);
+        Ok(())
+    }
+
+    /// Settings from the process environment; see [`VaultSettings::from_vars`].
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_vars(None, |name| std::env::var(name).ok())
+    }
+
+    /// Settings from the process environment with the nodes' `addresses` (say, the
+    /// agent's `[vault] addresses`) in place of `VAULT_ADDR` when given; see
+    /// [`VaultSettings::from_vars`].
+    pub fn from_env_with_addresses(addresses: Option<&[String]>) -> Result<Self, Error> {
+        Self::from_vars(addresses, |name| std::env::var(name).ok())
+    }
+
+    /// Settings from `addresses` and variables looked up by `var` (empty values count as
+    /// unset):
     ///
-    /// - address: `VAULT_ADDR`, else `BAO_ADDR` (required);
+    /// - addresses: `addresses` when given (then `VAULT_ADDR` and `BAO_ADDR` are not
+    ///   read), else `VAULT_ADDR`, else `BAO_ADDR` (one of them required), each a
+    ///   comma-separated list of the nodes of one cluster in the order to try them;
     /// - auth, first found wins: `VAULT_TOKEN`/`BAO_TOKEN`; `VAULT_TOKEN_FILE`/
     ///   `BAO_TOKEN_FILE`; `VAULT_ROLE_ID_FILE` + `VAULT_SECRET_ID_FILE` (or `BAO_...`)
     ///   with `VAULT_APPROLE_MOUNT` (default `approle`);
     /// - TLS: `VAULT_CACERT`, `VAULT_CLIENT_CERT` + `VAULT_CLIENT_KEY` (or `BAO_...`);
     /// - `VAULT_NAMESPACE`/`BAO_NAMESPACE`;
     /// - deadline: `VAULT_CLIENT_TIMEOUT`/`BAO_CLIENT_TIMEOUT` (`30`, `30s`, `500ms`, `1m`).
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+    pub fn from_vars(
+        addresses: Option<&[String]>,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, Error> {
         let get = |suffix: &str| {
             ["VAULT_", "BAO_"].iter().find_map(|p| {
                 var(&format!("{p}{suffix}"))
@@ -120,12 +166,19 @@ impl VaultSettings {
                     .filter(|v| !v.is_empty())
             })
         };
-        let address = get("ADDR").ok_or_else(|| {
-            Error::InvalidInput(
-                "no Vault/OpenBao address: set VAULT_ADDR (or BAO_ADDR), e.g. https://vault:8200"
-                    .into(),
-            )
-        })?;
+        let addresses = match addresses {
+            Some(list) => addresses::normalize_list(list)?,
+            None => {
+                let value = get("ADDR").ok_or_else(|| {
+                    Error::InvalidInput(
+                        "no Vault/OpenBao address: set VAULT_ADDR (or BAO_ADDR), e.g. \
+                         https://vault:8200 or a comma-separated list of a cluster's nodes"
+                            .into(),
+                    )
+                })?;
+                addresses::normalize_list(&addresses::split_list(&value))?
+            }
+        };
         let auth = if let Some(token) = get("TOKEN") {
             VaultAuth::Token(Zeroizing::new(token))
         } else if let Some(file) = get("TOKEN_FILE") {
@@ -151,7 +204,8 @@ impl VaultSettings {
                 }
             }
         };
-        let mut s = VaultSettings::new(&address, auth)?;
+        let mut s = VaultSettings::new(&addresses[0], auth)?;
+        s.other_addresses = addresses[1..].to_vec();
         s.ca_file = get("CACERT").map(PathBuf::from);
         s.client_cert = match (get("CLIENT_CERT"), get("CLIENT_KEY")) {
             (Some(c), Some(k)) => Some(ClientCertificate {
@@ -172,27 +226,18 @@ impl VaultSettings {
         Ok(s)
     }
 
-    /// The HTTP client keyward uses for this server: rustls with the configured CA and
-    /// client certificate, HTTP/1.1 keep-alive, `TCP_NODELAY`, redirects followed only
-    /// within the same scheme. Public so benchmarks and tools use the very same settings.
+    /// The HTTP client keyward uses for these servers: rustls with the configured CA
+    /// and client certificate, HTTP/1.1 keep-alive, `TCP_NODELAY`, and no redirect
+    /// followed (keyward's client follows a standby's redirect itself, and only to a
+    /// configured address: the token goes nowhere else). Public so benchmarks and tools
+    /// use the very same settings.
     pub fn http_client(&self) -> Result<reqwest::Client, Error> {
         let mut b = reqwest::Client::builder()
             .connect_timeout(self.request_deadline.min(Duration::from_secs(5)))
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("keyward-vault/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                // Standby nodes redirect to the active one; never downgrade to http,
-                // which would send the token in clear.
-                let first = attempt.previous().first().map(|u| u.scheme().to_string());
-                if attempt.previous().len() > 3 {
-                    attempt.stop()
-                } else if first.as_deref() == Some(attempt.url().scheme()) {
-                    attempt.follow()
-                } else {
-                    attempt.stop()
-                }
-            }));
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &self.ca_file {
             let pem = std::fs::read(ca)
                 .map_err(|e| Error::io(format!("cannot read Vault CA file {}", ca.display()), e))?;
@@ -236,24 +281,6 @@ impl VaultSettings {
     }
 }
 
-/// Checks an address is an http(s) URL and strips any trailing `/`.
-fn normalize_address(address: &str) -> Result<String, Error> {
-    let trimmed = address.trim().trim_end_matches('/');
-    let url = reqwest::Url::parse(trimmed)
-        .map_err(|e| Error::InvalidInput(format!("Vault address '{trimmed}' is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(Error::InvalidInput(format!(
-            "Vault address '{trimmed}' must be http://HOST[:PORT] or https://HOST[:PORT]"
-        )));
-    }
-    if url.query().is_some() || !url.username().is_empty() {
-        return Err(Error::InvalidInput(format!(
-            "Vault address '{trimmed}' must not carry a query or credentials"
-        )));
-    }
-    Ok(trimmed.to_string())
-}
-
 /// Parses `30`, `30s`, `500ms`, `2m` into a non-zero duration.
 fn parse_timeout(s: &str) -> Result<Duration, Error> {
     let (num, unit) = s
@@ -275,91 +302,4 @@ fn parse_timeout(s: &str) -> Result<Duration, Error> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn from(vars: &[(&str, &str)]) -> Result<VaultSettings, Error> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        VaultSettings::from_vars(|k| map.get(k).cloned())
-    }
-
-    #[test]
-    fn vault_vars_win_over_bao_vars() {
-        let s = from(&[
-            ("VAULT_ADDR", "http://a:8200/"),
-            ("BAO_ADDR", "http://b:8200"),
-            ("BAO_TOKEN", "t"),
-        ])
-        .unwrap();
-        assert_eq!(s.address, "http://a:8200");
-        assert!(matches!(s.auth, VaultAuth::Token(ref t) if t.as_str() == "t"));
-        assert_eq!(s.request_deadline, DEFAULT_DEADLINE);
-    }
-
-    #[test]
-    fn approle_tls_namespace_and_timeout() {
-        let s = from(&[
-            ("BAO_ADDR", "https://vault.internal:8200"),
-            ("VAULT_ROLE_ID_FILE", "/r"),
-            ("VAULT_SECRET_ID_FILE", "/s"),
-            ("VAULT_CACERT", "/ca.pem"),
-            ("VAULT_CLIENT_CERT", "/c.pem"),
-            ("VAULT_CLIENT_KEY", "/k.pem"),
-            ("VAULT_NAMESPACE", "team"),
-            ("VAULT_CLIENT_TIMEOUT", "1500ms"),
-        ])
-        .unwrap();
-        let VaultAuth::AppRole(a) = &s.auth else {
-            panic!("expected AppRole, got {:?}", s.auth)
-        };
-        assert_eq!(a.mount, "approle");
-        assert_eq!(a.role_id_file, PathBuf::from("/r"));
-        assert_eq!(s.ca_file, Some(PathBuf::from("/ca.pem")));
-        assert_eq!(s.client_cert.unwrap().key_file, PathBuf::from("/k.pem"));
-        assert_eq!(s.namespace.as_deref(), Some("team"));
-        assert_eq!(s.request_deadline, Duration::from_millis(1500));
-    }
-
-    #[test]
-    fn missing_pieces_are_named() {
-        let e = from(&[("VAULT_TOKEN", "t")]).unwrap_err().to_string();
-        assert!(e.contains("VAULT_ADDR"), "{e}");
-        let e = from(&[("VAULT_ADDR", "http://a")]).unwrap_err().to_string();
-        assert!(e.contains("VAULT_TOKEN"), "{e}");
-        let e = from(&[("VAULT_ADDR", "http://a"), ("VAULT_ROLE_ID_FILE", "/r")])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("VAULT_SECRET_ID_FILE"), "{e}");
-        let e = from(&[("VAULT_ADDR", "ftp://a"), ("VAULT_TOKEN", "t")])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("must be http"), "{e}");
-        let e = from(&[
-            ("VAULT_ADDR", "http://a"),
-            ("VAULT_TOKEN", "t"),
-            ("VAULT_CLIENT_TIMEOUT", "5h"),
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("unknown unit"), "{e}");
-    }
-
-    #[test]
-    fn debug_never_shows_the_token() {
-        let s = from(&[("VAULT_ADDR", "http://a"), ("VAULT_TOKEN", "s.supersecret")]).unwrap();
-        let d = format!("{s:?}");
-        assert!(!d.contains("supersecret") && d.contains("redacted"), "{d}");
-    }
-
-    #[test]
-    fn timeouts_parse() {
-        assert_eq!(parse_timeout("30").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_timeout("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_timeout("0").is_err());
-        assert!(parse_timeout("s").is_err());
-    }
-}
+mod tests;
