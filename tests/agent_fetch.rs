@@ -1,6 +1,7 @@
 //! End-to-end: `keyward fetch` writes the caller's SVID to files (a new directory
-//! per SVID, switched in through `OUT/current` in one step), and with `--watch`
-//! writes every rotation and runs its command; socket addresses in every accepted
+//! per SVID, switched in through `OUT/current` in one step) with the CRLs the agent
+//! serves, and with `--watch` writes every rotation and every new CRL and runs its
+//! command; socket addresses in every accepted
 //! form, from the flag or the environment; bad addresses and bad `--out`
 //! directories are one error line.
 
@@ -12,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use agent_common::*;
-use common::{keyward_bin, mode, openssl, snapshot};
+use common::{issue_named, keyward_bin, keyward_ok, mode, openssl, snapshot};
 use rcgen::PublicKeyData;
 
 fn serial_of(path: &std::path::Path) -> Option<String> {
@@ -42,7 +43,7 @@ fn svid_dirs(out: &Path) -> Vec<PathBuf> {
     dirs
 }
 
-/// The layout: `current` links to a 0700 `.svid-*` directory holding the three
+/// The layout: `current` links to a 0700 `.svid-*` directory holding the four
 /// files; the top-level names link through `current`.
 fn check_layout(out: &Path) {
     let target = std::fs::read_link(out.join("current")).expect("current is a symlink");
@@ -53,7 +54,7 @@ fn check_layout(out: &Path) {
     );
     let dir = current_dir(out);
     assert_eq!(mode(&dir), 0o700, "{}", dir.display());
-    for name in ["cert.pem", "key.pem", "bundle.pem"] {
+    for name in ["cert.pem", "key.pem", "bundle.pem", "crl.pem"] {
         assert_eq!(
             std::fs::read_link(out.join(name)).expect("a symlink at the top"),
             Path::new("current").join(name)
@@ -199,6 +200,42 @@ fn fetch_watch_rewrites_the_files_on_rotation_and_runs_its_command() {
         );
     }
     assert!(dirs.windows(2).all(|w| w[0] != w[1]), "{log}");
+    let _ = child.kill();
+    let _ = child.wait();
+    agent.stop();
+}
+
+#[test]
+fn fetch_watch_writes_the_served_crls_to_crl_pem_and_rewrites_them_when_they_change() {
+    let mut agent = Agent::new(&entry("crls", 0, "1h", ""));
+    agent.start();
+    let revoked = issue_named(&agent.state, "svc", &agent.dir.path().join("svc"));
+    let out = agent.dir.path().join("svid");
+    let mut child = watch(&agent, &out, &[]);
+    check_layout(&out);
+    assert_eq!(
+        std::fs::read(out.join("crl.pem")).unwrap(),
+        b"",
+        "no CRL yet"
+    );
+
+    keyward_ok(&agent.state, &["revoke", "--serial", &revoked]);
+    let signed = std::fs::read(agent.state.join("crl.pem")).unwrap();
+    wait_for("crl.pem rewritten", Duration::from_secs(20), || {
+        std::fs::read(out.join("crl.pem")).is_ok_and(|c| c == signed)
+    });
+    check_layout(&out);
+    let text = openssl(&[
+        "crl",
+        "-in",
+        out.join("crl.pem").to_str().unwrap(),
+        "-noout",
+        "-text",
+    ]);
+    assert!(
+        text.contains(&format!("Serial Number: {revoked}")),
+        "{text}"
+    );
     let _ = child.kill();
     let _ = child.wait();
     agent.stop();

@@ -350,7 +350,7 @@ async fn rotated_keys_get_suffixed_names_and_a_restart_keeps_publishing_them() {
             .is_some_and(|t| t.len() >= 10 && t.bytes().all(|b| b.is_ascii_digit()))
     });
     assert!(suffixed.count() >= 1, "{names:?}");
-    let record = std::fs::read_to_string(agent.state.join("agent/jwt-keys.json")).unwrap();
+    let record = std::fs::read_to_string(agent.state.join("agent/generations.json")).unwrap();
     assert!(
         !record.contains("jwt.pem") && !record.contains("file:"),
         "{record}"

@@ -28,7 +28,8 @@ fn metrics_count_issuance_refusals_and_open_streams() {
     let refused = fetch_as(NOBODY, &agent.socket, &agent.out_dir("nobody", NOBODY));
     assert!(!refused.status.success(), "nobody must be refused");
 
-    // A watching fetch holds one stream open.
+    // A watching fetch holds two streams open: its SVIDs, and the bundles whose
+    // messages carry the CRLs (the `spiffe` crate it reads SVIDs with drops them).
     let out = agent.out_dir("watch", 0);
     let mut watcher = Command::new(keyward_bin())
         .args(["fetch", "--watch", "--socket"])
@@ -44,7 +45,7 @@ fn metrics_count_issuance_refusals_and_open_streams() {
     });
     let m = scrape(addr);
     let open = m.value("keyward_workload_api_open_streams", &[]);
-    assert_eq!(open, Some(1.0), "one stream open");
+    assert_eq!(open, Some(2.0), "two streams open");
 
     for (family, kind) in [
         ("keyward_svid_issuance_total", "counter"),

@@ -124,7 +124,7 @@ async fn the_agent_rotates_its_intermediate_and_reuses_it_after_a_restart() {
         uri_sans(&rotated[0]),
         vec!["spiffe://example.org/api".to_string()]
     );
-    let record = std::fs::read_to_string(agent.state.join("agent/intermediates.json")).unwrap();
+    let record = std::fs::read_to_string(agent.state.join("agent/generations.json")).unwrap();
     assert!(record.contains("\"n\": 2"), "{record}");
     assert!(
         agent.dir.path().join("keys/intermediate-2.pem").exists(),

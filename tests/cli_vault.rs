@@ -36,26 +36,7 @@ fn transit_errors_change_nothing() {
 
 /// `curl` against the OpenBao started by scripts/test.sh; returns the body.
 fn bao(method: &str, path: &str, body: Option<&str>) -> String {
-    let addr = required_env("VAULT_ADDR");
-    let token = required_env("VAULT_TOKEN");
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args([
-        "-sf",
-        "-X",
-        method,
-        "-H",
-        &format!("X-Vault-Token: {token}"),
-    ]);
-    if let Some(b) = body {
-        cmd.args(["-H", "Content-Type: application/json", "-d", b]);
-    }
-    let out = cmd.arg(format!("{addr}/v1/{path}")).output().expect("curl");
-    assert!(
-        out.status.success(),
-        "curl {method} {path} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    String::from_utf8_lossy(&vault_api(method, path, body)).to_string()
 }
 
 #[test]

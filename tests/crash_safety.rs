@@ -282,10 +282,12 @@ fn every_state_file_is_whole(dir: &Path, round: usize) {
 /// Intermediate keys the agent made but did not record: at most the one an interrupted
 /// rotation left, which the next rotation adopts.
 fn unrecorded_intermediate_keys(s: &Setup) -> usize {
-    let record = s.state.join("agent/intermediates.json");
+    let record = s.state.join("agent/generations.json");
     let max = std::fs::read(&record)
         .ok()
         .map(|d| serde_json::from_slice::<serde_json::Value>(&d).unwrap())
+        .map(|v| v["kinds"]["local_intermediate"].clone())
+        .filter(|v| !v.is_null())
         .map(|v| {
             v["generations"]
                 .as_array()
@@ -374,10 +376,13 @@ fn crash_rounds(s: &Setup) {
         "fetch after the crash rounds: {}",
         String::from_utf8_lossy(&fetch.stderr)
     );
-    let generations = std::fs::read_to_string(s.state.join("agent/intermediates.json")).unwrap();
+    let generations = std::fs::read_to_string(s.state.join("agent/generations.json")).unwrap();
     let record: serde_json::Value = serde_json::from_str(&generations).unwrap();
     assert!(
-        record["last"].as_u64().unwrap() >= 5,
+        record["kinds"]["local_intermediate"]["last"]
+            .as_u64()
+            .unwrap()
+            >= 5,
         "the rounds went through several rotations: {generations}"
     );
     // The next write under the lock swept the temporaries of interrupted writes.

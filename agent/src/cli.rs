@@ -310,6 +310,11 @@ pub struct VerifyArgs {
     /// Trust bundle (PEM) to use instead of the state directory's CA.
     #[arg(long)]
     pub ca: Option<PathBuf>,
+    /// A CRL (PEM or DER) to check the chain against, besides the state directory's
+    /// own and upstream CRLs (repeatable). It must verify under the CA it names; one
+    /// past its nextUpdate is used, with a warning.
+    #[arg(long = "crl", value_name = "FILE")]
+    pub crls: Vec<PathBuf>,
 }
 
 /// `keyward status`

@@ -1,5 +1,6 @@
 //! [`AgentSource`]: credentials from the keyward agent (or any SPIFFE Workload API
-//! server), kept current from the X.509 SVID stream. The socket address is read by
+//! server), kept current from the X.509 SVID stream, and the CRLs from the bundles
+//! stream (`agent_crls`). The socket address is read by
 //! [`keyward_core::workload_socket`], the parser `keyward fetch` uses too.
 
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use spiffe::{WorkloadApiClient, X509Source, X509SourceError};
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
+use crate::agent_crls::{CrlStream, Opened};
 use crate::credentials::{CredentialCell, Credentials};
 
 /// How long [`AgentSource::connect`] waits for the first SVID.
@@ -21,12 +23,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Credentials fed by the Workload API: the `spiffe` crate's `X509Source` keeps the
 /// latest X.509 SVID and bundle (reconnecting with backoff when the agent restarts)
-/// and a task copies every update into the cell. While the agent is away the last
-/// credentials keep serving.
+/// and a task copies every update into the cell; another task keeps the cell's CRLs
+/// current from the bundles stream. While the agent is away the last credentials and
+/// CRLs keep serving.
 pub struct AgentSource {
     cell: CredentialCell,
     source: X509Source,
     task: JoinHandle<()>,
+    crl_task: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for AgentSource {
@@ -65,13 +69,15 @@ fn snapshot(source: &X509Source) -> Result<Credentials, Error> {
 impl AgentSource {
     /// Connects to the Workload API at `socket` (`unix:///path`, `unix:/path` or
     /// `/path`), or at `SPIFFE_ENDPOINT_SOCKET` (same forms) when `None`, and waits (up
-    /// to 30 s) for the first SVID. A malformed address fails at once, naming it.
-    /// Must run inside a tokio runtime, which then carries the update task.
+    /// to 30 s) for the first SVID and the first CRLs (a server without the bundles
+    /// call gives none). A malformed address fails at once, naming it.
+    /// Must run inside a tokio runtime, which then carries the update tasks.
     pub async fn connect(socket: Option<&str>) -> Result<Self, Error> {
         let path = workload_socket::socket_path_or_env(socket, "the socket argument")?;
         let shown = path.display().to_string();
         // The parsed path goes to the client as it is (no second parse of a URI).
         let endpoint = Endpoint::Unix(path);
+        let crl_endpoint = endpoint.clone();
         let source = X509Source::builder()
             .client_factory(Arc::new(move || {
                 let endpoint = endpoint.clone();
@@ -85,6 +91,17 @@ impl AgentSource {
                 source_error(&format!("agent at {shown} unreachable or gave no SVID"), e)
             })?;
         let cell = CredentialCell::new(snapshot(&source)?);
+        let crls = CrlStream::open(crl_endpoint, shown.clone(), INITIAL_SYNC_TIMEOUT).await?;
+        let crl_task = match crls {
+            Opened::Stream(stream, first) => {
+                cell.store_crls(first);
+                Some(stream.follow(cell.clone()))
+            }
+            Opened::Unsupported => {
+                tracing::warn!(agent = %shown, "the Workload API server has no FetchX509Bundles; peers are not checked against CRLs");
+                None
+            }
+        };
         let mut updates = source.updated();
         let (task_cell, task_source) = (cell.clone(), source.clone());
         let task = tokio::spawn(async move {
@@ -101,7 +118,12 @@ impl AgentSource {
                 }
             }
         });
-        Ok(AgentSource { cell, source, task })
+        Ok(AgentSource {
+            cell,
+            source,
+            task,
+            crl_task,
+        })
     }
 
     /// The cell this source keeps current.
@@ -109,10 +131,17 @@ impl AgentSource {
         &self.cell
     }
 
-    /// Stops watching the agent; the cell keeps its last credentials.
-    pub async fn shutdown(self) {
-        self.task.abort();
+    /// Stops watching the agent; the cell keeps its last credentials and CRLs.
+    pub async fn shutdown(mut self) {
+        self.stop_tasks();
         self.source.shutdown().await;
+    }
+
+    fn stop_tasks(&mut self) {
+        self.task.abort();
+        if let Some(t) = self.crl_task.take() {
+            t.abort();
+        }
     }
 }
 
@@ -124,7 +153,7 @@ impl AsRef<CredentialCell> for AgentSource {
 
 impl Drop for AgentSource {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop_tasks();
     }
 }
 

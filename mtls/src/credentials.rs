@@ -1,5 +1,5 @@
 //! The current credentials ([`Credentials`]) and the cell every source writes and every
-//! handshake reads ([`CredentialCell`]).
+//! handshake reads ([`CredentialCell`]), with the CRLs peers are checked against.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use spiffe::{SpiffeId, TrustDomain};
 use zeroize::Zeroizing;
 
 use crate::config::provider;
+use crate::revocation::RevocationLists;
 use crate::verify::peer_spiffe_id;
 
 /// One consistent set of credentials: this workload's chain and key, the trust bundle
@@ -166,28 +167,42 @@ fn key_from_pem(pem_text: &[u8]) -> Result<PrivateKeyDer<'static>, Error> {
     ))
 }
 
-/// The cell holding the current [`Credentials`]: sources swap new ones in, resolvers and
-/// verifiers load them on every handshake (a lock-free atomic pointer load). Clones
-/// share the cell.
+/// The cell holding the current [`Credentials`] and [`RevocationLists`]: sources swap
+/// new ones in, resolvers and verifiers load them on every handshake (a lock-free
+/// atomic pointer load). The CRLs are kept apart from the credentials because they
+/// change on their own (a revocation upstream changes no SVID). Clones share the cell.
 #[derive(Clone)]
 pub struct CredentialCell {
     current: Arc<ArcSwap<Credentials>>,
+    crls: Arc<ArcSwap<RevocationLists>>,
 }
 
 impl std::fmt::Debug for CredentialCell {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("CredentialCell")
             .field(&*self.current.load())
+            .field(&*self.crls.load())
             .finish()
     }
 }
 
 impl CredentialCell {
-    /// A cell holding `initial`.
+    /// A cell holding `initial`, and no CRLs.
     pub fn new(initial: Credentials) -> Self {
         CredentialCell {
             current: Arc::new(ArcSwap::from_pointee(initial)),
+            crls: Arc::new(ArcSwap::from_pointee(RevocationLists::empty())),
         }
+    }
+
+    /// The current CRLs.
+    pub fn crls(&self) -> Arc<RevocationLists> {
+        self.crls.load_full()
+    }
+
+    /// Replaces the CRLs; the next handshake checks peers against them.
+    pub fn store_crls(&self, crls: RevocationLists) {
+        self.crls.store(Arc::new(crls));
     }
 
     /// The current credentials.

@@ -1,6 +1,6 @@
 //! [`FileSource`]: credentials from the PEM files `keyward issue` (cert.pem, key.pem,
-//! ca.pem) or `keyward fetch` (cert.pem, key.pem, bundle.pem) write, reloaded when
-//! they change.
+//! ca.pem) or `keyward fetch` (cert.pem, key.pem, bundle.pem, and the CRLs in crl.pem)
+//! write, reloaded when they change.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -11,6 +11,7 @@ use keyward_core::Error;
 use zeroize::Zeroizing;
 
 use crate::credentials::{CredentialCell, Credentials};
+use crate::revocation::RevocationLists;
 
 /// How often [`FileSource::watch`] looks at the files' modification times.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
@@ -30,22 +31,28 @@ fn read(path: &Path) -> Result<Zeroizing<Vec<u8>>, Error> {
         .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))
 }
 
-/// The three credential files.
+/// The credential files, and the CRL file when there is one to watch.
 #[derive(Debug, Clone)]
 struct Paths {
     cert: PathBuf,
     key: PathBuf,
     bundle: PathBuf,
+    crls: Option<PathBuf>,
 }
 
 impl Paths {
-    fn stamps(&self) -> [Stamp; 3] {
-        [stamp(&self.cert), stamp(&self.key), stamp(&self.bundle)]
+    fn stamps(&self) -> [Stamp; 4] {
+        [
+            stamp(&self.cert),
+            stamp(&self.key),
+            stamp(&self.bundle),
+            self.crls.as_deref().and_then(stamp),
+        ]
     }
 
-    fn load(&self) -> Result<Credentials, Error> {
+    fn load(&self) -> Result<(Credentials, RevocationLists), Error> {
         let (cert, key, bundle) = (read(&self.cert)?, read(&self.key)?, read(&self.bundle)?);
-        Credentials::from_pem(&cert, &key, &bundle).map_err(|e| match e {
+        let creds = Credentials::from_pem(&cert, &key, &bundle).map_err(|e| match e {
             Error::InvalidInput(m) => Error::InvalidInput(format!(
                 "{} / {} / {}: {m}",
                 self.cert.display(),
@@ -53,7 +60,16 @@ impl Paths {
                 self.bundle.display()
             )),
             other => other,
-        })
+        })?;
+        // A missing CRL file (written by an older `keyward fetch`) means no CRLs.
+        let crls = match self.crls.as_deref().filter(|p| p.exists()) {
+            None => RevocationLists::empty(),
+            Some(path) => RevocationLists::from_pem(&read(path)?).map_err(|e| match e {
+                Error::InvalidInput(m) => Error::InvalidInput(format!("{}: {m}", path.display())),
+                other => other,
+            })?,
+        };
+        Ok((creds, crls))
     }
 }
 
@@ -94,13 +110,38 @@ impl FileSource {
         bundle_pem: impl AsRef<Path>,
         poll: Duration,
     ) -> Result<Self, Error> {
-        let paths = Paths {
-            cert: cert_pem.as_ref().to_path_buf(),
-            key: key_pem.as_ref().to_path_buf(),
-            bundle: bundle_pem.as_ref().to_path_buf(),
-        };
+        Self::start(
+            Paths {
+                cert: cert_pem.as_ref().to_path_buf(),
+                key: key_pem.as_ref().to_path_buf(),
+                bundle: bundle_pem.as_ref().to_path_buf(),
+                crls: None,
+            },
+            poll,
+        )
+    }
+
+    /// Loads what `keyward fetch --out OUT` writes (OUT/cert.pem, key.pem, bundle.pem,
+    /// and the CRLs peers are checked against in OUT/crl.pem) and watches it, polling
+    /// every `poll`. Fails when the first load fails.
+    pub fn watch_fetched(out: impl AsRef<Path>, poll: Duration) -> Result<Self, Error> {
+        let out = out.as_ref();
+        Self::start(
+            Paths {
+                cert: out.join("cert.pem"),
+                key: out.join("key.pem"),
+                bundle: out.join("bundle.pem"),
+                crls: Some(out.join("crl.pem")),
+            },
+            poll,
+        )
+    }
+
+    fn start(paths: Paths, poll: Duration) -> Result<Self, Error> {
         let mut seen = paths.stamps();
-        let cell = CredentialCell::new(paths.load()?);
+        let (creds, crls) = paths.load()?;
+        let cell = CredentialCell::new(creds);
+        cell.store_crls(crls);
         let (stop, stopped) = mpsc::channel::<()>();
         let task_cell = cell.clone();
         let thread = std::thread::Builder::new()
@@ -113,9 +154,10 @@ impl FileSource {
                     }
                     seen = now;
                     match paths.load() {
-                        Ok(creds) => {
-                            tracing::info!(spiffe_id = %creds.spiffe_id(), cert = %paths.cert.display(), "credential files reloaded");
+                        Ok((creds, crls)) => {
+                            tracing::info!(spiffe_id = %creds.spiffe_id(), cert = %paths.cert.display(), crls = crls.len(), "credential files reloaded");
                             task_cell.store(creds);
+                            task_cell.store_crls(crls);
                         }
                         Err(e) => tracing::warn!(
                             error = %keyward_core::chain_line(&e),

@@ -1,8 +1,9 @@
 //! Mutual TLS for rustls applications, fed by the keyward agent or by credential files.
 //!
 //! One [`CredentialCell`] holds the current credentials (certificate chain, private key,
-//! trust bundle, SPIFFE trust domain). An [`AgentSource`] fills it from the SPIFFE
-//! Workload API stream; a [`FileSource`] fills it from the PEM files `keyward issue` or
+//! trust bundle, SPIFFE trust domain) and the CRLs peers are checked against
+//! ([`RevocationLists`]). An [`AgentSource`] fills it from the SPIFFE Workload API
+//! streams; a [`FileSource`] fills it from the PEM files `keyward issue` or
 //! `keyward fetch` write. [`server_config`] and [`client_config`] build rustls
 //! configurations whose certificate resolvers and peer verifiers read the cell on every
 //! handshake, so a rotated certificate or bundle takes effect on the next handshake
@@ -11,10 +12,12 @@
 #![warn(missing_docs)]
 
 mod agent;
+mod agent_crls;
 mod authorizer;
 mod config;
 mod credentials;
 mod files;
+mod revocation;
 mod verify;
 
 pub use agent::AgentSource;
@@ -22,5 +25,6 @@ pub use authorizer::Authorizer;
 pub use config::{client_config, provider, server_config};
 pub use credentials::{CredentialCell, Credentials};
 pub use files::{DEFAULT_POLL, FileSource};
+pub use revocation::RevocationLists;
 pub use spiffe::{SpiffeId, TrustDomain};
 pub use verify::{PeerVerifier, peer_spiffe_id};

@@ -1,4 +1,4 @@
-//! Peer verification against the cell's current bundle, trust domain and an
+//! Peer verification against the cell's current bundle, CRLs, trust domain and an
 //! [`Authorizer`]; the rustls client- and server-certificate verifiers built on it.
 
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::authorizer::Authorizer;
 use crate::credentials::CredentialCell;
+use crate::revocation::Issued;
 
 /// Why a peer was refused, in plain words (carried inside a rustls error).
 #[derive(Debug)]
@@ -78,8 +79,8 @@ fn chain_error(e: webpki::Error) -> rustls::Error {
 }
 
 /// Verifies peers: the chain (with the intermediates the peer sent) against the cell's
-/// current bundle, then exactly one SPIFFE URI SAN in the current trust domain, then
-/// the authorizer. Used as both the server's client verifier and the client's server
+/// current bundle, no certificate of it listed in the cell's CRLs, then exactly one
+/// SPIFFE URI SAN in the current trust domain, then the authorizer. Used as both the server's client verifier and the client's server
 /// verifier; the server name is ignored (SPIFFE peers are named by ID, not DNS).
 #[derive(Debug)]
 pub struct PeerVerifier {
@@ -113,16 +114,42 @@ impl PeerVerifier {
             webpki::KeyUsage::client_auth()
         };
         let ee = webpki::EndEntityCert::try_from(end_entity).map_err(chain_error)?;
-        ee.verify_for_usage(
-            self.algorithms.all,
-            creds.anchors(),
-            intermediates,
-            now,
-            usage,
-            None,
-            None,
-        )
-        .map_err(chain_error)?;
+        let path = ee
+            .verify_for_usage(
+                self.algorithms.all,
+                creds.anchors(),
+                intermediates,
+                now,
+                usage,
+                None,
+                None,
+            )
+            .map_err(chain_error)?;
+        let crls = self.cell.crls();
+        if !crls.is_empty() {
+            let anchor = creds
+                .anchors()
+                .iter()
+                .position(|a| std::ptr::eq(a, path.anchor()))
+                .map(|i| creds.bundle()[i].as_ref())
+                .unwrap_or_default();
+            let inters: Vec<_> = path.intermediate_certificates().collect();
+            let ders: Vec<_> = inters.iter().map(|c| c.der()).collect();
+            let issuers = ders.iter().map(AsRef::as_ref).chain([anchor]);
+            let certs = std::iter::once(&**path.end_entity()).chain(inters.iter().copied());
+            let links: Vec<Issued<'_>> = certs
+                .zip(issuers)
+                .map(|(c, issuer)| Issued {
+                    serial: c.serial(),
+                    issuer_name: c.issuer(),
+                    issuer,
+                })
+                .collect();
+            if let Some(serial) = crls.revoked(&links) {
+                tracing::warn!(serial = %serial, "peer refused: its chain holds a revoked certificate");
+                return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+            }
+        }
         let id = peer_spiffe_id(end_entity).map_err(|e| refused(format!("peer refused: {e}")))?;
         if !id.is_member_of(creds.trust_domain()) {
             return Err(refused(format!(

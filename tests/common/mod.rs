@@ -279,3 +279,24 @@ pub fn issue_named(state: &Path, name: &str, out: &Path) -> String {
         .expect("serial=")
         .to_string()
 }
+
+/// One call to the API of the OpenBao dev server scripts/test.sh starts (`VAULT_ADDR`,
+/// `VAULT_TOKEN`), through curl; the body of the answer, bytes (a CRL is DER). A
+/// non-2xx answer fails the test with curl's error.
+pub fn vault_api(method: &str, path: &str, body: Option<&str>) -> Vec<u8> {
+    let addr = required_env("VAULT_ADDR");
+    let token = required_env("VAULT_TOKEN");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-f", "-X", method])
+        .args(["-H", &format!("X-Vault-Token: {token}")]);
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "-d", b]);
+    }
+    let out = cmd.arg(format!("{addr}/v1/{path}")).output().expect("curl");
+    assert!(
+        out.status.success(),
+        "curl {method} {path} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}

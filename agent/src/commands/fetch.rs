@@ -2,10 +2,12 @@
 //! programs that read certificates from disk (nginx, PostgreSQL...). It speaks the
 //! Workload API through the `spiffe` crate's client, as keyward-rustls's
 //! `AgentSource` does, and reads the socket address with the same parser
-//! ([`keyward_core::workload_socket`]). Each SVID goes into a new directory of
-//! `--out`, switched in by one rename ([`out_layout`]). With `--watch` it follows the
-//! stream, reconnecting with backoff, writes every rotation and runs `--exec`
-//! through `sh -c` after each.
+//! ([`keyward_core::workload_socket`]). The CRLs, which that client drops, come from a
+//! FetchX509Bundles stream of their own (the agent's generated client). Each SVID goes
+//! into a new directory of `--out` with the CRLs, switched in by one rename
+//! ([`out_layout`]). With `--watch` it follows both streams, reconnecting with
+//! backoff, writes every rotation and every new CRL, and runs `--exec` through
+//! `sh -c` after each.
 
 mod out_layout;
 
@@ -18,11 +20,15 @@ use futures_util::{Stream, StreamExt};
 use keyward_core::backoff::Backoff;
 use keyward_core::check::{ders_to_pem, summarize};
 use keyward_core::{Error, workload_socket};
+use prost::bytes::Bytes;
 use spiffe::transport::{Endpoint, GrpcStatusCode, TransportError};
 use spiffe::{WorkloadApiClient, WorkloadApiError, X509Context};
+use tonic::Streaming;
 use zeroize::Zeroizing;
 
 use crate::cli::FetchArgs;
+use crate::daemon::workload_api::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use crate::daemon::workload_api::{X509BundlesRequest, X509BundlesResponse};
 use out_layout::SvidFiles;
 
 /// The wait before each reconnection attempt in `--watch` mode: 250 ms doubling up to
@@ -38,15 +44,15 @@ pub async fn run(args: &FetchArgs) -> Result<(), Error> {
     out_layout::check(&out)?;
     let agent = Agent { socket };
     // The first answer decides: a refusal or an absent agent is the command's error.
-    let (first, mut updates) = agent.first_update().await?;
-    let dir = write(&out, &first)?;
+    let (mut latest, mut updates) = agent.first_update().await?;
+    let dir = write(&out, &latest)?;
     run_hook(args.exec.as_deref(), &dir).await;
     if !args.watch {
         return Ok(());
     }
     loop {
-        let context = agent.next_update(&mut updates).await?;
-        match write(&out, &context) {
+        agent.next_update(&mut updates, &mut latest).await?;
+        match write(&out, &latest) {
             Ok(dir) => run_hook(args.exec.as_deref(), &dir).await,
             Err(e) => tracing::warn!(
                 error = %keyward_core::chain_line(&e),
@@ -61,70 +67,133 @@ struct Agent {
     socket: PathBuf,
 }
 
-/// An open X.509-SVID stream and the client that carries it.
+/// An open X.509-SVID stream, the client that carries it, and the CRL stream.
 struct Updates {
     stream: Pin<Box<dyn Stream<Item = Result<X509Context, WorkloadApiError>> + Send>>,
     _client: WorkloadApiClient,
+    crls: Streaming<X509BundlesResponse>,
+}
+
+/// What is written: the latest message of each stream.
+struct Latest {
+    context: X509Context,
+    crls: Vec<Bytes>,
 }
 
 impl Agent {
-    /// Connects, opens the X.509-SVID stream and waits for its first message.
-    async fn first_update(&self) -> Result<(X509Context, Updates), Error> {
+    /// Connects, opens the X.509-SVID and CRL streams and waits for their first
+    /// messages.
+    async fn first_update(&self) -> Result<(Latest, Updates), Error> {
         let endpoint = Endpoint::Unix(self.socket.clone());
         let client = WorkloadApiClient::connect(endpoint)
             .await
             .map_err(|e| self.error(e))?;
-        let stream = Box::pin(
+        let mut stream = Box::pin(
             client
                 .stream_x509_contexts()
                 .await
                 .map_err(|e| self.error(e))?,
         );
-        let mut updates = Updates {
+        let context = match stream.next().await {
+            Some(Ok(context)) => context,
+            Some(Err(e)) => return Err(self.error(e)),
+            None => return Err(self.closed("an SVID")),
+        };
+        let mut crls = self.crl_stream().await?;
+        let first_crls = match crls.message().await {
+            Ok(Some(m)) => m.crl,
+            Ok(None) => return Err(self.closed("its CRLs")),
+            Err(s) => return Err(self.crl_error(&s)),
+        };
+        let updates = Updates {
             stream,
             _client: client,
+            crls,
         };
-        match updates.stream.next().await {
-            Some(Ok(context)) => Ok((context, updates)),
-            Some(Err(e)) => Err(self.error(e)),
-            None => Err(Error::unavailable(
-                format!(
-                    "the agent at {} closed the stream before sending an SVID",
-                    self.socket.display()
-                ),
-                None,
-            )),
-        }
+        let latest = Latest {
+            context,
+            crls: first_crls,
+        };
+        Ok((latest, updates))
     }
 
-    /// The next message on `updates`; when the stream fails or ends, the first
-    /// message of a new one ([`Agent::reconnect`]), which then replaces it.
-    async fn next_update(&self, updates: &mut Updates) -> Result<X509Context, Error> {
-        match updates.stream.next().await {
-            Some(Ok(context)) => return Ok(context),
-            Some(Err(e)) => tracing::warn!(
-                error = %keyward_core::chain_line(&self.error(e)),
-                "lost the agent; reconnecting"
-            ),
-            None => tracing::warn!(
-                socket = %self.socket.display(),
-                "the agent closed the stream; reconnecting"
-            ),
-        }
-        let (context, fresh) = self.reconnect().await?;
-        *updates = fresh;
-        Ok(context)
+    /// Opens the FetchX509Bundles stream, whose messages carry the CRLs.
+    async fn crl_stream(&self) -> Result<Streaming<X509BundlesResponse>, Error> {
+        let channel = spiffe::transport::connect(&Endpoint::Unix(self.socket.clone()))
+            .await
+            .map_err(|e| self.error(WorkloadApiError::Transport(e)))?;
+        let mut req = tonic::Request::new(X509BundlesRequest {});
+        req.metadata_mut().insert(
+            "workload.spiffe.io",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+        SpiffeWorkloadApiClient::new(channel)
+            .fetch_x509_bundles(req)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.crl_error(&s))
+    }
+
+    /// Waits for the next message of either stream and takes it into `latest`; when
+    /// a stream fails or ends, both are opened again ([`Agent::reconnect`]).
+    async fn next_update(&self, updates: &mut Updates, latest: &mut Latest) -> Result<(), Error> {
+        let lost = tokio::select! {
+            m = updates.stream.next() => match m {
+                Some(Ok(context)) => {
+                    latest.context = context;
+                    return Ok(());
+                }
+                Some(Err(e)) => self.error(e),
+                None => self.closed("the next SVID"),
+            },
+            m = updates.crls.message() => match m {
+                Ok(Some(msg)) => {
+                    latest.crls = msg.crl;
+                    return Ok(());
+                }
+                Ok(None) => self.closed("the next CRLs"),
+                Err(s) => self.crl_error(&s),
+            },
+        };
+        tracing::warn!(error = %keyward_core::chain_line(&lost), "lost the agent; reconnecting");
+        (*latest, *updates) = self.reconnect().await?;
+        Ok(())
     }
 
     /// [`Agent::first_update`] again and again, waiting [`RECONNECT_BACKOFF`] between
     /// attempts, until it succeeds.
-    async fn reconnect(&self) -> Result<(X509Context, Updates), Error> {
+    async fn reconnect(&self) -> Result<(Latest, Updates), Error> {
         (|| self.first_update())
             .retry(RECONNECT_BACKOFF.delays())
             .notify(|e, wait| {
                 tracing::warn!(error = %keyward_core::chain_line(e), retry_in = ?wait, "cannot reach the agent; retrying")
             })
             .await
+    }
+
+    /// The error for a stream the agent closed before sending `what`.
+    fn closed(&self, what: &str) -> Error {
+        Error::unavailable(
+            format!(
+                "the agent at {} closed the stream before sending {what}",
+                self.socket.display()
+            ),
+            None,
+        )
+    }
+
+    /// The error for a failed CRL stream (the caller was served an SVID already, so
+    /// it is the agent that is unwell).
+    fn crl_error(&self, s: &tonic::Status) -> Error {
+        Error::unavailable(
+            format!(
+                "the agent at {} answered FetchX509Bundles with {:?}: {}",
+                self.socket.display(),
+                s.code(),
+                s.message()
+            ),
+            None,
+        )
     }
 
     /// One error line for a Workload API failure, naming the socket.
@@ -158,9 +227,10 @@ impl Agent {
     }
 }
 
-/// Writes the context's default SVID (with its trust domain's bundle) into `out`;
-/// returns the new SVID directory.
-fn write(out: &Path, context: &X509Context) -> Result<PathBuf, Error> {
+/// Writes the context's default SVID (with its trust domain's bundle) and the CRLs
+/// into `out`; returns the new SVID directory.
+fn write(out: &Path, latest: &Latest) -> Result<PathBuf, Error> {
+    let context = &latest.context;
     let svid = context
         .default_svid()
         .ok_or_else(|| Error::backend("the agent sent no SVID"))?;
@@ -188,6 +258,11 @@ fn write(out: &Path, context: &X509Context) -> Result<PathBuf, Error> {
             svid.private_key().as_bytes().to_vec(),
         ))),
         bundle_pem: ders_to_pem(&roots),
+        crl_pem: latest
+            .crls
+            .iter()
+            .map(|der| keyward_core::issuance::SignedCrl { der: der.to_vec() }.pem())
+            .collect(),
     };
     let dir = out_layout::publish(out, &summary.serial_hex, &files)?;
     let until = summary

@@ -34,7 +34,6 @@ async fn vault_pki(
     validity: Duration,
     upstream: &str,
 ) -> Result<(), Error> {
-    use keyward_core::issuance::{self, CaIssuer};
     use keyward_core::store::{Operation, Plan};
     let target: keyward_vault::VaultPkiUpstream = keyward_vault::VaultPkiUpstream::parse(upstream)?;
     if target.role.is_some() {
@@ -43,19 +42,20 @@ async fn vault_pki(
     if state.exists() && state.ca()?.is_some() {
         return Err(state.existing_ca());
     }
-    let settings = keyward_vault::VaultSettings::from_env()?;
+    let client = keyward_vault::VaultClient::new(&keyward_vault::VaultSettings::from_env()?)?;
     let signer = backends.open(key).await?;
-    let csr = issuance::csr_pem(signer.clone(), subject).await?;
-    let signed =
-        keyward_vault::sign_intermediate_upstream(&settings, &target.mount, &csr, "", validity)
-            .await?;
-    let inter_der = keyward_core::check::pem_to_ders(signed.certificate_pem.as_bytes())?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::backend("the upstream answered without a certificate"))?;
-    // Checks the chain and that the certificate carries this key, before anything is stored.
-    let issuer = CaIssuer::new(inter_der.clone(), signed.chain_der.clone(), signer.clone())?;
-    let summary = keyward_core::check::summarize(issuer.certificate_der())?;
+    // The agent's way ([ca.upstream]): the answer is checked (a CA, carrying this key,
+    // chaining to a root) before anything is stored.
+    let issuer = crate::daemon::generations::sign_at_upstream(
+        &client,
+        &target,
+        signer.clone(),
+        subject,
+        validity,
+    )
+    .await?;
+    let inter_der = issuer.certificate_der();
+    let summary = keyward_core::check::summarize(inter_der)?;
 
     let op = Operation {
         name: "ca intermediate".into(),
@@ -64,11 +64,11 @@ async fn vault_pki(
     };
     state
         .transaction(op, &|e| super::audit::record(state, e), async |tx| {
-            tx.install_upstream(&inter_der, &signed.chain_der, signer.uri())?;
+            tx.install_upstream(inter_der, issuer.chain_der(), signer.uri())?;
             tx.audit(
                 keyward_core::audit::Event::issued(
                     "ca_intermediate_created",
-                    &inter_der,
+                    inter_der,
                     signer.uri(),
                 )
                 .key("key", signer.uri())

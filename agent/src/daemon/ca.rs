@@ -1,5 +1,7 @@
-//! The CA the agent issues from: the one in the state directory, or a new root made
-//! with `[ca] key` when the directory has none (the CA is never replaced).
+//! The CA the agent issues from: the one in the state directory (a new root made with
+//! `[ca] key` when the directory has none; the CA is never replaced), with its own
+//! rotating intermediate under that root (`[ca.intermediate]`), or intermediates an
+//! upstream authority signs and the agent rotates (`[ca.upstream]`).
 
 use std::sync::Arc;
 
@@ -7,10 +9,12 @@ use keyward_core::Error;
 use keyward_core::issuance::CaIssuer;
 use keyward_core::store::StateDir;
 use prost::bytes::Bytes;
+use tokio::sync::watch;
 
 use super::audit::Audit;
 use super::config::CaSettings;
-use super::intermediate::Intermediates;
+use super::generations::{self, Journal, LocalIntermediate};
+use super::metrics::Metrics;
 use crate::backends::Backends;
 
 /// The issuing CA and what goes with every SVID it signs.
@@ -36,13 +40,13 @@ impl CaView {
     }
 }
 
-/// The CA as the agent runs it: fixed, or with a rotating agent intermediate.
-#[derive(Debug)]
+/// The CA as the agent runs it: fixed, or rotated by the generation engine.
+#[derive(Clone, Debug)]
 pub enum AgentCa {
     /// The state directory's issuing CA (root or intermediate), used as it is.
     Fixed(CaView),
-    /// Intermediates the agent issues under its root and rotates.
-    Rotating(Box<Intermediates>),
+    /// Intermediates the generation engine rotates; a new view after every change.
+    Rotating(watch::Receiver<Arc<CaView>>),
 }
 
 impl AgentCa {
@@ -50,23 +54,38 @@ impl AgentCa {
     pub fn view(&self) -> CaView {
         match self {
             AgentCa::Fixed(v) => v.clone(),
-            AgentCa::Rotating(i) => i.view(),
+            AgentCa::Rotating(rx) => CaView::clone(&rx.borrow()),
         }
+    }
+
+    /// Waits until the view changes (never, for a fixed CA).
+    pub async fn changed(&mut self) {
+        if let AgentCa::Rotating(rx) = self
+            && rx.changed().await.is_ok()
+        {
+            return;
+        }
+        std::future::pending().await
     }
 }
 
-/// Loads the CA from the state directory, creating a root with `[ca] key` when there is
-/// none, and checks that the configured key is the one the CA issues with.
+/// Loads the CA: from the state directory, creating a root with `[ca] key` when there
+/// is none, and checking that the configured key is the one the CA issues with; or
+/// the rotating intermediates (whose generations `journal` records).
 pub async fn load(
     settings: &CaSettings,
     state: &StateDir,
     backends: &Arc<Backends>,
     audit: &Audit,
+    metrics: &Metrics,
+    journal: &Journal,
 ) -> Result<AgentCa, Error> {
-    let signer = backends.open(&settings.key).await.map_err(|e| match e {
+    let Some(key) = &settings.key else {
+        return upstream(settings, backends, audit, metrics, journal).await;
+    };
+    let signer = backends.open(key).await.map_err(|e| match e {
         Error::NotFound(what) => Error::NotFound(format!(
-            "{what} (the agent's [ca] key must exist: keyward key generate --key '{}' --algorithm ecdsa-p256)",
-            settings.key
+            "{what} (the agent's [ca] key must exist: keyward key generate --key '{key}' --algorithm ecdsa-p256)"
         )),
         e => e,
     })?;
@@ -109,7 +128,7 @@ pub async fn load(
         Some(inter) => {
             let root_key = ca.root_key.clone().ok_or_else(|| {
                 Error::State(
-                    "[ca.intermediate] needs the root's key, but this CA's root is held upstream"
+                    "[ca.intermediate] needs the root's key, but this CA's root is held upstream: use [ca.upstream]"
                         .into(),
                 )
             })?;
@@ -120,16 +139,46 @@ pub async fn load(
                 )));
             }
             let root = CaIssuer::new(ca.roots[0].clone(), Vec::new(), signer)?;
-            let i = Intermediates::load(
+            let kind = LocalIntermediate::new(
                 inter.clone(),
-                state.clone(),
+                backends.clone(),
                 root,
                 ca.roots.clone(),
-                backends.clone(),
                 audit.clone(),
-            )
-            .await?;
-            Ok(AgentCa::Rotating(Box::new(i)))
+            );
+            let rx = generations::start(kind, journal, audit.clone(), metrics.clone()).await?;
+            Ok(AgentCa::Rotating(rx))
         }
     }
+}
+
+/// `[ca.upstream]`: the intermediates an upstream authority signs.
+#[cfg(feature = "vault")]
+async fn upstream(
+    settings: &CaSettings,
+    backends: &Arc<Backends>,
+    audit: &Audit,
+    metrics: &Metrics,
+    journal: &Journal,
+) -> Result<AgentCa, Error> {
+    let up = settings
+        .upstream
+        .clone()
+        .ok_or_else(|| Error::InvalidInput("[ca] key is missing".into()))?;
+    // The journal needs the state directory even when it holds no CA.
+    drop(journal.state().create_and_lock()?);
+    let kind = generations::UpstreamIntermediate::new(up, backends.clone(), audit.clone())?;
+    let rx = generations::start(kind, journal, audit.clone(), metrics.clone()).await?;
+    Ok(AgentCa::Rotating(rx))
+}
+
+#[cfg(not(feature = "vault"))]
+async fn upstream(
+    _settings: &CaSettings,
+    _backends: &Arc<Backends>,
+    _audit: &Audit,
+    _metrics: &Metrics,
+    _journal: &Journal,
+) -> Result<AgentCa, Error> {
+    Err(Error::NotCompiled("vault".into()))
 }

@@ -1,9 +1,13 @@
-//! The CRL the agent serves in the Workload API's `crl` fields: STATE/crl.der, as
-//! `keyward revoke` and `keyward crl` write it, re-read when it changes (polled every
-//! [`CRL_POLL`] and on SIGHUP). A CRL that does not verify under the state
-//! directory's issuing CA is not served (the previous one stays); one past its
-//! nextUpdate is still served, with a warning, until a fresh one is signed.
+//! The CRLs the agent serves in the Workload API's `crl` fields: the local CRL,
+//! STATE/crl.der, as `keyward revoke` and `keyward crl` write it, and (with
+//! `[ca.upstream]`) the upstream authority's CRL, STATE/agent/upstream-crl.der, as the
+//! upstream CRL task ([`super::upstream_crl`]) stores it. Each file is re-read when it
+//! changes (polled every [`CRL_POLL`] and on SIGHUP) and checked again: the local CRL
+//! under the state directory's issuing CA, the upstream one under the upstream CAs. A CRL that does not
+//! verify is not served (the previous one stays); one past its nextUpdate is still
+//! served, with a warning, until a fresh one arrives.
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use keyward_core::check;
@@ -11,74 +15,143 @@ use keyward_core::store::StateDir;
 use prost::bytes::Bytes;
 use time::OffsetDateTime;
 
-/// How often the CRL file is checked for a change.
+use super::ca::AgentCa;
+use super::upstream_crl;
+
+/// How often the CRL files are checked for a change.
 pub const CRL_POLL: Duration = Duration::from_secs(2);
 
-/// Watches the state directory's CRL file.
+/// Which CRL a file holds, and so which CA must have signed it.
+#[derive(Debug, Clone, Copy)]
+enum Signer {
+    /// The state directory's issuing CA.
+    IssuingCa,
+    /// The upstream authority's CA.
+    Upstream,
+}
+
+/// One watched CRL file and the CRL served from it.
 #[derive(Debug)]
-pub struct CrlWatch {
-    state: StateDir,
+struct Watched {
+    path: PathBuf,
+    signer: Signer,
     /// The file's modification time and length when last read.
     seen: Option<(SystemTime, u64)>,
     /// The CRL being served (DER).
     current: Option<Bytes>,
 }
 
+/// Watches the state directory's CRL files.
+#[derive(Debug)]
+pub struct CrlWatch {
+    state: StateDir,
+    files: Vec<Watched>,
+    /// The agent's CA, whose upstream CAs sign the upstream CRL.
+    upstream: Option<AgentCa>,
+}
+
 impl CrlWatch {
-    /// A watch on `state`'s CRL; nothing is read until [`CrlWatch::poll`].
+    /// A watch on `state`'s local CRL; nothing is read until [`CrlWatch::poll`].
     pub fn new(state: StateDir) -> Self {
         CrlWatch {
+            files: vec![Watched::new(state.crl_der_path(), Signer::IssuingCa)],
             state,
+            upstream: None,
+        }
+    }
+
+    /// Watches the upstream CRL too, checking it under the upstream CAs of `ca`.
+    pub fn with_upstream(mut self, ca: AgentCa) -> Self {
+        let path = self.state.upstream_crl_der_path();
+        self.files.push(Watched::new(path, Signer::Upstream));
+        self.upstream = Some(ca);
+        self
+    }
+
+    /// The CRLs to serve: the local one first, then the upstream one.
+    pub fn current(&self) -> Vec<Bytes> {
+        self.files
+            .iter()
+            .filter_map(|w| w.current.clone())
+            .collect()
+    }
+
+    /// Re-reads every CRL file whose modification time or length changed; returns
+    /// whether the CRLs to serve changed.
+    pub fn poll(&mut self) -> bool {
+        let mut changed = false;
+        for i in 0..self.files.len() {
+            changed |= self.poll_file(i);
+        }
+        changed
+    }
+
+    fn poll_file(&mut self, i: usize) -> bool {
+        let w = &mut self.files[i];
+        let stamp = std::fs::metadata(&w.path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        if stamp == w.seen {
+            return false;
+        }
+        w.seen = stamp;
+        let der = match std::fs::read(&w.path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+            Err(e) => {
+                tracing::warn!(path = %w.path.display(), error = %e, "cannot read the CRL; serving the previous one");
+                return false;
+            }
+        };
+        if w.current.as_deref() == Some(der.as_slice()) {
+            return false;
+        }
+        let label = w.path.display().to_string();
+        let upstream = self.upstream.as_ref();
+        if let Err(e) = check_signed(&self.state, upstream, w.signer, &der, &label) {
+            tracing::warn!(path = %label, error = %keyward_core::chain_line(&e), "the CRL is not served");
+            return false;
+        }
+        tracing::info!(path = %label, "serving a new CRL");
+        w.current = Some(Bytes::from(der));
+        true
+    }
+}
+
+impl Watched {
+    fn new(path: PathBuf, signer: Signer) -> Self {
+        Watched {
+            path,
+            signer,
             seen: None,
             current: None,
         }
     }
+}
 
-    /// The CRL to serve, if there is one.
-    pub fn current(&self) -> Option<Bytes> {
-        self.current.clone()
-    }
-
-    /// Re-reads the CRL file if its modification time or length changed; returns
-    /// whether the CRL to serve changed.
-    pub fn poll(&mut self) -> bool {
-        let path = self.state.crl_der_path();
-        let stamp = std::fs::metadata(&path)
-            .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len())));
-        if stamp == self.seen {
-            return false;
+/// Checks `der` under the CA `signer` names (the upstream ones of `upstream`); a stale
+/// CRL passes with a warning.
+fn check_signed(
+    state: &StateDir,
+    upstream: Option<&AgentCa>,
+    signer: Signer,
+    der: &[u8],
+    label: &str,
+) -> Result<(), keyward_core::Error> {
+    match signer {
+        Signer::Upstream => {
+            let cas = upstream.map(upstream_crl::upstream_cas).unwrap_or_default();
+            upstream_crl::verify(&cas, der, label).map(|_| ())
         }
-        self.seen = stamp;
-        let der = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot read the CRL; serving the previous one");
-                return false;
+        Signer::IssuingCa => {
+            let issuing = state.require_ca()?.issuing()?;
+            check::read_crl(der, &issuing.cert_der, label)?;
+            if let Err(e) =
+                check::check_crl(der, &issuing.cert_der, label, OffsetDateTime::now_utc())
+            {
+                tracing::warn!(error = %e, "serving the CRL anyway");
             }
-        };
-        if self.current.as_deref() == Some(der.as_slice()) {
-            return false;
+            Ok(())
         }
-        if let Err(e) = self.check(&der) {
-            tracing::warn!(path = %path.display(), error = %keyward_core::chain_line(&e), "the CRL is not served");
-            return false;
-        }
-        tracing::info!(path = %path.display(), "serving a new CRL");
-        self.current = Some(Bytes::from(der));
-        true
-    }
-
-    /// Checks `der` under the issuing CA; a stale CRL passes with a warning.
-    fn check(&self, der: &[u8]) -> Result<(), keyward_core::Error> {
-        let issuing = self.state.require_ca()?.issuing()?;
-        let label = self.state.crl_der_path().display().to_string();
-        check::read_crl(der, &issuing.cert_der, &label)?;
-        if let Err(e) = check::check_crl(der, &issuing.cert_der, &label, OffsetDateTime::now_utc())
-        {
-            tracing::warn!(error = %e, "serving the CRL anyway");
-        }
-        Ok(())
     }
 }

@@ -7,8 +7,8 @@ mod ca;
 mod caller;
 pub mod config;
 mod crl;
+pub(crate) mod generations;
 mod h2_authority;
-mod intermediate;
 pub mod jwt;
 mod limits;
 pub mod logging;
@@ -20,6 +20,7 @@ mod snapshot;
 mod socket;
 mod streams;
 mod svid;
+mod upstream_crl;
 #[allow(missing_docs, clippy::all, clippy::pedantic, unreachable_pub)]
 pub mod workload_api;
 
@@ -115,8 +116,15 @@ impl Agent {
         })));
         let state = StateDir::new(&config.agent.state_dir);
         let audit = Audit::open(&config.audit)?;
-        let ca = ca::load(&config.ca, &state, &backends, &audit).await?;
-        metrics.ca_loaded(config.ca.key.scheme());
+        let journal = generations::Journal::open(&state)?;
+        let ca = ca::load(&config.ca, &state, &backends, &audit, &metrics, &journal).await?;
+        metrics.ca_loaded(config.ca.signing_backend());
+        let probed_ca = ca.clone();
+        // The CRLs served: the local one and, with [ca.upstream], the upstream one,
+        // which its own task fetches (on a schedule and on SIGHUP).
+        let (crls, upstream_crl_task) =
+            upstream_crl::start(&config.ca, &ca, &state, &audit, &metrics)?;
+        observers.extend(upstream_crl_task);
         let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
         let mut rotation = Rotation::new(
             ca,
@@ -126,14 +134,26 @@ impl Agent {
             tx,
             audit.clone(),
         )
-        .with_crl(crl::CrlWatch::new(state.clone()));
+        .with_crl(crls);
         rotation.set_metrics(metrics.clone());
         rotation.initial().await;
-        let jwt = jwt::JwtKeys::start(&config.jwt, state.clone(), backends.clone()).await?;
+        let jwt_keys =
+            generations::JwtKey::new(config.jwt.clone(), backends.clone(), audit.clone());
+        let jwt = generations::start(jwt_keys, &journal, audit.clone(), metrics.clone()).await?;
         if config.metrics_listen.is_some() {
-            // Readiness follows the CA key's backend: probe it while /readyz is served.
-            let probe_key = backends.open(&config.ca.key).await?;
-            observers.push(metrics::spawn_probe(probe_key, metrics.clone()));
+            // Readiness follows the CA key's backend: probe it while /readyz is served
+            // (`[ca] key`, or the upstream intermediate issuing now).
+            let probe = match &config.ca.key {
+                Some(key) => {
+                    let signer = backends.open(key).await?;
+                    metrics::spawn_probe(move || signer.clone(), metrics.clone())
+                }
+                None => metrics::spawn_probe(
+                    move || probed_ca.view().issuer.signer().clone(),
+                    metrics.clone(),
+                ),
+            };
+            observers.push(probe);
         }
         observers.push(metrics::spawn_evaluator(
             state.clone(),

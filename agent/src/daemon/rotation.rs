@@ -1,7 +1,8 @@
 //! Keeps every entry's SVID fresh: issues at start, renews after a fraction of the
 //! lifetime (with jitter, so renewals spread out), retries failures with exponential
-//! backoff while the current SVID keeps being served, rotates the agent intermediate,
-//! and publishes a new [`Snapshot`] after every change.
+//! backoff while the current SVID keeps being served, issues from whichever
+//! intermediate the generation engine made active, and publishes a new [`Snapshot`]
+//! after every change.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use super::audit::Audit;
 use super::ca::{AgentCa, CaView};
 use super::config::WorkloadEntry;
 use super::crl::{CRL_POLL, CrlWatch};
-use super::intermediate::{Change, until};
+use super::generations::until;
 use super::metrics::Metrics;
 use super::snapshot::{Snapshot, UidIndex};
 use super::svid::{self, Svid};
@@ -62,8 +63,6 @@ pub struct Rotation {
     tx: watch::Sender<Arc<Snapshot>>,
     audit: Audit,
     degraded: bool,
-    ca_failures: u32,
-    ca_due: Option<Instant>,
     crl: Option<CrlWatch>,
     metrics: Metrics,
 }
@@ -89,7 +88,7 @@ impl Rotation {
                 failures: 0,
             })
             .collect();
-        let mut r = Rotation {
+        Rotation {
             ca,
             view,
             slots,
@@ -98,13 +97,9 @@ impl Rotation {
             tx,
             audit,
             degraded: false,
-            ca_failures: 0,
-            ca_due: None,
             crl: None,
             metrics: Metrics::default(),
-        };
-        r.schedule_ca();
-        r
+        }
     }
 
     /// Serves the CRL `watch` sees, re-reading it every [`CRL_POLL`].
@@ -129,16 +124,24 @@ impl Rotation {
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         loop {
             let next = self.next_due();
-            tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
+            let command = tokio::select! {
+                _ = tokio::time::sleep_until(next) => None,
+                () = self.ca.changed() => None,
                 cmd = commands.recv() => match cmd {
-                    Some(Command::Reload { entries, renew_fraction }) => self.reload(entries, renew_fraction),
-                    Some(Command::CheckCrl) => {}
+                    Some(cmd) => Some(cmd),
                     None => return,
                 },
+            };
+            match command {
+                Some(Command::Reload {
+                    entries,
+                    renew_fraction,
+                }) => self.reload(entries, renew_fraction),
+                Some(Command::CheckCrl) | None => {}
             }
+            // A new intermediate took over, or the bundle changed: issue from it now.
+            self.view = self.ca.view();
             self.poll_crl();
-            self.rotate_ca_if_due().await;
             self.issue_due().await;
             self.publish();
         }
@@ -154,7 +157,6 @@ impl Rotation {
         self.slots
             .iter()
             .map(|s| s.due)
-            .chain(self.ca_due)
             .min()
             .unwrap_or(far)
             .min(far)
@@ -163,44 +165,6 @@ impl Rotation {
     fn poll_crl(&mut self) {
         if let Some(w) = &mut self.crl {
             w.poll();
-        }
-    }
-
-    fn schedule_ca(&mut self) {
-        if let AgentCa::Rotating(i) = &self.ca {
-            self.ca_due = Some(Instant::now() + until(i.next_event()));
-        }
-    }
-
-    async fn rotate_ca_if_due(&mut self) {
-        let AgentCa::Rotating(i) = &mut self.ca else {
-            return;
-        };
-        if self.ca_due.is_none_or(|d| d > Instant::now()) {
-            return;
-        }
-        match i.tick(time::OffsetDateTime::now_utc()).await {
-            Ok(changes) => {
-                self.view = self.ca.view();
-                self.ca_failures = 0;
-                self.schedule_ca();
-                for change in changes {
-                    let event = match change {
-                        Change::Prepared(_) => continue,
-                        Change::Activated(n) => {
-                            Event::new("intermediate_activated").with("generation", n)
-                        }
-                        Change::Retired => Event::new("intermediate_retired"),
-                    };
-                    self.audit.record(event);
-                }
-            }
-            Err(e) => {
-                self.ca_failures += 1;
-                let wait = BACKOFF.delay(self.ca_failures);
-                tracing::warn!(error = %keyward_core::chain_line(&e), retry_in = ?wait, "cannot prepare the next intermediate CA; still issuing from the current one");
-                self.ca_due = Some(Instant::now() + wait);
-            }
         }
     }
 
@@ -301,11 +265,10 @@ impl Rotation {
 
     fn update_health(&mut self) {
         let failing = self.slots.iter().filter(|s| s.failures > 0).count();
-        let degraded = failing > 0 || self.ca_failures > 0;
+        let degraded = failing > 0;
         if degraded && !self.degraded {
             tracing::warn!(
                 failing_svids = failing,
-                ca_failures = self.ca_failures,
                 "agent health: degraded (serving current credentials, retrying)"
             );
         } else if !degraded && self.degraded {
@@ -323,7 +286,7 @@ impl Rotation {
             svids: self.slots.iter().map(|s| s.svid.clone()).collect(),
             bundle: self.view.bundle.clone(),
             trust_domain_id: self.trust_domain_id.clone(),
-            crl: self.crl.as_ref().and_then(CrlWatch::current),
+            crl: self.crl.as_ref().map(CrlWatch::current).unwrap_or_default(),
         };
         self.tx.send_if_modified(|cur| {
             let changed = cur.bundle != snap.bundle

@@ -25,8 +25,9 @@ pub struct Snapshot {
     pub bundle: Bytes,
     /// The trust domain's SPIFFE ID, `spiffe://example.org` (the bundles map key).
     pub trust_domain_id: String,
-    /// The issuing CA's CRL (DER), when one has been signed.
-    pub crl: Option<Bytes>,
+    /// The CRLs (DER) to serve: the issuing CA's, when one has been signed, and the
+    /// upstream authority's, when the agent has one.
+    pub crl: Vec<Bytes>,
 }
 
 /// What a caller is entitled to in one snapshot.
@@ -83,7 +84,7 @@ impl Snapshot {
                 .iter()
                 .map(|(e, s)| s.message(e, &self.bundle))
                 .collect(),
-            crl: self.crl.iter().cloned().collect(),
+            crl: self.crl.clone(),
             federated_bundles: Default::default(),
         }
     }
@@ -91,7 +92,7 @@ impl Snapshot {
     /// The X509BundlesResponse: this trust domain's bundle.
     pub fn bundles_response(&self) -> X509BundlesResponse {
         X509BundlesResponse {
-            crl: self.crl.iter().cloned().collect(),
+            crl: self.crl.clone(),
             bundles: [(self.trust_domain_id.clone(), self.bundle.clone())]
                 .into_iter()
                 .collect(),

@@ -117,12 +117,12 @@ pub fn follow<S: Source>(
 /// The SVIDs a caller was last sent.
 pub type Sent = Vec<(Arc<WorkloadEntry>, Arc<Svid>)>;
 
-/// FetchX509SVID: every change of the caller's SVIDs or of the CRL.
+/// FetchX509SVID: every change of the caller's SVIDs or of the CRLs.
 pub struct X509 {
     /// The SVIDs last sent.
     pub sent: Sent,
-    /// The CRL last sent.
-    pub crl: Option<Bytes>,
+    /// The CRLs last sent.
+    pub crl: Vec<Bytes>,
 }
 
 impl Source for X509 {
@@ -149,12 +149,12 @@ impl Source for X509 {
     }
 }
 
-/// FetchX509Bundles: every change of the bundle or of the CRL.
+/// FetchX509Bundles: every change of the bundle or of the CRLs.
 pub struct Bundles {
     /// The bundle last sent.
     pub bundle: Bytes,
-    /// The CRL last sent.
-    pub crl: Option<Bytes>,
+    /// The CRLs last sent.
+    pub crl: Vec<Bytes>,
 }
 
 impl Source for Bundles {

@@ -172,6 +172,9 @@ pub async fn sign_intermediate_with(
     }
     let body = serde_json::to_vec(&body).map_err(|e| Error::backend_with("encode", e))?;
     let path = format!("{mount}/root/sign-intermediate");
+    // On a cluster, a request whose answer was lost (the node died after signing) is
+    // sent again to another node, which signs a second certificate. That is harmless:
+    // both are for this CSR's key; the unused one expires (or the operator revokes it).
     let env = client
         .call::<Signed>(Method::POST, &path, Some(&body), TokenUse::Current)
         .await
@@ -186,6 +189,110 @@ pub async fn sign_intermediate_with(
         .data
         .ok_or_else(|| Error::backend(format!("{path} returned no certificate")))?;
     check_chain(signed, &csr_key, &path)
+}
+
+/// The CRL of the PKI engine at `mount` (`MOUNT/crl`, DER), through an existing client.
+/// Not checked here: the caller verifies it under the upstream CA it trusts. On a
+/// cluster any node answers it, a standby included (its copy may lag the leader's).
+pub async fn fetch_crl_with(client: &VaultClient, mount: &str) -> Result<Vec<u8>, Error> {
+    let mount = mount.trim_matches('/');
+    check_path(mount, "mount")?;
+    let path = format!("{mount}/crl");
+    let der = client
+        .send(&Method::GET, &path, None, TokenUse::Current)
+        .await
+        .map_err(|e| match e {
+            Error::NotFound(_) => Error::backend(format!(
+                "Vault/OpenBao at {} has no PKI CRL at '{path}' (is '{mount}/' a PKI mount?)",
+                client.address()
+            )),
+            e => e,
+        })?;
+    if der.is_empty() {
+        return Err(Error::backend(format!(
+            "Vault/OpenBao at {} answered {path} with an empty body",
+            client.address()
+        )));
+    }
+    Ok(der.to_vec())
+}
+
+/// The self-signed roots the PKI engine at `mount` publishes (every issuer of the
+/// mount that is a root: the current one and any next one an operator added), DER.
+/// Read from `MOUNT/issuers` and `MOUNT/issuer/ID/json`; an unknown mount fails with
+/// one line naming it.
+pub async fn published_roots(client: &VaultClient, mount: &str) -> Result<Vec<Vec<u8>>, Error> {
+    #[derive(Deserialize)]
+    struct Issuers {
+        #[serde(default)]
+        keys: Vec<String>,
+    }
+    #[derive(Deserialize)]
+    struct Issuer {
+        certificate: String,
+    }
+    let mount = mount.trim_matches('/');
+    check_path(mount, "mount")?;
+    let no_pki = |e: Error| match e {
+        Error::NotFound(_) => Error::backend(format!(
+            "Vault/OpenBao at {} has no PKI engine with a CA at '{mount}/'",
+            client.address()
+        )),
+        e => e,
+    };
+    let path = format!("{mount}/issuers?list=true");
+    let ids = client
+        .call::<Issuers>(Method::GET, &path, None, TokenUse::Current)
+        .await
+        .map_err(no_pki)?
+        .data
+        .map(|d| d.keys)
+        .unwrap_or_default();
+    let mut roots = Vec::new();
+    for id in ids {
+        check_path(&id, "issuer id")?;
+        let path = format!("{mount}/issuer/{id}/json");
+        let Some(issuer) = client
+            .call::<Issuer>(Method::GET, &path, None, TokenUse::Current)
+            .await?
+            .data
+        else {
+            continue;
+        };
+        let der = der_of(&issuer.certificate, "issuer certificate")?;
+        let cert = parse_cert(&der, &path)?;
+        if cert.subject().as_raw() == cert.issuer().as_raw() && cert.verify_signature(None).is_ok()
+        {
+            roots.push(der);
+        }
+    }
+    if roots.is_empty() {
+        return Err(Error::backend(format!(
+            "Vault/OpenBao at {} has no root CA in the PKI engine at '{mount}/'",
+            client.address()
+        )));
+    }
+    Ok(roots)
+}
+
+/// Checks that the PKI engine at `mount` has the role `role`, so a mistyped role is
+/// caught before anything is made (`root/sign-intermediate` itself takes no role).
+pub async fn check_role(client: &VaultClient, mount: &str, role: &str) -> Result<(), Error> {
+    let mount = mount.trim_matches('/');
+    check_path(mount, "mount")?;
+    check_path(role, "role")?;
+    let path = format!("{mount}/roles/{role}");
+    client
+        .call::<serde_json::Value>(Method::GET, &path, None, TokenUse::Current)
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            Error::NotFound(_) => Error::InvalidInput(format!(
+                "Vault/OpenBao at {} has no PKI role '{role}' at '{mount}/'",
+                client.address()
+            )),
+            e => e,
+        })
 }
 
 fn der_of(pem_text: &str, what: &str) -> Result<Vec<u8>, Error> {

@@ -13,8 +13,10 @@
 //! STATE/revocations.json           revoked certificates and the last CRL number
 //! STATE/crl.der, crl.pem           the CRL signed by the issuing CA
 //! STATE/audit.jsonl, .head, .N     the audit log (see `crate::audit`)
-//! STATE/agent/intermediates.json   the agent's rotating intermediates
-//! STATE/agent/jwt-keys.json        the generations of the agent's JWT signing key
+//! STATE/agent/generations.json     the generations of the agent's intermediates and JWT keys
+//! STATE/agent/intermediates.json   (before generations.json) its rotating intermediates
+//! STATE/agent/jwt-keys.json        (before generations.json) its JWT signing keys
+//! STATE/agent/upstream-crl.der     the upstream authority's CRL, as the agent last verified it
 //! ```
 //! Every change is made by a [`Transaction`]: under the lock, with a pending record, and
 //! committed with its audit record or undone. Files are written before the manifest or
@@ -58,15 +60,21 @@ pub struct StateLock {
 /// The agent's own records under `STATE/agent/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AgentRecord {
-    /// `intermediates.json`: the generations of the agent's rotating intermediate.
+    /// `generations.json`: the journal of every kind of generation the agent rotates
+    /// (its intermediates, local or upstream, and its JWT signing keys).
+    Generations,
+    /// `intermediates.json`: the generations of the agent's rotating intermediate, as
+    /// agents before `generations.json` recorded them (read once to migrate).
     Intermediates,
-    /// `jwt-keys.json`: the generations of the agent's JWT signing key.
+    /// `jwt-keys.json`: the generations of the agent's JWT signing key, as agents
+    /// before `generations.json` recorded them (read once to migrate).
     JwtKeys,
 }
 
 impl AgentRecord {
     fn relative_path(self) -> &'static str {
         match self {
+            AgentRecord::Generations => "agent/generations.json",
             AgentRecord::Intermediates => "agent/intermediates.json",
             AgentRecord::JwtKeys => "agent/jwt-keys.json",
         }
@@ -153,6 +161,18 @@ impl StateDir {
         let _lock = self.lock()?;
         fsutil::create_private_dir(path.parent().unwrap_or(&self.root))?;
         fsutil::write_json(&path, record)
+    }
+
+    /// Removes the agent's record `which` (a record migrated into another), under the
+    /// state directory's lock; nothing to remove is fine.
+    pub fn remove_agent_record(&self, which: AgentRecord) -> Result<(), Error> {
+        let path = self.agent_record_path(which);
+        let _lock = self.lock()?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("cannot remove {}", path.display()), e)),
+        }
     }
 
     /// Everything wrong with the directory that a person should hear about: unfinished

@@ -18,6 +18,8 @@ use crate::issuance::{RevokedCert, SignedCrl};
 const REVOCATIONS: &str = "revocations.json";
 const CRL_DER: &str = "crl.der";
 const CRL_PEM: &str = "crl.pem";
+/// The upstream authority's CRL, as the agent last fetched and verified it.
+const UPSTREAM_CRL_DER: &str = "agent/upstream-crl.der";
 
 /// The revoked certificates and the number of the last CRL signed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +57,21 @@ impl StateDir {
     /// Where the PEM CRL is (for openssl and web servers).
     pub fn crl_pem_path(&self) -> PathBuf {
         self.root.join(CRL_PEM)
+    }
+
+    /// Where the agent keeps the upstream authority's CRL (DER), the last one it
+    /// fetched and verified: served at once after a restart, read by `keyward verify`.
+    pub fn upstream_crl_der_path(&self) -> PathBuf {
+        self.root.join(UPSTREAM_CRL_DER)
+    }
+
+    /// Replaces the stored upstream CRL atomically, under the state directory's lock.
+    /// The caller verified `der`; it is public data (0644), like `crl.der`.
+    pub fn write_upstream_crl(&self, der: &[u8]) -> Result<(), Error> {
+        let path = self.upstream_crl_der_path();
+        let _lock = self.lock()?;
+        fsutil::create_private_dir(fsutil::parent_dir(&path))?;
+        fsutil::write_atomic(&path, der, fsutil::PUBLIC_FILE_MODE, Replace::Allow)
     }
 
     /// The revocation list (empty, CRL number 0, when nothing was ever revoked).

@@ -35,6 +35,8 @@ fn key(label: &str) -> (Arc<dyn KeySigner>, Zeroizing<Vec<u8>>) {
 /// A root CA and an intermediate under it (the intermediate issues the leaves).
 pub struct Ca {
     pub root_der: Vec<u8>,
+    /// The root, which signed the intermediate (and signs CRLs listing it).
+    pub root: CaIssuer,
     pub issuer: CaIssuer,
 }
 
@@ -61,6 +63,7 @@ impl Ca {
         let issuer = CaIssuer::new(int_cert.der, vec![root_cert.der.clone()], ik).unwrap();
         Ca {
             root_der: root_cert.der,
+            root,
             issuer,
         }
     }

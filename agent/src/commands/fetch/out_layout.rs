@@ -2,10 +2,13 @@
 //! sees a key beside a certificate from another rotation:
 //!
 //! ```text
-//! OUT/.svid-<serial>-<n>/{cert.pem, key.pem, bundle.pem}   one directory per SVID (0700)
+//! OUT/.svid-<serial>-<n>/{cert.pem, key.pem, bundle.pem, crl.pem}   one directory per SVID (0700)
 //! OUT/current -> .svid-<serial>-<n>                          switched by one rename
-//! OUT/cert.pem -> current/cert.pem                           (and key.pem, bundle.pem)
+//! OUT/cert.pem -> current/cert.pem                           (and key.pem, bundle.pem, crl.pem)
 //! ```
+//!
+//! `crl.pem` holds the CRLs the agent serves (PEM `X509 CRL` blocks; empty when there
+//! are none), so a new CRL is written as a new directory like a new SVID.
 //!
 //! A new SVID is written and fsynced in a new directory, then `current` is replaced by
 //! renaming a temporary symlink over it: the one atomic step. A reader that resolves
@@ -35,6 +38,10 @@ const CERT: &str = "cert.pem";
 const KEY: &str = "key.pem";
 /// The trust bundle of the SVID's trust domain.
 const BUNDLE: &str = "bundle.pem";
+/// The CRLs the agent serves.
+const CRL: &str = "crl.pem";
+/// Every file of an SVID directory, each linked from the top of `--out`.
+const FILES: [&str; 4] = [CERT, KEY, BUNDLE, CRL];
 /// How many directories for one serial [`publish`] tries before giving up (old ones
 /// are removed after every switch, so more than two means something else made them).
 const MAX_SAME_SERIAL: u32 = 100;
@@ -47,6 +54,8 @@ pub struct SvidFiles {
     pub key_pem: Zeroizing<String>,
     /// The trust bundle.
     pub bundle_pem: String,
+    /// The CRLs (possibly none: an empty file).
+    pub crl_pem: String,
 }
 
 /// Refuses an `--out` this layout cannot take, before anything is fetched or
@@ -73,7 +82,7 @@ pub fn check(out: &Path) -> Result<(), Error> {
             current.display()
         )));
     }
-    for name in [CERT, KEY, BUNDLE] {
+    for name in FILES {
         let path = out.join(name);
         if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
             return Err(Error::InvalidInput(format!(
@@ -101,6 +110,7 @@ pub fn publish(out: &Path, serial: &str, files: &SvidFiles) -> Result<PathBuf, E
                 files.bundle_pem.as_bytes(),
                 fsutil::PUBLIC_FILE_MODE,
             ),
+            (CRL, files.crl_pem.as_bytes(), fsutil::PUBLIC_FILE_MODE),
         ] {
             fsutil::write_atomic(&dir.join(file), data, mode, Replace::Refuse)?;
         }
@@ -113,7 +123,7 @@ pub fn publish(out: &Path, serial: &str, files: &SvidFiles) -> Result<PathBuf, E
     let current = out.join(CURRENT);
     let previous = fs::read_link(&current).ok();
     fsutil::replace_symlink(&current, Path::new(&name))?;
-    for file in [CERT, KEY, BUNDLE] {
+    for file in FILES {
         let link = out.join(file);
         let target = Path::new(CURRENT).join(file);
         if fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {

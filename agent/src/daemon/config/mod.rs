@@ -9,6 +9,8 @@ mod observe;
 mod raw;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upstream_tests;
 mod validate;
 
 use std::net::IpAddr;
@@ -129,14 +131,47 @@ pub struct AuditSettings {
 /// `[ca]`: the issuing key, and what to create when the state directory has no CA.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaSettings {
-    /// The issuing key (root or intermediate; with `[ca.intermediate]`, the root's key).
-    pub key: KeyUri,
+    /// The issuing key (root or intermediate; with `[ca.intermediate]`, the root's key);
+    /// `None` with `[ca.upstream]`, whose intermediates have keys of their own.
+    pub key: Option<KeyUri>,
     /// The root's subject when the agent creates the root.
     pub subject: String,
     /// The root's validity when the agent creates the root.
     pub validity: Duration,
     /// Agent-managed, rotating intermediate CA, when configured.
     pub intermediate: Option<IntermediateSettings>,
+    /// Agent-managed intermediates signed by an upstream authority, when configured
+    /// (exclusive with `intermediate`).
+    pub upstream: Option<UpstreamSettings>,
+}
+
+impl CaSettings {
+    /// The backend of the keys SVIDs are signed with (the one readiness watches):
+    /// `[ca] key`'s, or `[ca.upstream] key`'s.
+    pub fn signing_backend(&self) -> &str {
+        match (&self.key, &self.upstream) {
+            (Some(k), _) => k.scheme(),
+            (None, Some(u)) => u.generation.key_template.split(':').next().unwrap_or(""),
+            (None, None) => "",
+        }
+    }
+}
+
+/// `[ca.upstream]` (and `[vault]`): intermediates an upstream authority signs, which the
+/// agent rotates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamSettings {
+    /// `authority`: `vault-pki:MOUNT[?role=ROLE]`, the Vault/OpenBao PKI mount whose
+    /// root signs each intermediate (`MOUNT/root/sign-intermediate`).
+    pub authority: String,
+    /// `key`, `algorithm`, `subject`, `ttl`, `rotate_before`: each generation's key
+    /// (a template with `{n}`), subject and lifetimes, as for `[ca.intermediate]`.
+    pub generation: IntermediateSettings,
+    /// `[vault] addresses`: the nodes to try, in order, in place of `VAULT_ADDR`.
+    pub vault_addresses: Option<Vec<String>>,
+    /// `crl_refresh`: how often the upstream authority's CRL is fetched (also on
+    /// SIGHUP); 1 minute unless configured.
+    pub crl_refresh: std::time::Duration,
 }
 
 /// `[ca.intermediate]`: an intermediate the agent issues under its root and rotates.

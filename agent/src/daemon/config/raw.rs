@@ -16,6 +16,8 @@ pub(super) struct RawConfig {
     pub(super) audit: Option<RawAudit>,
     #[serde(default)]
     pub(super) jwt: Option<Spanned<RawJwt>>,
+    #[serde(default)]
+    pub(super) vault: Option<Spanned<RawVault>>,
     pub(super) alerts: Option<RawAlerts>,
     #[serde(default)]
     pub(super) workload: Vec<Spanned<RawWorkload>>,
@@ -80,19 +82,29 @@ pub(super) enum GroupValue {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCa {
-    pub(super) key: Spanned<String>,
+    #[serde(default)]
+    pub(super) key: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) subject: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) validity: Option<Spanned<String>>,
     #[serde(default)]
-    pub(super) intermediate: Option<Spanned<RawIntermediate>>,
+    pub(super) intermediate: Option<Spanned<RawRotating>>,
+    #[serde(default)]
+    pub(super) upstream: Option<Spanned<RawRotating>>,
 }
 
-/// `[ca.intermediate]`: the agent keeps its own issuing intermediate and rotates it.
+/// `[ca.intermediate]` and `[ca.upstream]`: an intermediate the agent rotates, issued
+/// under its own root or signed by an upstream authority. `authority` and
+/// `crl_refresh` belong to `[ca.upstream]` alone (checked after parsing).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawIntermediate {
+pub(super) struct RawRotating {
+    #[serde(default)]
+    pub(super) authority: Option<Spanned<String>>,
+    /// How often the upstream CRL is fetched (fleet revocation).
+    #[serde(default)]
+    pub(super) crl_refresh: Option<Spanned<String>>,
     pub(super) key: Spanned<String>,
     #[serde(default)]
     pub(super) algorithm: Option<Spanned<String>>,
@@ -102,6 +114,15 @@ pub(super) struct RawIntermediate {
     pub(super) ttl: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) rotate_before: Option<Spanned<String>>,
+}
+
+/// `[vault]`: the Vault/OpenBao client of `[ca.upstream]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawVault {
+    /// The nodes of the cluster, in the order to try them (in place of `VAULT_ADDR`).
+    #[serde(default)]
+    pub(super) addresses: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[metrics]`

@@ -234,7 +234,10 @@ fn metrics_listen_must_be_loopback_and_alerts_whole_days() {
 fn relative_file_keys_are_relative_to_the_file() {
     let text = GOOD.replace("file:/var/lib/keyward/keys/ca.pem", "file:keys/ca.pem");
     let c = parse(&text).unwrap();
-    assert_eq!(c.ca.key.to_string(), "file:/etc/keyward/keys/ca.pem");
+    assert_eq!(
+        c.ca.key.unwrap().to_string(),
+        "file:/etc/keyward/keys/ca.pem"
+    );
 }
 
 #[test]
@@ -408,4 +411,26 @@ fn a_ca_key_with_pin_value_is_refused_naming_pin_source() {
     let e = error(&intermediate);
     assert!(e.contains("[ca.intermediate] key"), "{e}");
     assert!(!e.contains("1234"), "{e}");
+}
+
+#[cfg(feature = "vault")]
+#[test]
+fn the_upstream_crl_refresh_defaults_to_a_minute_and_a_bad_one_names_its_position() {
+    let with = |extra: &str| {
+        GOOD.replace(
+            "key = \"file:/var/lib/keyward/keys/ca.pem\"\n",
+            &format!(
+                "[ca.upstream]\nauthority = \"vault-pki:pki\"\nkey = \"file:/k/i-{{n}}.pem\"\n{extra}"
+            ),
+        )
+    };
+    let refresh = |c: Config| c.ca.upstream.expect("[ca.upstream]").crl_refresh;
+    assert_eq!(refresh(parse(&with("")).unwrap()), Duration::from_secs(60));
+    let five = parse(&with("crl_refresh = \"5s\"\n")).unwrap();
+    assert_eq!(refresh(five), Duration::from_secs(5));
+    let e = error(&with("crl_refresh = \"0s\"\n"));
+    assert!(
+        e.contains("agent.toml:13:15: invalid duration '0s': must be greater than zero"),
+        "{e}"
+    );
 }

@@ -6,22 +6,20 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use keyward_core::{Algorithm, Error, KeyUri};
+use keyward_core::{Algorithm, Error};
 use toml::Spanned;
 
 use super::names::{check_spiffe_id, check_trust_domain, lookup_group};
 use super::observe::{check_metrics_listen, thresholds};
-use super::raw::{
-    GroupValue, ModeValue, RawAgent, RawAlerts, RawAudit, RawCa, RawConfig, RawIntermediate,
-    RawWorkload,
-};
+use super::raw::{GroupValue, ModeValue, RawAgent, RawAlerts, RawAudit, RawConfig, RawWorkload};
 use super::{
-    AgentSettings, AuditSettings, CaSettings, Config, DEFAULT_RENEW_FRACTION, DEFAULT_TTL,
-    IntermediateSettings, LogFormat, WorkloadEntry,
+    AgentSettings, AuditSettings, Config, DEFAULT_RENEW_FRACTION, DEFAULT_TTL, LogFormat,
+    WorkloadEntry,
 };
 use crate::duration::parse_duration;
 
 mod attestation;
+mod ca;
 mod jwt;
 mod limits;
 
@@ -90,7 +88,7 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<Config, Error> {
         }
     })?;
     let agent = agent(&src, raw.agent.get_ref())?;
-    let ca = ca(&src, raw.ca.get_ref())?;
+    let ca = ca::settings(&src, &raw.ca, raw.vault.as_ref())?;
     let mut workloads = Vec::with_capacity(raw.workload.len());
     for w in &raw.workload {
         workloads.push(Arc::new(workload(&src, w, &agent.trust_domain)?));
@@ -234,85 +232,6 @@ fn group(src: &Src, g: &Spanned<GroupValue>) -> Result<u32, Error> {
             lookup_group(name).map_err(|why| src.err(&g.span(), why))
         }
     }
-}
-
-fn ca(src: &Src, c: &RawCa) -> Result<CaSettings, Error> {
-    let key = KeyUri::parse(&src.key_text(&c.key)).map_err(|e| src.wrap(&c.key.span(), e))?;
-    key.check_recordable("[ca] key")
-        .map_err(|e| src.wrap(&c.key.span(), e))?;
-    let subject = match &c.subject {
-        None => "CN=keyward root CA".to_string(),
-        Some(s) => subject(src, s)?,
-    };
-    let validity = c
-        .validity
-        .as_ref()
-        .map(|v| src.duration(v))
-        .transpose()?
-        .unwrap_or(TEN_YEARS);
-    let intermediate = c
-        .intermediate
-        .as_ref()
-        .map(|i| intermediate(src, i))
-        .transpose()?;
-    Ok(CaSettings {
-        key,
-        subject,
-        validity,
-        intermediate,
-    })
-}
-
-const TEN_YEARS: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
-
-fn subject(src: &Src, s: &Spanned<String>) -> Result<String, Error> {
-    keyward_core::issuance::parse_subject(s.get_ref()).map_err(|e| src.wrap(&s.span(), e))?;
-    Ok(s.get_ref().clone())
-}
-
-fn intermediate(src: &Src, i: &Spanned<RawIntermediate>) -> Result<IntermediateSettings, Error> {
-    let r = i.get_ref();
-    let template = src.key_text(&r.key);
-    KeyUri::parse(&template.replace("{n}", "1"))
-        .and_then(|key| key.check_recordable("[ca.intermediate] key"))
-        .map_err(|e| src.wrap(&r.key.span(), e))?;
-    let algorithm = match &r.algorithm {
-        None => Algorithm::EcdsaP256Sha256,
-        Some(a) => a.get_ref().parse().map_err(|e| src.wrap(&a.span(), e))?,
-    };
-    let subject = match &r.subject {
-        None => "CN=keyward agent intermediate CA".to_string(),
-        Some(s) => subject(src, s)?,
-    };
-    let ttl = r
-        .ttl
-        .as_ref()
-        .map(|v| src.duration(v))
-        .transpose()?
-        .unwrap_or(std::time::Duration::from_secs(30 * 86_400));
-    let rotate_before = r
-        .rotate_before
-        .as_ref()
-        .map(|v| src.duration(v))
-        .transpose()?
-        .unwrap_or(ttl / 3);
-    // The next generation is prepared rotate_before ahead of expiry and takes over
-    // half-way through that lead; past half the ttl, it would be prepared before the
-    // current one had taken over, and three generations would overlap.
-    if rotate_before > ttl / 2 {
-        let span = r.rotate_before.as_ref().map_or(i.span(), |v| v.span());
-        return Err(src.err(
-            &span,
-            "rotate_before must be at most half the intermediate's ttl",
-        ));
-    }
-    Ok(IntermediateSettings {
-        key_template: template,
-        algorithm,
-        subject,
-        ttl,
-        rotate_before,
-    })
 }
 
 fn workload(

@@ -55,8 +55,15 @@ pub fn evaluate(
     now: OffsetDateTime,
 ) -> Vec<CertRow> {
     let mut rows = Vec::new();
-    match check::status_report(state, now, &p.thresholds) {
-        Ok(report) => rows.extend(report.certificates.into_iter().map(|e| CertRow {
+    // An agent whose intermediates an upstream signs ([ca.upstream]) may keep no CA
+    // in its state directory: its certificates are the SVIDs' chains below.
+    let report = match state.ca() {
+        Ok(None) => None,
+        _ => Some(check::status_report(state, now, &p.thresholds)),
+    };
+    match report {
+        None => {}
+        Some(Ok(report)) => rows.extend(report.certificates.into_iter().map(|e| CertRow {
             role: match e.role.as_str() {
                 "root" => "root",
                 "intermediate" => "intermediate",
@@ -70,7 +77,7 @@ pub fn evaluate(
             days_left: e.days_left,
             level: e.level,
         })),
-        Err(e) => {
+        Some(Err(e)) => {
             tracing::warn!(error = %keyward_core::chain_line(&e), "cannot read the state directory's certificates for alerts");
         }
     }

@@ -44,6 +44,21 @@ struct Inner {
     health: Mutex<BTreeMap<String, Health>>,
     certificates: Mutex<Vec<CertRow>>,
     policy: Mutex<Policy>,
+    generations: Mutex<BTreeMap<&'static str, GenerationStatus>>,
+}
+
+/// One kind of rotated generation (an intermediate, the JWT key) as its engine last
+/// reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationStatus {
+    /// The generation issuing now.
+    pub active: u64,
+    /// Failed attempts to prepare the next one since the last success.
+    pub failures: u32,
+    /// Whether a failure makes the agent not ready.
+    pub gates_readiness: bool,
+    /// Why the last attempt failed, when it did.
+    pub reason: Option<String>,
 }
 
 /// The last known state of one backend: the most recent signing outcome (a real
@@ -192,8 +207,50 @@ impl Metrics {
         self.0.ca_loaded.store(true, Ordering::Relaxed);
     }
 
-    /// `Ok` when the CA is loaded and its backend answers, else the reason.
+    /// Records the state of the generations of `kind`: the active one, and the
+    /// outcome of the last attempt to prepare the next (`failures` in a row).
+    pub fn generation_status(
+        &self,
+        kind: &'static str,
+        gates_readiness: bool,
+        active: u64,
+        failures: u32,
+        outcome: Result<(), String>,
+    ) {
+        let status = GenerationStatus {
+            active,
+            failures,
+            gates_readiness,
+            reason: outcome.err(),
+        };
+        lock(&self.0.generations).insert(kind, status);
+    }
+
+    /// Every kind of generation's last reported state, by kind.
+    pub fn generations(&self) -> BTreeMap<&'static str, GenerationStatus> {
+        lock(&self.0.generations).clone()
+    }
+
+    /// `Ok` when the CA is loaded, its backend answers and its intermediate (if it
+    /// rotates one) can be renewed, else the reason.
     pub fn readiness(&self) -> Result<(), String> {
+        self.ca_readiness()?;
+        let generations = lock(&self.0.generations);
+        match generations
+            .iter()
+            .find(|(_, g)| g.gates_readiness && g.reason.is_some())
+        {
+            Some((kind, g)) => Err(format!(
+                "{kind} (generation {} still serving): {}",
+                g.active,
+                g.reason.as_deref().unwrap_or_default()
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// `Ok` when the CA is loaded and its backend answers, else the reason.
+    fn ca_readiness(&self) -> Result<(), String> {
         if !self.0.ca_loaded.load(Ordering::Relaxed) {
             return Err("the CA is not loaded yet".into());
         }
@@ -230,6 +287,7 @@ impl Metrics {
             certificates: self.certificates(),
             health: self.health(),
             ready: self.readiness().is_ok(),
+            generations: self.generations(),
         })
     }
 }

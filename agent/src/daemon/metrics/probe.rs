@@ -1,7 +1,9 @@
 //! The readiness probe: every [`PROBE_INTERVAL`] it signs a fixed message with the CA
 //! key (through the timed signer, so it also feeds the latency histogram) and verifies
 //! the signature; a failure, a bad signature or no answer within [`PROBE_TIMEOUT`]
-//! marks the backend down until a later probe or signing operation succeeds.
+//! marks the backend down until a later probe or signing operation succeeds. The key
+//! is asked for at every probe, so a rotating CA key (an upstream intermediate's) is
+//! probed as it is now.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,14 +20,18 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The message the probe signs (never a certificate: it has no ASN.1 structure).
 const PROBE_MESSAGE: &[u8] = b"keyward agent readiness probe";
 
-/// Starts probing `signer` (the CA key) into `metrics` until the task is aborted.
-pub fn spawn_probe(signer: Arc<dyn KeySigner>, metrics: Metrics) -> JoinHandle<()> {
+/// Starts probing the CA key `key()` gives into `metrics` until the task is aborted.
+pub fn spawn_probe(
+    key: impl Fn() -> Arc<dyn KeySigner> + Send + 'static,
+    metrics: Metrics,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let backend = signer.uri().scheme();
         let mut tick = tokio::time::interval(PROBE_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            let signer = key();
+            let backend = signer.uri().scheme();
             let outcome =
                 match tokio::time::timeout(PROBE_TIMEOUT, signer.sign(PROBE_MESSAGE)).await {
                     Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
