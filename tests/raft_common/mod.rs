@@ -139,25 +139,62 @@ impl RaftCluster {
     /// A token of AppRole role `node-ROLE` (its credentials from approle/node-ROLE/),
     /// logged in through `via`.
     pub fn approle_login(&self, role: usize, via: usize) -> String {
-        let cred = |name: &str| {
-            let path = self.dir.join(format!("approle/node-{role}/{name}"));
-            std::fs::read_to_string(&path)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-                .trim()
-                .to_string()
-        };
-        let body = serde_json::json!({"role_id": cred("role_id"), "secret_id": cred("secret_id")});
-        let answer = self.call(
+        let secret_id = self.approle_credential(role, "secret_id");
+        let answer = self.approle_login_with(role, &secret_id, via);
+        assert_eq!(answer.status, 200, "AppRole login: {}", answer.text());
+        answer.json()["auth"]["client_token"]
+            .as_str()
+            .expect("auth.client_token")
+            .to_string()
+    }
+
+    /// The answer to an AppRole login of role `node-ROLE` with `secret_id`, through `via`.
+    pub fn approle_login_with(&self, role: usize, secret_id: &str, via: usize) -> Answer {
+        let role_id = self.approle_credential(role, "role_id");
+        let body = serde_json::json!({"role_id": role_id, "secret_id": secret_id});
+        self.call(
             via,
             "POST",
             "auth/approle/login",
             None,
             Some(&body.to_string()),
-        );
-        assert_eq!(answer.status, 200, "AppRole login: {}", answer.text());
-        answer.json()["auth"]["client_token"]
+        )
+    }
+
+    /// What the operator does for a lost node's AppRole: every secret_id of role
+    /// `node-ROLE` is destroyed (by its accessor) and a new one goes to its credentials
+    /// file (through `via`, root token). Returns the secret_id the file held.
+    pub fn replace_secret_id(&self, role: usize, via: usize) -> String {
+        let old = self.approle_credential(role, "secret_id");
+        let path = format!("auth/approle/role/node-{role}");
+        let listed = self.root_call(via, "LIST", &format!("{path}/secret-id"), None);
+        assert_eq!(listed.status, 200, "{path}/secret-id: {}", listed.text());
+        for accessor in listed.json()["data"]["keys"].as_array().expect("keys") {
+            let body = serde_json::json!({ "secret_id_accessor": accessor }).to_string();
+            let destroy = format!("{path}/secret-id-accessor/destroy");
+            let answer = self.root_call(via, "POST", &destroy, Some(&body));
+            assert_eq!(answer.status, 204, "{destroy}: {}", answer.text());
+        }
+        let created = self.root_call(via, "POST", &format!("{path}/secret-id"), None);
+        assert_eq!(created.status, 200, "{path}/secret-id: {}", created.text());
+        let new = created.json()["data"]["secret_id"]
             .as_str()
-            .expect("auth.client_token")
+            .expect("data.secret_id")
+            .to_string();
+        std::fs::write(
+            self.dir.join(format!("approle/node-{role}/secret_id")),
+            format!("{new}\n"),
+        )
+        .expect("write the new secret_id");
+        old
+    }
+
+    /// The `name` file (role_id, secret_id) of AppRole role `node-ROLE`, trimmed.
+    fn approle_credential(&self, role: usize, name: &str) -> String {
+        let path = self.dir.join(format!("approle/node-{role}/{name}"));
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
             .to_string()
     }
 
