@@ -162,25 +162,17 @@ fn with_a_ca() {
     // A CSR whose signature is broken: flip a byte inside the signature.
     let dev_key = tmp.path().join("dev.key");
     let csr = tmp.path().join("dev.csr");
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        dev_key.to_str().unwrap(),
-        "-out",
-        csr.to_str().unwrap(),
-        "-outform",
-        "DER",
-        "-subj",
+    openssl_csr(
+        &dev_key,
+        &csr,
         "/CN=dev",
-        "-addext",
-        "subjectAltName=DNS:dev.internal",
-    ]);
+        &[
+            "-outform",
+            "DER",
+            "-addext",
+            "subjectAltName=DNS:dev.internal",
+        ],
+    );
     let mut der = std::fs::read(&csr).unwrap();
     let n = der.len();
     der[n - 5] ^= 0x55;

@@ -167,25 +167,17 @@ fn sign_csr_from_openssl_keeps_sans_and_never_grants_ca() {
     let state = new_ca(&tmp, "ecdsa-p256");
     let key = tmp.path().join("dev.key");
     let csr = tmp.path().join("dev.csr");
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        csr.to_str().unwrap(),
-        "-subj",
+    openssl_csr(
+        &key,
+        &csr,
         "/CN=device-7",
-        "-addext",
-        "subjectAltName=DNS:device-7.iot.internal",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-    ]);
+        &[
+            "-addext",
+            "subjectAltName=DNS:device-7.iot.internal",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+        ],
+    );
     let cert = tmp.path().join("dev.pem");
     keyward_ok(
         &state,

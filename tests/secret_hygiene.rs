@@ -275,23 +275,12 @@ fn no_secret_leaves_its_place() {
         ],
     );
     let csr = inputs.join("dev.csr");
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        s(&inputs.join("dev.key")),
-        "-out",
-        s(&csr),
-        "-subj",
+    openssl_csr(
+        &inputs.join("dev.key"),
+        &csr,
         "/CN=dev",
-        "-addext",
-        "subjectAltName=DNS:dev.internal",
-    ]);
+        &["-addext", "subjectAltName=DNS:dev.internal"],
+    );
     r.ok(
         &state,
         &[

@@ -129,6 +129,31 @@ pub fn openssl(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// A CSR for a new P-256 key, made by `openssl req` with `-subj SUBJECT` and any further
+/// `extra` arguments (`-addext ...`, `-outform DER`): the key is written to `key`, the
+/// CSR to `csr`.
+pub fn openssl_csr(key: &Path, csr: &Path, subject: &str, extra: &[&str]) {
+    let key = key.to_str().expect("utf-8 path");
+    let csr = csr.to_str().expect("utf-8 path");
+    let mut args = vec![
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        csr,
+        "-subj",
+        subject,
+    ];
+    args.extend_from_slice(extra);
+    openssl(&args);
+}
+
 /// The permission bits of `p`.
 pub fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).expect("metadata").permissions().mode() & 0o7777

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::common::{keyward, keyward_ok, openssl, root_ca, software_key};
+use crate::common::{keyward, keyward_ok, openssl, openssl_csr, root_ca, software_key};
 
 /// A software root CA in a fresh directory.
 pub fn software_ca() -> (TempDir, PathBuf) {
@@ -23,21 +23,7 @@ pub fn software_ca() -> (TempDir, PathBuf) {
 /// A CSR for a new P-256 key (`CN=device-7`), made by openssl in `dir`.
 pub fn device_csr(dir: &Path) -> PathBuf {
     let csr = dir.join("dev.csr");
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        dir.join("dev.key").to_str().unwrap(),
-        "-out",
-        csr.to_str().unwrap(),
-        "-subj",
-        "/CN=device-7",
-    ]);
+    openssl_csr(&dir.join("dev.key"), &csr, "/CN=device-7", &[]);
     csr
 }
 
