@@ -1,7 +1,9 @@
 //! The benchmark CA key in each backend, opened the way keyward opens it, and beside it
-//! the RAW signing baseline on the same key: aws-lc-rs directly, cryptoki `C_Sign`,
-//! an HTTP POST to `transit/sign`, an aws-sdk-kms `Sign` call. Backends come from the
-//! same variables the tests read (scripts/with-backends.sh sets them).
+//! the RAW signing interface on the same key: aws-lc-rs directly, cryptoki `C_Sign`,
+//! an HTTP POST to `transit/sign`, an aws-sdk-kms `Sign` call. Each raw call returns
+//! the signature as X.509 carries it (DER for ECDSA), for the same-work baseline
+//! (`same_work.rs`) to put into a certificate. Backends come from the same variables
+//! the tests read (scripts/bench.sh starts them).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -13,25 +15,24 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{MessageType, SigningAlgorithmSpec};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
-use cryptoki::types::AuthPin;
-use keyward_core::{Algorithm, HashAlg, KeyBackend, KeySigner, KeyUri};
+use cryptoki::object::ObjectHandle;
+use cryptoki::session::Session;
+use keyward_core::{Algorithm, HashAlg, KeyBackend, KeySigner, KeyUri, ecdsa_raw_to_der};
 
 #[path = "../../backends/pkcs11/benches/common/mod.rs"]
 mod softhsm_token;
 
 const P256: Algorithm = Algorithm::EcdsaP256Sha256;
 
-/// One raw signature of a message, as an async call.
+/// One raw signature of a message (X.509 encoding), as an async call.
 pub type RawAsync =
-    Arc<dyn Fn(Arc<Vec<u8>>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+    Arc<dyn Fn(Vec<u8>) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send>> + Send + Sync>;
 
-/// One raw signature of a message on a worker's own OS thread.
-pub type RawBlocking = Box<dyn Fn(usize, &[u8]) + Send + Sync>;
+/// One raw signature of a message (X.509 encoding) on a worker's own OS thread:
+/// `sign(worker, message)`.
+pub type RawBlocking = Arc<dyn Fn(usize, &[u8]) -> Vec<u8> + Send + Sync>;
 
 /// A raw signing baseline: blocking (one OS thread per concurrent signer, each with its
 /// own state, e.g. a PKCS#11 session) or async (tokio tasks).
@@ -74,29 +75,32 @@ pub fn software() -> CaKey {
     let rng = SystemRandom::new();
     CaKey {
         signer: Arc::new(key),
-        raw: RawSign::Threads(Box::new(move |_, msg| {
-            std::hint::black_box(raw.sign(&rng, msg).expect("aws-lc-rs sign"));
+        raw: RawSign::Threads(Arc::new(move |_, msg| {
+            raw.sign(&rng, msg)
+                .expect("aws-lc-rs sign")
+                .as_ref()
+                .to_vec()
         })),
     }
 }
 
 /// A key on a fresh SoftHSM token (keyward's pool capped at `sessions`) beside raw
-/// `C_Sign` on `sessions` sessions of a second cryptoki handle, one per thread.
+/// `C_Sign` on `sessions` sessions of a second cryptoki handle, one per worker thread.
 pub async fn softhsm(sessions: usize) -> CaKey {
     let module: PathBuf = softhsm_token::module();
     let label = unique("kwbench");
     softhsm_token::make_token(&label);
-    let pin = softhsm_token::PIN;
     let uri = KeyUri::parse(&format!(
-        "pkcs11:token={label};object=ca?module-path={}&pin-value={pin}&max-sessions={sessions}",
-        module.display()
+        "pkcs11:token={label};object=ca?module-path={}&pin-value={}&max-sessions={sessions}",
+        module.display(),
+        softhsm_token::PIN
     ))
     .expect("pkcs11 uri");
     let signer = keyward_pkcs11::Pkcs11Backend::new(None)
         .generate(&uri, P256)
         .await
         .expect("generate the CA key on SoftHSM");
-    let (ctx, sessions, key) = raw_sessions(&module, &label, sessions, pin);
+    let (ctx, sessions, key) = softhsm_token::raw_sessions(&module, &label, "ca", sessions);
     let token = RawToken {
         sessions: sessions.into_iter().map(Mutex::new).collect(),
         key,
@@ -104,7 +108,7 @@ pub async fn softhsm(sessions: usize) -> CaKey {
     };
     CaKey {
         signer,
-        raw: RawSign::Threads(Box::new(move |worker, msg| token.sign(worker, msg))),
+        raw: RawSign::Threads(Arc::new(move |worker, msg| token.sign(worker, msg))),
     }
 }
 
@@ -118,51 +122,17 @@ struct RawToken {
 
 impl RawToken {
     /// One `C_Sign` (CKM_ECDSA over the SHA-256 digest, as keyward signs) on the
-    /// worker's own session.
-    fn sign(&self, worker: usize, msg: &[u8]) {
+    /// worker's own session, its r||s answer encoded as X.509 wants it (DER).
+    fn sign(&self, worker: usize, msg: &[u8]) -> Vec<u8> {
         let digest = HashAlg::Sha256.digest(msg);
         let session = self.sessions[worker % self.sessions.len()]
             .lock()
             .expect("session");
-        let sig = session
+        let raw = session
             .sign(&Mechanism::Ecdsa, self.key, &digest)
             .expect("raw C_Sign");
-        std::hint::black_box(sig);
+        ecdsa_raw_to_der(&raw).expect("r||s to DER")
     }
-}
-
-/// `n` sessions of a second cryptoki handle on token `label`, and the `ca` key's handle.
-fn raw_sessions(
-    module: &std::path::Path,
-    label: &str,
-    n: usize,
-    pin: &str,
-) -> (Pkcs11, Vec<Session>, ObjectHandle) {
-    let ctx = Pkcs11::new(module).expect("load the PKCS#11 module");
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => panic!("C_Initialize: {e}"),
-    }
-    let slot = ctx
-        .get_slots_with_token()
-        .expect("slots")
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).is_ok_and(|t| t.label() == label))
-        .expect("the benchmark token");
-    let sessions: Vec<Session> = (0..n)
-        .map(|_| ctx.open_rw_session(slot).expect("open session"))
-        .collect();
-    match sessions[0].login(UserType::User, Some(&AuthPin::from(pin))) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => panic!("C_Login: {e}"),
-    }
-    let key = sessions[0]
-        .find_objects(&[
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::Label(b"ca".to_vec()),
-        ])
-        .expect("find the key")[0];
-    (ctx, sessions, key)
 }
 
 /// A Transit key beside a hand-written `POST transit/sign/<key>` with the same HTTP
@@ -205,7 +175,12 @@ pub async fn transit() -> CaKey {
                     "raw transit sign: HTTP {}",
                     resp.status()
                 );
-                std::hint::black_box(resp.bytes().await.expect("raw transit sign body"));
+                let answer: serde_json::Value = resp.json().await.expect("raw transit sign answer");
+                let sig = answer["data"]["signature"]
+                    .as_str()
+                    .and_then(|s| s.strip_prefix("vault:v1:"))
+                    .expect("a vault:v1: signature");
+                B64.decode(sig).expect("base64 signature")
             })
         })),
     }
@@ -253,7 +228,7 @@ pub async fn kms() -> CaKey {
                     .send()
                     .await
                     .expect("raw KMS Sign");
-                std::hint::black_box(out.signature);
+                out.signature.expect("a KMS signature").into_inner()
             })
         })),
     }

@@ -2,7 +2,7 @@
 //! P-256 leaf key in memory, then `CaIssuer::issue_service` (which signs through the
 //! CA's `KeySigner` and checks the result under the CA key before returning it).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use keyward_core::issuance::{CaIssuer, ServiceProfile, self_signed_root};
@@ -21,9 +21,8 @@ pub fn names(i: u64) -> (String, String) {
     )
 }
 
-/// A root CA over `signer`, ready to issue, and the to-be-signed bytes of one service
-/// certificate it issued (the message the raw signing baselines sign).
-pub async fn root_issuer(signer: Arc<dyn KeySigner>) -> (CaIssuer, Vec<u8>) {
+/// A root CA over `signer`, ready to issue (it has issued one service certificate).
+pub async fn root_issuer(signer: Arc<dyn KeySigner>) -> CaIssuer {
     let root = self_signed_root(
         signer.clone(),
         "CN=keyward bench root",
@@ -32,24 +31,18 @@ pub async fn root_issuer(signer: Arc<dyn KeySigner>) -> (CaIssuer, Vec<u8>) {
     .await
     .expect("self-signed root for the benchmark CA");
     let ca = CaIssuer::new(root.der, Vec::new(), signer).expect("CA issuer");
-    let der = issue_one(&ca, 0).await;
-    let tbs = tbs_of(&der);
-    (ca, tbs)
+    issue_one(&ca, 0).await;
+    ca
 }
 
-/// The TBSCertificate bytes of a DER certificate.
-fn tbs_of(der: &[u8]) -> Vec<u8> {
-    use x509_parser::prelude::FromDer;
-    let (_, cert) =
-        x509_parser::certificate::X509Certificate::from_der(der).expect("parse issued cert");
-    cert.tbs_certificate.as_ref().to_vec()
-}
+/// The name of every leaf key (kept in memory only), made once.
+static LEAF_URI: LazyLock<KeyUri> =
+    LazyLock::new(|| KeyUri::file("/nonexistent/keyward-bench/leaf.pem").expect("leaf uri"));
 
 /// One service certificate with a fresh leaf key; returns its DER.
 pub async fn issue_one(ca: &CaIssuer, i: u64) -> Vec<u8> {
-    let leaf_uri = KeyUri::file("/nonexistent/keyward-bench/leaf.pem").expect("leaf uri");
     let (leaf, pkcs8) =
-        SoftwareKey::generate(Algorithm::EcdsaP256Sha256, leaf_uri).expect("leaf key");
+        SoftwareKey::generate(Algorithm::EcdsaP256Sha256, LEAF_URI.clone()).expect("leaf key");
     let (name, uri) = names(i);
     let profile = ServiceProfile {
         common_name: name.clone(),

@@ -4,32 +4,39 @@
 //!
 //! - `sign [--seconds S]`: keyward's software `KeySigner::sign` (ECDSA P-256) in a loop
 //!   on one thread; the baseline (`openssl speed`) is run by the script.
-//! - `issue --ca software|softhsm|transit|kms`: service-certificate issuance with the
-//!   CA key in that backend beside the raw signing loop on the same key.
+//! - `issue --ca software|softhsm|transit|kms`: service-certificate issuance (single
+//!   `issue_service` calls) with the CA key in that backend beside the same-work
+//!   baseline on the same key (`same_work.rs`).
 //! - `pki`: OpenBao PKI `pki/issue/<role>` beside keyward's issuance with the CA key in
 //!   software.
+//! - `sign-pkcs11`: keyward's `KeySigner::sign` on SoftHSM (pool capped at C sessions)
+//!   beside a raw `C_Sign` loop on C sessions, C callers each.
 //!
 //! Common flags: `--concurrency C` (default 4), `--seconds S` per measurement window
-//! (default 2), `--rounds R` paired rounds (default 3).
+//! (default 2), `--rounds R` paired rounds (default 3), `--only baseline|keyward` to run
+//! one side alone (for `perf record`).
 #![forbid(unsafe_code)]
 
 mod bao_pki;
 mod ca_keys;
 mod issue;
 mod measure;
+mod same_work;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use ca_keys::{CaKey, RawSign};
 use keyward_core::KeySigner;
-use measure::{Paired, rate_tasks, rate_threads, warm_up};
+use measure::{Paired, Sides, rate_inline, rate_tasks, warm_up};
+use same_work::SameWork;
 
 /// The settings every command takes.
 struct Settings {
     concurrency: usize,
     window: Duration,
     rounds: usize,
+    sides: Sides,
 }
 
 fn flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
@@ -47,8 +54,8 @@ fn main() {
     if let Err(e) = run(&args) {
         eprintln!("keyward-bench: {e}");
         eprintln!(
-            "usage: keyward-bench sign|issue --ca software|softhsm|transit|kms|pki \
-             [--concurrency C] [--seconds S] [--rounds R]"
+            "usage: keyward-bench sign|issue --ca software|softhsm|transit|kms|pki|sign-pkcs11 \
+             [--concurrency C] [--seconds S] [--rounds R] [--only baseline|keyward]"
         );
         std::process::exit(2);
     }
@@ -63,6 +70,7 @@ fn run(args: &[String]) -> Result<(), String> {
         concurrency: flag(args, "--concurrency", 4usize)?.max(1),
         window: Duration::from_secs_f64(seconds),
         rounds: flag(args, "--rounds", 3usize)?.max(1),
+        sides: flag(args, "--only", Sides::Both)?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -79,9 +87,10 @@ fn run(args: &[String]) -> Result<(), String> {
                 "kms" => rt.block_on(ca_keys::kms()),
                 _ => return Err("--ca must be software, softhsm, transit or kms".into()),
             };
-            issue_vs_raw(&rt, &settings, &ca, key);
+            issue_vs_same_work(&rt, &settings, &ca, key);
         }
         Some("pki") => issue_vs_bao_pki(&rt, &settings),
+        Some("sign-pkcs11") => sign_pkcs11(&rt, &settings),
         _ => return Err("unknown or missing command".into()),
     }
     Ok(())
@@ -116,46 +125,75 @@ fn sign(rt: &tokio::runtime::Runtime, window: Duration) {
     );
 }
 
-/// Row 2: issuance through the CA key's `KeySigner` beside the raw signing loop on the
-/// same key, signing the TBS bytes of a real certificate from this CA.
-fn issue_vs_raw(rt: &tokio::runtime::Runtime, s: &Settings, ca_name: &str, key: CaKey) {
-    let (ca, tbs) = rt.block_on(issue::root_issuer(key.signer.clone()));
-    let tbs = Arc::new(tbs);
+/// Issuance rows: keyward's single `issue_service` calls through the CA key's
+/// `KeySigner` beside the same-work baseline on the same key, both at concurrency C.
+fn issue_vs_same_work(rt: &tokio::runtime::Runtime, s: &Settings, ca_name: &str, key: CaKey) {
+    let ca = rt.block_on(issue::root_issuer(key.signer.clone()));
+    let baseline = SameWork::new(rt, &ca, &key, s.concurrency);
     let c = s.concurrency;
     let raw = |warm: bool| {
         let window = if warm { warm_up(s.window) } else { s.window };
-        match &key.raw {
-            RawSign::Threads(sign) => rate_threads(window, c, |w| sign(w, &tbs)),
-            RawSign::Tasks(sign) => {
-                let (sign, tbs) = (sign.clone(), tbs.clone());
-                rt.block_on(rate_tasks(window, c, move |_| sign(tbs.clone())))
-            }
-        }
+        baseline.rate(rt, window, c)
     };
     let keyward = |warm: bool| {
         let window = if warm { warm_up(s.window) } else { s.window };
         let ca = ca.clone();
-        rt.block_on(rate_tasks(window, c, move |i| {
+        rt.block_on(rate_tasks(window, c, move |_, i| {
             let ca = ca.clone();
             async move {
                 issue::issue_one(&ca, i).await;
             }
         }))
     };
-    let p = Paired::run(s.rounds, raw, keyward);
+    let p = Paired::run(s.rounds, s.sides, raw, keyward);
     println!("{}", p.line(&format!("issue-{ca_name}"), c, s.window));
+}
+
+/// PKCS#11 signing rows: `KeySigner::sign` on SoftHSM from C tokio tasks (the pool
+/// capped at C sessions, and at the core count) beside a raw loop of SHA-256 +
+/// `C_Sign` + DER encoding (the same work) inline on C tasks of the same runtime, a
+/// session each.
+fn sign_pkcs11(rt: &tokio::runtime::Runtime, s: &Settings) {
+    const MESSAGE: &[u8] = &[0x5a; 256];
+    let c = s.concurrency;
+    let key = rt.block_on(ca_keys::softhsm(c));
+    let RawSign::Threads(sign) = &key.raw else {
+        unreachable!("C_Sign is blocking")
+    };
+    let raw = |warm: bool| {
+        let window = if warm { warm_up(s.window) } else { s.window };
+        let sign = sign.clone();
+        let op = Arc::new(move |task, _| {
+            std::hint::black_box(sign(task, MESSAGE));
+        });
+        rt.block_on(rate_inline(window, c, op))
+    };
+    let keyward = |warm: bool| {
+        let window = if warm { warm_up(s.window) } else { s.window };
+        let signer = key.signer.clone();
+        rt.block_on(rate_tasks(window, c, move |_, _| {
+            let signer = signer.clone();
+            async move {
+                // As the raw side does: a signer that answers at once never yields.
+                tokio::task::yield_now().await;
+                std::hint::black_box(signer.sign(MESSAGE).await.expect("sign"));
+            }
+        }))
+    };
+    let p = Paired::run(s.rounds, s.sides, raw, keyward);
+    println!("{}", p.line("sign-pkcs11", c, s.window));
 }
 
 /// Row 3: OpenBao PKI issuing over HTTP beside keyward issuing in process with the CA
 /// key in software, at the same concurrency.
 fn issue_vs_bao_pki(rt: &tokio::runtime::Runtime, s: &Settings) {
     let pki = rt.block_on(bao_pki::BaoPki::setup());
-    let (ca, _) = rt.block_on(issue::root_issuer(ca_keys::software().signer));
+    let ca = rt.block_on(issue::root_issuer(ca_keys::software().signer));
     let c = s.concurrency;
     let bao = |warm: bool| {
         let window = if warm { warm_up(s.window) } else { s.window };
         let pki = pki.clone();
-        rt.block_on(rate_tasks(window, c, move |i| {
+        rt.block_on(rate_tasks(window, c, move |_, i| {
             let pki = pki.clone();
             async move { pki.issue(i).await }
         }))
@@ -163,13 +201,13 @@ fn issue_vs_bao_pki(rt: &tokio::runtime::Runtime, s: &Settings) {
     let keyward = |warm: bool| {
         let window = if warm { warm_up(s.window) } else { s.window };
         let ca = ca.clone();
-        rt.block_on(rate_tasks(window, c, move |i| {
+        rt.block_on(rate_tasks(window, c, move |_, i| {
             let ca = ca.clone();
             async move {
                 issue::issue_one(&ca, i).await;
             }
         }))
     };
-    let p = Paired::run(s.rounds, bao, keyward);
+    let p = Paired::run(s.rounds, s.sides, bao, keyward);
     println!("{}", p.line("pki-vs-software", c, s.window));
 }

@@ -6,22 +6,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Operations per second of `op`, run in a loop by `concurrency` tokio tasks until
-/// `window` ends (operations in flight when it ends still count, over the real time).
+/// Operations per second of `op(task, i)`, run in a loop by `concurrency` tokio tasks
+/// (`task` numbers them from 0, `i` numbers the operations) until `window` ends
+/// (operations in flight when it ends still count, over the real time).
 pub async fn rate_tasks<F, Fut>(window: Duration, concurrency: usize, op: F) -> f64
 where
-    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(usize, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
-        .map(|_| {
+        .map(|task| {
             let (op, stop, count) = (op.clone(), stop.clone(), count.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    op(count.fetch_add(1, Ordering::Relaxed)).await;
+                    op(task, count.fetch_add(1, Ordering::Relaxed)).await;
                 }
             })
         })
@@ -34,29 +35,46 @@ where
     count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Operations per second of `op(worker)`, run in a loop on `concurrency` OS threads
-/// until `window` ends: for blocking baselines (a raw C_Sign, a raw aws-lc-rs sign).
-pub fn rate_threads<F>(window: Duration, concurrency: usize, op: F) -> f64
+/// [`rate_tasks`] for a blocking `op(task, i)` (a raw baseline over aws-lc-rs or
+/// `C_Sign`): run inline on the tasks, so on the same runtime threads keyward runs on,
+/// each time after a `yield_now` as keyward's inline issuance does (without it, tasks
+/// that never wait would keep the runtime from running its timers).
+pub async fn rate_inline<F>(window: Duration, concurrency: usize, op: Arc<F>) -> f64
 where
-    F: Fn(usize) + Sync,
+    F: Fn(usize, u64) + Send + Sync + 'static,
 {
-    let stop = AtomicBool::new(false);
-    let count = AtomicU64::new(0);
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for worker in 0..concurrency {
-            let (op, stop, count) = (&op, &stop, &count);
-            scope.spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    op(worker);
-                    count.fetch_add(1, Ordering::Relaxed);
-                }
-            });
+    rate_tasks(window, concurrency, move |task, i| {
+        let op = op.clone();
+        async move {
+            tokio::task::yield_now().await;
+            op(task, i);
         }
-        std::thread::sleep(window);
-        stop.store(true, Ordering::Relaxed);
-    });
-    count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    })
+    .await
+}
+
+/// Which sides of a paired measurement run: both, or one alone (`--only baseline` or
+/// `--only keyward`, to profile one side with perf).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sides {
+    /// Baseline and keyward, alternating.
+    Both,
+    /// The baseline alone.
+    Baseline,
+    /// keyward alone.
+    Keyward,
+}
+
+impl std::str::FromStr for Sides {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "both" => Ok(Sides::Both),
+            "baseline" => Ok(Sides::Baseline),
+            "keyward" => Ok(Sides::Keyward),
+            _ => Err(format!("'{s}': expected both, baseline or keyward")),
+        }
+    }
 }
 
 /// The per-round rates of a paired measurement.
@@ -71,21 +89,39 @@ pub struct Paired {
 impl Paired {
     /// Runs a short warm-up of each side, then `rounds` rounds of both sides, the
     /// order alternating (baseline first in even rounds, keyward first in odd ones).
+    /// A side that `sides` leaves out is not run (its rates stay empty).
     pub fn run(
         rounds: usize,
+        sides: Sides,
         mut baseline: impl FnMut(bool) -> f64,
         mut keyward: impl FnMut(bool) -> f64,
     ) -> Self {
-        baseline(true);
-        keyward(true);
         let mut p = Paired::default();
+        let mut base = |p: &mut Paired, warm: bool| {
+            if sides != Sides::Keyward {
+                let rate = baseline(warm);
+                if !warm {
+                    p.baseline.push(rate);
+                }
+            }
+        };
+        let mut kw = |p: &mut Paired, warm: bool| {
+            if sides != Sides::Baseline {
+                let rate = keyward(warm);
+                if !warm {
+                    p.keyward.push(rate);
+                }
+            }
+        };
+        base(&mut p, true);
+        kw(&mut p, true);
         for round in 0..rounds {
             if round % 2 == 0 {
-                p.baseline.push(baseline(false));
-                p.keyward.push(keyward(false));
+                base(&mut p, false);
+                kw(&mut p, false);
             } else {
-                p.keyward.push(keyward(false));
-                p.baseline.push(baseline(false));
+                kw(&mut p, false);
+                base(&mut p, false);
             }
         }
         p
@@ -99,7 +135,7 @@ impl Paired {
             "kwbench row={row} baseline_per_s={b:.1} keyward_per_s={k:.1} ratio={:.3} \
              concurrency={concurrency} rounds={} window_s={:.1}",
             k / b,
-            self.baseline.len(),
+            self.baseline.len().max(self.keyward.len()),
             window.as_secs_f64()
         )
     }

@@ -1,5 +1,7 @@
 //! ECDSA P-256 signing on SoftHSM: a raw cryptoki `C_Sign` loop beside keyward's
-//! `KeySigner::sign`, on the same key, at 1 and 2 sessions (concurrency = sessions).
+//! `KeySigner::sign`, on the same key, at 1, 2 and 4 sessions (concurrency = sessions;
+//! keyward's pool is also capped at the core count, so on 2 cores its 4 callers share
+//! 2 sessions while the raw loop runs 4 threads on 4).
 //!
 //! Run: `source scripts/lib.sh; source scripts/softhsm.sh; softhsm_install;
 //! softhsm_start /tmp/kw-softhsm; cargo bench -p keyward-pkcs11 --bench sign`.
@@ -11,50 +13,23 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, UserType};
-use cryptoki::types::AuthPin;
+use cryptoki::object::ObjectHandle;
+use cryptoki::session::Session;
 use keyward_core::{Algorithm, HashAlg, KeyBackend, KeySigner, KeyUri};
 use keyward_pkcs11::Pkcs11Backend;
 
-use common::{PIN, make_token, module};
+use common::{PIN, make_token, module, raw_sessions};
 
 const MESSAGE: &[u8] = &[0x5a; 256];
 
-/// `n` sessions of a second cryptoki handle on the token, and the key's handle.
-fn raw_sessions(module: &Path, label: &str, n: usize) -> (Vec<Session>, ObjectHandle) {
-    let ctx = Pkcs11::new(module).unwrap();
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => panic!("initialize: {e}"),
-    }
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label() == label)
-        .unwrap();
-    let sessions: Vec<Session> = (0..n).map(|_| ctx.open_rw_session(slot).unwrap()).collect();
-    match sessions[0].login(UserType::User, Some(&AuthPin::from(PIN))) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => panic!("login: {e}"),
-    }
-    let key = sessions[0]
-        .find_objects(&[
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::Label(b"bench".to_vec()),
-        ])
-        .unwrap()[0];
-    (sessions, key)
-}
+/// Session counts measured.
+const SESSIONS: [usize; 3] = [1, 2, 4];
 
 /// Splits `iters` among `n` workers.
 fn shares(iters: u64, n: usize) -> impl Iterator<Item = u64> {
@@ -68,6 +43,8 @@ struct Setup {
     signer: Arc<dyn KeySigner>,
     raw: Vec<Session>,
     key: ObjectHandle,
+    /// The raw side's module handle, kept until the end (sessions drop first).
+    _ctx: Pkcs11,
 }
 
 /// `iters` raw `C_Sign` calls spread over the raw sessions, one thread each.
@@ -136,10 +113,8 @@ struct Paired {
     ratio_2x: f64,
 }
 
-/// Signatures per paired round. Each keyward round starts new caller tasks, and a
-/// task's first signature waits for tokio to hand its worker's core to another thread
-/// (`block_in_place`), up to about 5 ms on a 2-core VM whose CPUs are both signing: a
-/// cost a long-lived caller pays once. Rounds of 3,000 keep it to a few percent.
+/// Signatures per paired round: long enough that starting the round's tasks and
+/// threads costs a few percent at most.
 const ROUND: u64 = 3000;
 
 /// Paired rounds per session count.
@@ -192,7 +167,7 @@ fn main() {
         .unwrap();
     // SoftHSM reads its token directory when the module is initialized: make every
     // token before the first load.
-    let labels: Vec<(usize, String)> = [1usize, 2]
+    let labels: Vec<(usize, String)> = SESSIONS
         .into_iter()
         .map(|s| (s, format!("bench-{}-{s}", std::process::id())))
         .collect();
@@ -210,12 +185,13 @@ fn main() {
             let signer = rt
                 .block_on(Pkcs11Backend::new(None).generate(&uri, Algorithm::EcdsaP256Sha256))
                 .unwrap();
-            let (raw, key) = raw_sessions(&module, label, *sessions);
+            let (ctx, raw, key) = raw_sessions(&module, label, "bench", *sessions);
             Setup {
                 sessions: *sessions,
                 signer,
                 raw,
                 key,
+                _ctx: ctx,
             }
         })
         .collect();

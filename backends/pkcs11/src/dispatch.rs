@@ -5,11 +5,15 @@
 //! microseconds, a large share of a 60-90 µs SoftHSM `C_Sign`. So each token has `cap`
 //! slots (one session each) and three ways to run a job in one:
 //!
-//! - **In place.** A quick job (a signature, [`Dispatcher::run_quick`]) runs on its
-//!   caller's own thread (`block_in_place`, multi-threaded runtime only) when a slot is
-//!   free, or after the caller waited up to `WAIT` for one, spinning, which it may only
-//!   while that leaves a CPU idle. No wake-up at all. While it holds the slot it also
-//!   runs up to `SERVE` quick jobs from the queue, the older ones before its own.
+//! - **Straight.** A quick job (a signature, [`Dispatcher::run_quick`]) on a token whose
+//!   quick jobs are short (see `pace`: an in-process token such as SoftHSM) runs on the
+//!   caller's worker thread as it is, like a software signature, when a slot is free
+//!   (multi-threaded runtime only). No thread hand-off at all.
+//! - **In place.** Otherwise a quick job runs on its caller's own thread after handing
+//!   the worker's other tasks to another thread (`block_in_place`, multi-threaded
+//!   runtime only) when a slot is free, or after the caller waited up to `WAIT` for one,
+//!   spinning, which it may only while that leaves a CPU idle. While it holds the slot
+//!   it also runs up to `SERVE` quick jobs from the queue, the older ones before its own.
 //! - **Queued, run by a slot holder.** A caller that may not run in place queues its job
 //!   and awaits the result; a caller running in place picks the job up, so the waiter
 //!   pays one wake-up and no drainer has to be started or woken.
@@ -31,6 +35,10 @@ use std::time::{Duration, Instant};
 
 use keyward_core::Error;
 use parking_lot::{Condvar, Mutex};
+
+use pace::Pace;
+
+mod pace;
 
 /// How long an idle drainer waits for the next job before it gives its thread back.
 const LINGER: Duration = Duration::from_micros(200);
@@ -64,6 +72,8 @@ pub(crate) struct Dispatcher {
     /// Callers may spin for a slot, and drainers for the next job, only while they
     /// leave a CPU free; beyond that callers queue and drainers sleep.
     cores: usize,
+    /// How long quick jobs take: whether they may run straight on a worker thread.
+    pace: Pace,
 }
 
 #[derive(Default)]
@@ -83,6 +93,7 @@ impl Dispatcher {
             waiting: AtomicUsize::new(0),
             cap: AtomicUsize::new(cap.max(1)),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pace: Pace::new(),
         })
     }
 
@@ -129,10 +140,11 @@ impl Dispatcher {
             .map_err(|_| Error::backend("PKCS#11 operation failed: its worker panicked"))?
     }
 
-    /// Runs `f` on the caller's thread if it may: on a multi-threaded runtime (whose
-    /// other tasks `block_in_place` moves to another thread), in a free slot nobody is
-    /// waiting for, or in one it waited for while a CPU would otherwise sit idle. Hands
-    /// `f` back when it may not, or waited in vain.
+    /// Runs `f` on the caller's thread if it may: on a multi-threaded runtime, in a free
+    /// slot nobody is waiting for (straight when quick jobs are short, else after
+    /// `block_in_place` moved the worker's other tasks to another thread), or in one it
+    /// waited for while a CPU would otherwise sit idle. Hands `f` back when it may not,
+    /// or waited in vain.
     fn try_in_place<T, F>(self: &Arc<Self>, f: F) -> Result<Result<T, Error>, F>
     where
         F: FnOnce() -> Result<T, Error>,
@@ -143,6 +155,11 @@ impl Dispatcher {
             return Err(f);
         }
         let has_slot = self.waiting.load(Ordering::SeqCst) == 0 && self.try_start();
+        if has_slot && self.pace.is_short() {
+            let result = self.pace.time(|| run_caught(f));
+            self.release();
+            return Ok(result);
+        }
         if !has_slot && !self.may_wait() {
             return Err(f);
         }
@@ -151,8 +168,7 @@ impl Dispatcher {
                 return Err(f);
             }
             let served = self.serve(SERVE);
-            let result = catch_unwind(AssertUnwindSafe(f))
-                .unwrap_or_else(|_| Err(Error::backend("PKCS#11 operation failed: it panicked")));
+            let result = self.pace.time(|| run_caught(f));
             self.serve(SERVE - served);
             Ok(result)
         });
@@ -210,7 +226,7 @@ impl Dispatcher {
                 }
             };
             let Some(job) = job else { break };
-            run_job(job.job);
+            self.pace.time(|| run_job(job.job));
             ran += 1;
         }
         ran
@@ -280,7 +296,7 @@ impl Dispatcher {
             };
             if let Some(Queued { job, quick }) = job {
                 if quick {
-                    run_job(job);
+                    self.pace.time(|| run_job(job));
                 } else {
                     self.slow.fetch_add(1, Ordering::SeqCst);
                     run_job(job);
@@ -341,6 +357,12 @@ impl Dispatcher {
         q.sleeping -= 1;
         job
     }
+}
+
+/// Runs a caller's own job; a panic becomes an error.
+fn run_caught<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(Error::backend("PKCS#11 operation failed: it panicked")))
 }
 
 /// Runs a job. A panicking job drops its result sender (its caller gets an error);

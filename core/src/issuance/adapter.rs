@@ -1,13 +1,21 @@
 //! The rcgen adapter: rcgen's synchronous `SigningKey` + `PublicKeyData` over an
 //! `Arc<dyn KeySigner>`, and `PublicKeyData` for the subject keys certificates carry.
 //!
-//! rcgen signs synchronously, so every rcgen call that signs runs inside
-//! `tokio::task::spawn_blocking`. There the adapter first polls the signer's future
-//! once with a no-op waker (in-memory keys answer at once, with no runtime round trip)
-//! and otherwise drives it to completion with `Handle::block_on`, which is allowed on
-//! blocking-pool threads and never used on a runtime worker thread.
+//! rcgen signs synchronously. The adapter answers it in one of two ways, chosen per
+//! rcgen call on the calling thread:
+//!
+//! - **On the blocking pool** (`spawn_blocking`): it polls the signer's future once with
+//!   a no-op waker and otherwise drives it to completion with `Handle::block_on`, which
+//!   is allowed on blocking-pool threads and never used on a runtime worker thread.
+//! - **On the async task itself** ([`sign_on_task`]): a signer that answers at the first
+//!   poll (software keys; a PKCS#11 token with a free session, which signs in place)
+//!   signs inline, with no hand-off to another thread. Otherwise (HTTP backends) the
+//!   started signature is kept, rcgen is stopped, the task awaits the signature, and
+//!   rcgen encodes the certificate again, deterministically, with it.
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -23,6 +31,79 @@ thread_local! {
     /// adapter on this thread: rcgen's error type cannot carry it, so it waits here
     /// until [`map_rcgen_error`] picks it up on the same thread.
     static SIGN_ERROR: RefCell<Option<Error>> = const { RefCell::new(None) };
+
+    /// How the adapter answers the rcgen call running on this thread.
+    static PLAN: RefCell<Plan> = const { RefCell::new(Plan::Block) };
+}
+
+/// A signature in flight: the message and the signer's future, owned.
+struct Pending {
+    message: Arc<[u8]>,
+    signature: Pin<Box<dyn Future<Output = Result<Vec<u8>, Error>> + Send>>,
+}
+
+/// How [`RcgenKey`] answers rcgen on this thread.
+enum Plan {
+    /// Wait for the signer (a blocking-pool thread; the default).
+    Block,
+    /// On an async task: sign if the signer answers at the first poll, else leave
+    /// the started signature here (`Some`) and stop rcgen.
+    Now(Option<Pending>),
+    /// The second pass: rcgen gets this signature over this message.
+    Signed {
+        message: Arc<[u8]>,
+        signature: Vec<u8>,
+    },
+}
+
+/// Sets this thread's plan for one rcgen call, and puts back the default when
+/// dropped, also if rcgen panics.
+struct PlanGuard;
+
+impl PlanGuard {
+    fn set(plan: Plan) -> Self {
+        PLAN.with(|slot| *slot.borrow_mut() = plan);
+        PlanGuard
+    }
+
+    /// Ends the call: the plan as the adapter left it.
+    fn finish(self) -> Plan {
+        PLAN.with(|slot| slot.replace(Plan::Block))
+    }
+}
+
+impl Drop for PlanGuard {
+    fn drop(&mut self) {
+        PLAN.with(|slot| *slot.borrow_mut() = Plan::Block);
+    }
+}
+
+/// Runs `encode`, an rcgen call that signs once with an [`RcgenKey`], on the async task
+/// that calls it without blocking its thread on the signer: a signer that answers at
+/// the first poll signs inline; otherwise its signature is awaited and `encode` runs a
+/// second time with it (rcgen encodes the same parameters to the same bytes). `what`
+/// names the object for errors.
+pub(crate) async fn sign_on_task<T>(
+    encode: impl Fn() -> Result<T, rcgen::Error>,
+    what: &str,
+) -> Result<T, Error> {
+    clear_sign_error();
+    let guard = PlanGuard::set(Plan::Now(None));
+    let first = encode();
+    let plan = guard.finish();
+    let pending = match (first, plan) {
+        (Ok(done), _) => return Ok(done),
+        (Err(rcgen::Error::RemoteKeyError), Plan::Now(Some(pending))) => pending,
+        (Err(e), _) => return Err(map_rcgen_error(e, what)),
+    };
+    let signature = pending.signature.await?;
+    let guard = PlanGuard::set(Plan::Signed {
+        message: pending.message,
+        signature,
+    });
+    let second = encode();
+    drop(guard);
+    second.map_err(|e| map_rcgen_error(e, what))
 }
 
 /// rcgen's view of a keyward [`KeySigner`]: the key an issuer signs with.
@@ -62,6 +143,21 @@ impl RcgenKey {
         &self.raw_public_key
     }
 
+    /// Starts signing `msg` and polls once: the signature, or the signature in flight.
+    fn sign_now(&self, msg: &[u8]) -> Result<Result<Vec<u8>, Error>, Pending> {
+        let message: Arc<[u8]> = Arc::from(msg);
+        let (signer, owned) = (Arc::clone(&self.signer), Arc::clone(&message));
+        let mut signature: Pin<Box<dyn Future<Output = Result<Vec<u8>, Error>> + Send>> =
+            Box::pin(async move { signer.sign(&owned).await });
+        match signature
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(result) => Ok(result),
+            Poll::Pending => Err(Pending { message, signature }),
+        }
+    }
+
     /// Signs `msg` synchronously. Must run on a blocking-pool thread (or outside any
     /// runtime), never on a runtime worker thread.
     fn sign_blocking(&self, msg: &[u8]) -> Result<Vec<u8>, Error> {
@@ -96,7 +192,22 @@ impl rcgen::PublicKeyData for RcgenKey {
 
 impl rcgen::SigningKey for RcgenKey {
     fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
-        self.sign_blocking(msg).map_err(|e| {
+        let result = match PLAN.with(|slot| slot.replace(Plan::Block)) {
+            Plan::Block => self.sign_blocking(msg),
+            Plan::Now(_) => match self.sign_now(msg) {
+                Ok(result) => result,
+                Err(pending) => {
+                    PLAN.with(|slot| *slot.borrow_mut() = Plan::Now(Some(pending)));
+                    return Err(rcgen::Error::RemoteKeyError);
+                }
+            },
+            Plan::Signed { message, signature } if *message == *msg => Ok(signature),
+            Plan::Signed { .. } => Err(Error::backend(format!(
+                "signing with {}: rcgen encoded the certificate differently the second time",
+                self.signer.uri()
+            ))),
+        };
+        result.map_err(|e| {
             SIGN_ERROR.with(|slot| *slot.borrow_mut() = Some(e));
             rcgen::Error::RemoteKeyError
         })

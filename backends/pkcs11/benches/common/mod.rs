@@ -1,8 +1,15 @@
-//! Setup shared by the SoftHSM benchmarks: the module from the test environment and
-//! fresh tokens made before the benchmark process loads the module.
+//! Setup shared by the SoftHSM benchmarks (and by keyward-bench, which includes this
+//! file): the module from the test environment, fresh tokens made before the benchmark
+//! process loads the module, and raw cryptoki sessions on a benchmark key.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
 
 /// The user PIN of every benchmark token.
 pub const PIN: &str = "bench-pin-1234";
@@ -39,4 +46,44 @@ pub fn make_token(label: &str) {
         "softhsm2-util: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `n` logged-in sessions of a second cryptoki handle on token `token`, and the handle
+/// of the private key labelled `key`: the raw side of a comparison with keyward. The
+/// handle is returned too (the sessions keep the module loaded either way).
+#[allow(
+    dead_code,
+    reason = "the issuance benchmark includes this module but has no raw side"
+)]
+pub fn raw_sessions(
+    module: &Path,
+    token: &str,
+    key: &str,
+    n: usize,
+) -> (Pkcs11, Vec<Session>, ObjectHandle) {
+    let ctx = Pkcs11::new(module).expect("load the PKCS#11 module");
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => panic!("C_Initialize: {e}"),
+    }
+    let slot = ctx
+        .get_slots_with_token()
+        .expect("slots")
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).is_ok_and(|t| t.label() == token))
+        .expect("the benchmark token");
+    let sessions: Vec<Session> = (0..n)
+        .map(|_| ctx.open_rw_session(slot).expect("open session"))
+        .collect();
+    match sessions[0].login(UserType::User, Some(&AuthPin::from(PIN))) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(e) => panic!("C_Login: {e}"),
+    }
+    let handle = sessions[0]
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(key.as_bytes().to_vec()),
+        ])
+        .expect("find the key")[0];
+    (ctx, sessions, handle)
 }

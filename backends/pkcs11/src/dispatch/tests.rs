@@ -137,3 +137,55 @@ async fn a_current_thread_runtime_gets_its_results_too() {
         assert_eq!(d.run_quick(move || Ok(i)).await.unwrap(), i);
     }
 }
+
+/// Whether a task ticking on the only worker thread ran while a quick job of 20 ms ran
+/// from a task on that worker, on a dispatcher whose earlier quick jobs took `earlier`.
+async fn worker_free_during_a_job(earlier: Duration) -> bool {
+    let d = Dispatcher::new(1);
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let ticker = {
+        let ticks = Arc::clone(&ticks);
+        tokio::spawn(async move {
+            loop {
+                ticks.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let caller = tokio::spawn(async move {
+        for _ in 0..8 {
+            d.run_quick(move || {
+                std::thread::sleep(earlier);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        }
+        // Back onto the thread holding the worker (block_in_place moved it away).
+        tokio::task::yield_now().await;
+        d.run_quick(move || {
+            let before = ticks.load(Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(ticks.load(Ordering::SeqCst) != before)
+        })
+        .await
+        .unwrap()
+    });
+    let free = caller.await.unwrap();
+    ticker.abort();
+    free
+}
+
+/// A token whose signatures are short runs them straight on the worker, like software
+/// keys; one whose signatures are long first hands the worker to another thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn short_jobs_run_straight_and_long_ones_leave_the_worker_free() {
+    assert!(
+        !worker_free_during_a_job(Duration::ZERO).await,
+        "short jobs should run straight on the worker"
+    );
+    assert!(
+        worker_free_during_a_job(Duration::from_millis(2)).await,
+        "a long job kept the worker from its other tasks"
+    );
+}
