@@ -2,8 +2,10 @@
 //! CSR signing, all signed through a [`KeySigner`] wherever the key lives.
 //!
 //! rcgen builds and encodes the certificates through an adapter over the signer
-//! (see `adapter.rs`); rcgen's signing runs in `spawn_blocking`. Every certificate is
-//! parsed back and verified under the issuer's public key before it is returned.
+//! (see `adapter.rs`): certificates a CA issues with an EC or Ed25519 key on the calling
+//! task, everything else (RSA CA keys, roots, CSRs, CRLs, batches) in `spawn_blocking`.
+//! Every certificate is parsed back and verified under the issuer's public key before
+//! it is returned (see `postcheck.rs`).
 
 mod adapter;
 mod ca_issuer;
