@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs one command with the real backends up: installs what they need (Debian packages,
-# a Python venv with moto and OpenBao), starts SoftHSM2, moto_server, an OpenBao dev server
+# a Python venv with moto and OpenBao), starts SoftHSM2, a software TPM with a
+# tpm2-pkcs11 token (swtpm, tpm2-abrmd on a session D-Bus), moto_server, an OpenBao dev server
 # and a 3-node OpenBao raft cluster on loopback with private directories and free ports,
 # exports the variables the tests read, runs the command, and stops everything it started,
 # also on failure or interrupt.
@@ -18,6 +19,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 source scripts/lib.sh
 source scripts/softhsm.sh
+source scripts/swtpm.sh
 source scripts/moto.sh
 source scripts/openbao.sh
 source scripts/openbao-raft.sh
@@ -31,6 +33,7 @@ cleanup() {
   openbao_stop || true
   moto_stop || true
   softhsm_stop || true
+  swtpm_stop || true
   rm -rf "$WORK" "${TMPDIR:-/tmp}/keyward-test-bin"
   exit $rc
 }
@@ -46,6 +49,7 @@ apt_install chromium
 # tests/agent_nss_groups.rs: nss_wrapper serves a group only NSS knows.
 apt_install libnss-wrapper
 softhsm_install
+swtpm_install
 VENV=${KEYWARD_VENV:-$ROOT/target/test-venv}
 moto_install "$VENV"
 openbao_install "$VENV"
@@ -54,6 +58,8 @@ nodeclients_install "${KEYWARD_NODECLIENTS_DIR:-/var/tmp/keyward-nodeclients}"
 
 step "starting backends"
 softhsm_start "$WORK/softhsm"
+# A software TPM, its resource manager on a private D-Bus, and a tpm2-pkcs11 token.
+swtpm_start "$WORK/swtpm"
 moto_start "$WORK/moto"
 openbao_start "$WORK/openbao"
 step "starting the OpenBao raft cluster (about 15 s, most of it the first election)"

@@ -236,6 +236,14 @@ pub fn root_ca(dir: &Path, key: &str, alg: &str) -> PathBuf {
     state
 }
 
+/// `keyward key generate --key KEY --algorithm ALG` with state in `state`; its output.
+pub fn generate_key(state: &Path, key: &str, alg: &str) -> String {
+    keyward_ok(
+        state,
+        &["key", "generate", "--key", key, "--algorithm", alg],
+    )
+}
+
 /// The `file:` URI of a software CA key inside `dir`.
 pub fn software_key(dir: &Path) -> String {
     format!("file:{}/keys/ca.pem", dir.display())

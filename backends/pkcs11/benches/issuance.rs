@@ -11,14 +11,11 @@ mod common;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use keyward_core::issuance::{CaIssuer, ServiceProfile, self_signed_root};
-use keyward_core::{Algorithm, KeyBackend, KeySigner, KeyUri};
-use keyward_pkcs11::Pkcs11Backend;
-use keyward_software::SoftwareKey;
+use keyward_core::KeyUri;
 
-use common::{PIN, make_token, module};
+use common::{PIN, issue_one, make_token, module, root_ca_on_token};
 
 /// Operations per measurement (split evenly over the concurrent tasks).
 const OPERATIONS: usize = 2_000;
@@ -37,13 +34,7 @@ fn main() {
             module.display()
         ))
         .expect("uri");
-        let signer = Pkcs11Backend::new(None)
-            .generate(&uri, Algorithm::EcdsaP256Sha256)
-            .await
-            .expect("generate the CA key on the token");
-        let year = Duration::from_secs(365 * 86_400);
-        let root = self_signed_root(signer.clone(), "CN=bench root", year).await.expect("root");
-        let ca = CaIssuer::new(root.der, Vec::new(), signer.clone()).expect("issuer");
+        let (signer, ca) = root_ca_on_token(&uri).await;
 
         println!("| issuers | certificates/s (CA key on SoftHSM) | token signs/s via KeySigner | issuance / signing |");
         println!("|---|---|---|---|");
@@ -65,23 +56,6 @@ fn main() {
             println!("| {concurrency} | {certs:.0} | {signs:.0} | {:.2} |", certs / signs);
         }
     });
-}
-
-/// One service certificate with a fresh in-memory leaf key.
-async fn issue_one(ca: &CaIssuer, i: usize) {
-    let leaf_uri = KeyUri::file("/nonexistent/leaf.pem").expect("uri");
-    let (leaf, _pkcs8) =
-        SoftwareKey::generate(Algorithm::EcdsaP256Sha256, leaf_uri).expect("leaf key");
-    let profile = ServiceProfile {
-        common_name: format!("svc-{i}"),
-        dns: vec![format!("svc-{i}.internal")],
-        ips: Vec::new(),
-        uris: vec![format!("spiffe://bench.internal/svc-{i}")],
-        validity: Duration::from_secs(86_400),
-    };
-    ca.issue_service(leaf.public_key_spki_der(), &profile)
-        .await
-        .expect("issue");
 }
 
 /// Runs `op` [`OPERATIONS`] times over `concurrency` tasks (after a short warm-up) and

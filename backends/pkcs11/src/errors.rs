@@ -81,6 +81,10 @@ pub(crate) enum Recovery {
     Reset,
     /// Like `Reset`, and the module must be initialized again first.
     Reinitialize,
+    /// Like `Reset`, after finalizing and initializing the module: its own connection
+    /// to the device broke (tpm2-pkcs11 after the TPM or its resource manager
+    /// restarted answers `CKR_GENERAL_ERROR` until it connects again).
+    Reload,
 }
 
 /// The recovery a failed call asks for, or `None` when retrying cannot help.
@@ -96,8 +100,23 @@ pub(crate) fn recovery_for(e: &CkError) -> Option<Recovery> {
         | RvError::TokenNotRecognized
         | RvError::SlotIdInvalid => Some(Recovery::Reset),
         RvError::CryptokiNotInitialized => Some(Recovery::Reinitialize),
+        // Only for calls that reach the device: a refused template also answers
+        // CKR_GENERAL_ERROR (see `templates`) and reloading would not cure it.
+        RvError::GeneralError if reaches_device(e) => Some(Recovery::Reload),
         _ => None,
     }
+}
+
+/// Whether a failed call is one that talks to the device for every use of a key
+/// (logging in, opening a session, signing).
+fn reaches_device(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            _,
+            Function::Login | Function::OpenSession | Function::SignInit | Function::Sign
+        )
+    )
 }
 
 /// Maps a failed PKCS#11 call to a keyward error. `what` says what was being done, in

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::mechanism::MechanismType;
 use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use keyward_core::uri::{ObjectClass as UriClass, Pkcs11Uri};
@@ -12,6 +12,7 @@ use keyward_core::{Algorithm, Error, KeySigner, KeyType, RsaBits};
 use crate::Pkcs11Backend;
 use crate::signer::{Pkcs11Signer, sign_mechanism_type};
 use crate::spki::{self, Curve};
+use crate::templates::{KeyPairSpec, keygen_mechanism};
 use crate::token::OpError;
 
 impl Pkcs11Backend {
@@ -21,6 +22,17 @@ impl Pkcs11Backend {
         &self,
         p11: &Pkcs11Uri,
         alg: Algorithm,
+    ) -> Result<Arc<dyn KeySigner>, Error> {
+        self.generate_key_with(p11, alg, Vec::new()).await
+    }
+
+    /// [`generate_key`](Self::generate_key) with `extra_private` added to the private
+    /// key's template (tests offer a module an attribute it refuses this way).
+    pub(crate) async fn generate_key_with(
+        &self,
+        p11: &Pkcs11Uri,
+        alg: Algorithm,
+        extra_private: Vec<Attribute>,
     ) -> Result<Arc<dyn KeySigner>, Error> {
         let label = p11.object.clone().ok_or_else(|| {
             Error::InvalidUri("generating a PKCS#11 key needs object=LABEL in the URI".into())
@@ -32,6 +44,7 @@ impl Pkcs11Backend {
             &format!("generating {alg} keys"),
         )?;
         token.require(sign_mechanism_type(alg), &format!("{alg} signatures"))?;
+        token.require_key_size(alg)?;
         let desc = token.describe();
         let what_desc = format!("generating {alg} {} on {desc}", locator.describe());
         let t = Arc::clone(&token);
@@ -67,7 +80,18 @@ impl Pkcs11Backend {
                         }
                         None => s.generate_random_vec(16)?,
                     };
-                    let handle = generate(s, alg.key_type(), &label, &id)?;
+                    let spec = KeyPairSpec {
+                        key_type: alg.key_type(),
+                        label: &label,
+                        id: &id,
+                        extra_private: extra_private.clone(),
+                    };
+                    let handle = spec.generate(s, &t)?;
+                    let shown = format!("the private key '{label}' on {desc}");
+                    if let Err(e) = check_protected(s, handle, &shown) {
+                        let _ = s.destroy_object(handle);
+                        return Err(e);
+                    }
                     FoundKey::read(s, handle, generation, &desc)
                 },
             )
@@ -328,62 +352,34 @@ fn public_point(s: &Session, label: &str, id: &[u8], shown: &str) -> Result<Vec<
     .into())
 }
 
-/// The key pair generation mechanism for a key type.
-fn keygen_mechanism(kt: KeyType) -> Mechanism<'static> {
-    match kt {
-        KeyType::EcP256 | KeyType::EcP384 => Mechanism::EccKeyPairGen,
-        KeyType::Ed25519 => Mechanism::EccEdwardsKeyPairGen,
-        KeyType::Rsa(_) => Mechanism::RsaPkcsKeyPairGen,
-    }
-}
-
 /// The type of [`keygen_mechanism`], to check against the token's list before use.
 fn keygen_mechanism_type(kt: KeyType) -> MechanismType {
     keygen_mechanism(kt).mechanism_type()
 }
 
-/// Generates a key pair as token objects: the private key private, sensitive, never
-/// extractable and usable for signing only; both halves with `label` and `id`.
-/// Returns the private key's handle.
-fn generate(
-    s: &Session,
-    kt: KeyType,
-    label: &str,
-    id: &[u8],
-) -> Result<ObjectHandle, cryptoki::error::Error> {
-    let common = |t: &mut Vec<Attribute>| {
-        t.push(Attribute::Token(true));
-        t.push(Attribute::Label(label.as_bytes().to_vec()));
-        t.push(Attribute::Id(id.to_vec()));
-    };
-    let mut public = Vec::new();
-    common(&mut public);
-    public.extend([
-        Attribute::Private(false),
-        Attribute::Verify(true),
-        Attribute::Encrypt(false),
-        Attribute::Wrap(false),
-    ]);
-    match kt {
-        KeyType::EcP256 => public.push(Attribute::EcParams(spki::P256_PARAMS.to_vec())),
-        KeyType::EcP384 => public.push(Attribute::EcParams(spki::P384_PARAMS.to_vec())),
-        KeyType::Ed25519 => public.push(Attribute::EcParams(spki::ED25519_PARAMS.to_vec())),
-        KeyType::Rsa(bits) => public.extend([
-            Attribute::ModulusBits(u64::from(bits.bits()).into()),
-            Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
-        ]),
+/// Checks what the token says of a key pair it just generated: the private key must be
+/// sensitive and not extractable, whatever the module chose to set itself.
+fn check_protected(s: &Session, handle: ObjectHandle, shown: &str) -> Result<(), OpError> {
+    let attrs = s.get_attributes(
+        handle,
+        &[AttributeType::Sensitive, AttributeType::Extractable],
+    )?;
+    let (mut sensitive, mut extractable) = (None, None);
+    for a in attrs {
+        match a {
+            Attribute::Sensitive(b) => sensitive = Some(b),
+            Attribute::Extractable(b) => extractable = Some(b),
+            _ => {}
+        }
     }
-    let mut private = Vec::new();
-    common(&mut private);
-    private.extend([
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Sign(true),
-        Attribute::Decrypt(false),
-        Attribute::Unwrap(false),
-        Attribute::Derive(false),
-    ]);
-    let (_public, private) = s.generate_key_pair(&keygen_mechanism(kt), &public, &private)?;
-    Ok(private)
+    if sensitive == Some(true) && extractable == Some(false) {
+        return Ok(());
+    }
+    let flag = |v: Option<bool>| v.map_or_else(|| "unreadable".to_string(), |b| b.to_string());
+    Err(Error::backend(format!(
+        "{shown} came out with CKA_SENSITIVE={} and CKA_EXTRACTABLE={}; keyward requires a sensitive, non-extractable private key",
+        flag(sensitive),
+        flag(extractable)
+    ))
+    .into())
 }

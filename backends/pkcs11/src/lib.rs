@@ -1,9 +1,11 @@
 //! keyward-pkcs11: keys in hardware security modules, reached through PKCS#11 (cryptoki)
-//! and named by RFC 7512 `pkcs11:` URIs. Tested against SoftHSM2.
+//! and named by RFC 7512 `pkcs11:` URIs. Tested against SoftHSM2 and against a TPM
+//! (tpm2-pkcs11 on swtpm).
 //!
 //! - One loaded, initialized module per module path in the process; tokens chosen by
 //!   label or serial (never slot number, which modules renumber); one login per token.
-//! - A session pool per token (one session per core by default, at most `max-sessions`);
+//! - A session pool per token (one session per core by default, at most `max-sessions`
+//!   and never more than the token's `ulMaxSessionCount`);
 //!   a signature runs on its caller's thread when a session is at hand
 //!   (`block_in_place`), otherwise from a per-token queue run by the callers already
 //!   signing or by `spawn_blocking` tasks (see `dispatch`).
@@ -18,6 +20,7 @@
 //! Files by role (every backend crate uses the same names for the same roles):
 //! - `lib.rs`: [`Pkcs11Backend`], the `KeyBackend` of `pkcs11:` URIs;
 //! - `keys.rs`: creating key pairs and opening keys (finding them by label and id);
+//! - `templates.rs`: key pair templates, and naming the attribute a module refused;
 //! - `signer.rs`: [`Pkcs11Signer`], the `KeySigner` of one key on a token;
 //! - `errors.rs`: cryptoki errors in keyward's `Error`, and which of them call for
 //!   recovery;
@@ -44,6 +47,7 @@ mod module;
 mod signer;
 mod spki;
 mod tables;
+mod templates;
 mod token;
 
 use std::path::PathBuf;

@@ -30,8 +30,9 @@ pub(crate) struct Module {
     pub(crate) path: PathBuf,
     /// The cryptoki context; cheap to clone (an `Arc` inside).
     pub(crate) ctx: Pkcs11,
-    /// Tokens in use, by serial number: one login and one session pool each.
-    tokens: Mutex<HashMap<String, Arc<Token>>>,
+    /// Tokens in use, by serial number and label (tpm2-pkcs11 gives every token of a
+    /// store the same serial): one login and one session pool each.
+    tokens: Mutex<HashMap<(String, String), Arc<Token>>>,
     /// Serializes finding, logging in to and initializing tokens, so two callers never
     /// race to create the same token's pool or to `C_InitToken` the same free slot.
     setup: Mutex<()>,
@@ -109,9 +110,12 @@ impl Module {
         self.setup.lock()
     }
 
-    /// The token with this serial number, if it is already in use.
-    pub(crate) fn cached_token(&self, serial: &str) -> Option<Arc<Token>> {
-        self.tokens.lock().get(serial).cloned()
+    /// The token with this serial number and label, if it is already in use.
+    pub(crate) fn cached_token(&self, serial: &str, label: &str) -> Option<Arc<Token>> {
+        self.tokens
+            .lock()
+            .get(&(serial.to_string(), label.to_string()))
+            .cloned()
     }
 
     /// The token in use that `selector` picks, if any (for a token that went away).
@@ -124,8 +128,9 @@ impl Module {
     }
 
     /// Remembers a token after its first successful login.
-    pub(crate) fn cache_token(&self, serial: String, token: Arc<Token>) {
-        self.tokens.lock().insert(serial, token);
+    pub(crate) fn cache_token(&self, token: Arc<Token>) {
+        let key = (token.serial.clone(), token.label.clone());
+        self.tokens.lock().insert(key, token);
     }
 
     /// The current epoch (see the field).

@@ -127,6 +127,24 @@ fn recovery_kinds() {
     );
     assert_eq!(r(RvError::PinIncorrect), None);
     assert_eq!(r(RvError::FunctionFailed), None);
+    // tpm2-pkcs11 after its TPM came back: reload the module to reconnect; but a
+    // refused key pair template answers the same code and is no outage.
+    assert_eq!(r(RvError::GeneralError), Some(Recovery::Reload));
+    assert_eq!(
+        errors::recovery_for(&ck(RvError::GeneralError, Function::GenerateKeyPair)),
+        None
+    );
+}
+
+#[test]
+fn session_cap_respects_the_tokens_limits() {
+    use crate::token::session_cap;
+    use cryptoki::slot::Limit;
+    assert_eq!(session_cap(4, Limit::Max(2), Limit::Infinite), 2);
+    assert_eq!(session_cap(4, Limit::Infinite, Limit::Max(1)), 1);
+    assert_eq!(session_cap(4, Limit::Unavailable, Limit::Unavailable), 4);
+    // tpm2-pkcs11 reports its session table's size, 1024.
+    assert_eq!(session_cap(2, Limit::Max(1024), Limit::Max(1024)), 2);
 }
 
 #[test]

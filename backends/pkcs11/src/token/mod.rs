@@ -12,14 +12,15 @@ mod selector;
 mod sessions;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::MechanismType;
 use cryptoki::session::{Session, UserType};
-use cryptoki::slot::Slot;
+use cryptoki::slot::{Limit, Slot};
 use cryptoki::types::AuthPin;
-use keyward_core::Error;
 use keyward_core::uri::Pkcs11Uri;
+use keyward_core::{Algorithm, Error, KeyType};
 use parking_lot::{Mutex, RwLock};
 use zeroize::Zeroizing;
 
@@ -49,6 +50,9 @@ pub(crate) struct Token {
     pub(crate) pool: Pool,
     /// Serializes "does a key with this label exist? no: generate it".
     pub(crate) generate_lock: Mutex<()>,
+    /// The token refused a sign-only key pair template once: it decides key usage
+    /// itself (a TPM), so later key pairs are asked only for what keyward needs.
+    pub(crate) decides_usage: AtomicBool,
 }
 
 impl std::fmt::Debug for Token {
@@ -95,7 +99,7 @@ impl Token {
                 None => return Err(e),
             },
         };
-        if let Some(token) = module.cached_token(info.serial_number()) {
+        if let Some(token) = module.cached_token(info.serial_number(), info.label()) {
             token.check_pin(pin.as_ref())?;
             *token.slot.write() = slot;
             token.pool.limit(cap);
@@ -109,6 +113,7 @@ impl Token {
                 &described,
             )
         })?;
+        let cap = session_cap(cap, info.max_session_count(), info.max_rw_session_count());
         let login_required = info.login_required();
         let protected_path = info.protected_authentication_path();
         if login_required && !protected_path && pin.is_none() {
@@ -128,11 +133,12 @@ impl Token {
             pin: Mutex::new(pin),
             pool: Pool::new(cap, module.epoch()),
             generate_lock: Mutex::new(()),
+            decides_usage: AtomicBool::new(false),
         });
         // The first session logs in; a wrong PIN fails here and nothing is cached.
         token.warm_up()?;
         tracing::info!(token = %token.label, serial = %token.serial, module = %module.path.display(), "PKCS#11 token logged in");
-        module.cache_token(token.serial.clone(), Arc::clone(&token));
+        module.cache_token(Arc::clone(&token));
         Ok(token)
     }
 
@@ -174,6 +180,30 @@ impl Token {
         }
     }
 
+    /// Checks that the token generates keys of `alg`'s size: a TPM's RSA key pair
+    /// mechanism stops at 2048 or 3072 bits, and says so in its mechanism info.
+    pub(crate) fn require_key_size(&self, alg: Algorithm) -> Result<(), Error> {
+        let KeyType::Rsa(size) = alg.key_type() else {
+            return Ok(());
+        };
+        let mech = MechanismType::RSA_PKCS_KEY_PAIR_GEN;
+        let what = format!("reading {mech} of {}", self.describe());
+        let info = {
+            let _shared = self.module.shared();
+            self.module.ctx.get_mechanism_info(self.slot(), mech)
+        }
+        .map_err(|e| errors::map(e, &what, &self.describe()))?;
+        let (min, max) = (info.min_key_size(), info.max_key_size());
+        let bits = usize::try_from(size.bits()).unwrap_or(usize::MAX);
+        if max != 0 && !(min..=max).contains(&bits) {
+            return Err(Error::Unsupported(format!(
+                "{} generates RSA keys of {min} to {max} bits, not {bits} ({alg})",
+                self.describe()
+            )));
+        }
+        Ok(())
+    }
+
     /// Logs the user in through `session`; "already logged in" counts as success.
     pub(crate) fn login(&self, session: &Session) -> Result<(), CkError> {
         if !self.login_required {
@@ -189,6 +219,19 @@ impl Token {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The most sessions keyward keeps on a token: `wanted`, lowered to what the token says
+/// one application may open (`ulMaxSessionCount`, and `ulMaxRwSessionCount` since
+/// keyward's sessions are read/write; tpm2-pkcs11 reports its own table size there).
+pub(crate) fn session_cap(wanted: usize, max: Limit, max_rw: Limit) -> usize {
+    [max, max_rw]
+        .into_iter()
+        .fold(wanted, |cap, limit| match limit {
+            Limit::Max(n) if n > 0 => cap.min(usize::try_from(n).unwrap_or(usize::MAX)),
+            _ => cap,
+        })
+        .max(1)
 }
 
 /// Compares two secrets without stopping at the first difference.

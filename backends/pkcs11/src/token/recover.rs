@@ -99,7 +99,7 @@ impl Token {
                     }
                 }
             }
-            Recovery::Reset | Recovery::Reinitialize => {
+            Recovery::Reset | Recovery::Reinitialize | Recovery::Reload => {
                 // Waits until no thread of any token of the module is inside an
                 // operation on an old handle, and keeps them out until the new
                 // generation is in place.
@@ -149,7 +149,7 @@ impl Token {
     }
 
     /// Finds the token again after its sessions died, initializing the module first
-    /// for `Reinitialize`, and finalizing and initializing it when the token cannot be
+    /// for `Reinitialize` (finalizing it before for `Reload`), and finalizing and initializing it when the token cannot be
     /// found or read (SoftHSM notices a token that came back only then). The caller
     /// holds the module exclusively.
     fn relocate(&self, kind: Recovery, exclusive: &RwLockWriteGuard<'_, ()>) -> Result<Slot, Lost> {
@@ -161,10 +161,16 @@ impl Token {
                 errors::describe(&e)
             ))
         };
-        if kind == Recovery::Reinitialize {
-            self.module
+        match kind {
+            Recovery::Reinitialize => self
+                .module
                 .reset(seen, Restart::Initialize, exclusive)
-                .map_err(down)?;
+                .map_err(down)?,
+            Recovery::Reload => self
+                .module
+                .reset(seen, Restart::Reload, exclusive)
+                .map_err(down)?,
+            _ => {}
         }
         match self.find_same() {
             // Nothing is open in an uninitialized module: initialize it, whoever reset
