@@ -1,6 +1,8 @@
 //! The backend conformance suite: one set of checks every `KeyBackend` must pass, run
 //! by each backend crate's tests against the real component (SoftHSM, moto, OpenBao).
 //!
+//! The wrapping part (key-encryption keys) is [`ConformanceSuite::run_wrapping`].
+//!
 //! Failures panic with a message naming the backend, the algorithm and the check.
 
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use crate::{Algorithm, Error, KeyBackend, KeySigner, KeyUri, verify_signature};
 /// `"conf-ecdsa-p256"` into a key URI in that backend; labels are unique within one
 /// suite run, so a backend whose store outlives the test should add a run prefix.
 pub struct ConformanceSuite<'a> {
-    backend: &'a dyn KeyBackend,
+    pub(crate) backend: &'a dyn KeyBackend,
     make_uri: Box<dyn Fn(&str) -> KeyUri + Send + Sync + 'a>,
 }
 
@@ -30,7 +32,7 @@ impl<'a> ConformanceSuite<'a> {
         }
     }
 
-    fn uri(&self, label: &str) -> KeyUri {
+    pub(crate) fn uri(&self, label: &str) -> KeyUri {
         (self.make_uri)(label)
     }
 

@@ -1,5 +1,6 @@
 //! keyward-core: the [`KeySigner`]/[`KeyBackend`] abstraction every backend implements,
-//! key URIs, certificate issuance and checks, and the state store.
+//! the [`KeyWrapper`] of key-encryption keys, key URIs, certificate issuance and checks,
+//! and the state store.
 //!
 //! This crate depends on no backend; backends depend on it.
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod store;
 pub mod uri;
 mod verify;
 pub mod workload_socket;
+pub mod wrap;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -32,3 +34,4 @@ pub use issuance::{CaIssuer, IssuedCertificate, ServiceProfile};
 pub use signer::{KeyBackend, KeySigner};
 pub use uri::KeyUri;
 pub use verify::{ecdsa_der_to_raw, ecdsa_raw_to_der, subject_public_key, verify_signature};
+pub use wrap::{DataKey, KeyWrapper};

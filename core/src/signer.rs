@@ -1,10 +1,11 @@
-//! The two traits every backend implements: a key that signs, and a place that holds keys.
+//! The two traits every backend implements: a key that signs, and a place that holds keys
+//! (which may also hold key-encryption keys, [`KeyWrapper`]s).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::{Algorithm, Error, KeyUri};
+use crate::{Algorithm, Error, KeyUri, KeyWrapper};
 
 /// A private key that can sign, wherever it lives (memory, HSM, KMS, Vault).
 ///
@@ -38,4 +39,23 @@ pub trait KeyBackend: Send + Sync {
     /// Opens the existing key at `uri`; a missing one is `NotFound`. RSA keys open
     /// with PKCS#1 v1.5 signing.
     async fn open(&self, uri: &KeyUri) -> Result<Arc<dyn KeySigner>, Error>;
+
+    /// Creates a new AES-256 key-encryption key at `uri`, at version 1. Never
+    /// overwrites: an existing key is `AlreadyExists`. Backends without KEKs answer
+    /// `Unsupported`.
+    async fn generate_wrapper(&self, uri: &KeyUri) -> Result<Arc<dyn KeyWrapper>, Error> {
+        Err(no_wrapping(self.scheme(), uri))
+    }
+
+    /// Opens the existing key-encryption key at `uri`; a missing one is `NotFound`.
+    async fn open_wrapper(&self, uri: &KeyUri) -> Result<Arc<dyn KeyWrapper>, Error> {
+        Err(no_wrapping(self.scheme(), uri))
+    }
+}
+
+/// The answer of a backend that has no key-encryption keys (yet).
+fn no_wrapping(scheme: &str, uri: &KeyUri) -> Error {
+    Error::Unsupported(format!(
+        "{uri}: the {scheme} backend has no key-encryption keys (file:, transit: and awskms: do)"
+    ))
 }

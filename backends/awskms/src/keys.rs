@@ -135,13 +135,37 @@ impl AwsKmsBackend {
         uri: &KeyUri,
         alg: Algorithm,
     ) -> Result<Arc<dyn KeySigner>, Error> {
+        let key_spec = key_spec_for(alg)?;
+        signing_spec_for(alg)?;
+        let (client_key, client, key_arn) = self
+            .create_aliased(
+                kms,
+                uri,
+                KeyUsageType::SignVerify,
+                key_spec,
+                &alg.to_string(),
+            )
+            .await?;
+        tracing::info!(key = %uri, %key_arn, algorithm = %alg, "generated AWS KMS key");
+        self.signer(uri, alg, key_arn, &client_key, client).await
+    }
+
+    /// CreateKey of `usage` and `spec`, then CreateAlias for the alias `uri` names;
+    /// returns the client and the new key's ARN. An existing alias is `AlreadyExists`
+    /// and is never touched; a key left without its alias is scheduled for deletion.
+    pub(crate) async fn create_aliased(
+        &self,
+        kms: &AwsKmsUri,
+        uri: &KeyUri,
+        usage: KeyUsageType,
+        spec: KeySpec,
+        what: &str,
+    ) -> Result<(ClientKey, Arc<KmsClient>, String), Error> {
         let KmsKeyRef::Alias(alias) = &kms.key else {
             return Err(Error::Unsupported(format!(
                 "generating {uri}: AWS KMS picks key ids itself, so generate needs an alias URI (awskms:alias/NAME)"
             )));
         };
-        let key_spec = key_spec_for(alg)?;
-        signing_spec_for(alg)?;
         let (client_key, client) = self.client(kms).await?;
         if self.describe(&client, kms, uri).await?.is_some() {
             return Err(Error::AlreadyExists(uri.to_string()));
@@ -153,9 +177,9 @@ impl AwsKmsBackend {
                 client
                     .sdk
                     .create_key()
-                    .key_usage(KeyUsageType::SignVerify)
-                    .key_spec(key_spec.clone())
-                    .description(format!("keyward {alg} key, {alias}"))
+                    .key_usage(usage.clone())
+                    .key_spec(spec.clone())
+                    .description(format!("keyward {what} key, {alias}"))
                     .send()
             })
             .await
@@ -199,9 +223,7 @@ impl AwsKmsBackend {
                 }
             }
         }
-
-        tracing::info!(key = %uri, %key_arn, algorithm = %alg, "generated AWS KMS key");
-        self.signer(uri, alg, key_arn, &client_key, client).await
+        Ok((client_key, client, key_arn))
     }
 
     /// Schedules deletion of a key created for `uri` whose alias could not be made.
@@ -238,29 +260,13 @@ impl AwsKmsBackend {
 }
 
 /// The key's ARN (its id if KMS gave no ARN).
-fn key_arn(meta: &KeyMetadata) -> String {
+pub(crate) fn key_arn(meta: &KeyMetadata) -> String {
     meta.arn().unwrap_or(meta.key_id()).to_string()
 }
 
 /// The key type of an enabled SIGN_VERIFY key; otherwise an error saying what is wrong.
 fn usable_key_type(meta: &KeyMetadata, uri: &KeyUri) -> Result<KeyType, Error> {
-    match meta.key_state() {
-        Some(KeyState::Enabled) => {}
-        Some(KeyState::Disabled) => return Err(Error::backend(format!("key {uri} is disabled"))),
-        Some(KeyState::PendingDeletion | KeyState::PendingReplicaDeletion) => {
-            return Err(Error::backend(format!("key {uri} is pending deletion")));
-        }
-        Some(state) => {
-            return Err(Error::backend(format!(
-                "key {uri} is in state {}, not Enabled",
-                state.as_str()
-            )));
-        }
-        None if !meta.enabled() => {
-            return Err(Error::backend(format!("key {uri} is disabled")));
-        }
-        None => {}
-    }
+    check_enabled(meta, uri)?;
     match meta.key_usage() {
         Some(KeyUsageType::SignVerify) => {}
         other => {
@@ -277,6 +283,23 @@ fn usable_key_type(meta: &KeyMetadata, uri: &KeyUri) -> Result<KeyType, Error> {
             spec.map_or("unknown", |s| s.as_str())
         ))
     })
+}
+
+/// `Ok` if the key is enabled; otherwise an error naming its state.
+pub(crate) fn check_enabled(meta: &KeyMetadata, uri: &KeyUri) -> Result<(), Error> {
+    match meta.key_state() {
+        Some(KeyState::Enabled) => Ok(()),
+        Some(KeyState::Disabled) => Err(Error::backend(format!("key {uri} is disabled"))),
+        Some(KeyState::PendingDeletion | KeyState::PendingReplicaDeletion) => {
+            Err(Error::backend(format!("key {uri} is pending deletion")))
+        }
+        Some(state) => Err(Error::backend(format!(
+            "key {uri} is in state {}, not Enabled",
+            state.as_str()
+        ))),
+        None if !meta.enabled() => Err(Error::backend(format!("key {uri} is disabled"))),
+        None => Ok(()),
+    }
 }
 
 /// The key spec KMS creates for `alg`'s key type; Ed25519 is refused by name.

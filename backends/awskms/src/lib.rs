@@ -13,6 +13,8 @@
 //! - `keys.rs`: creating keys (CreateKey, CreateAlias) and opening them (DescribeKey,
 //!   GetPublicKey);
 //! - `signer.rs`: the `KeySigner` of one KMS key (Sign);
+//! - `wrapper.rs`: [`AwsKmsKek`], the `KeyWrapper` of a symmetric KMS key
+//!   (GenerateDataKey, Encrypt, Decrypt, RotateKeyOnDemand);
 //! - `settings.rs`: [`KmsSettings`];
 //! - `retry.rs`: the concurrency limit, deadline and back-off around every KMS call;
 //! - `errors.rs`: failed KMS calls in keyward's `Error`;
@@ -26,23 +28,26 @@ mod keys;
 mod retry;
 mod settings;
 mod signer;
+mod wrapper;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use keyward_core::uri::AwsKmsUri;
-use keyward_core::{Algorithm, Error, KeyBackend, KeySigner, KeyUri};
+use keyward_core::{Algorithm, Error, KeyBackend, KeySigner, KeyUri, KeyWrapper};
 
 use crate::client::{ClientKey, ClientPool, KmsClient};
 use crate::retry::Limits;
 
 pub use settings::KmsSettings;
+pub use wrapper::AwsKmsKek;
 
 /// DER public keys by client and key ARN.
 type PublicKeys = HashMap<(ClientKey, String), Arc<[u8]>>;
 
-/// The `awskms:` backend: generates, opens and signs with asymmetric KMS keys.
+/// The `awskms:` backend: generates, opens and signs with asymmetric KMS keys, and
+/// wraps and encrypts with symmetric ones.
 pub struct AwsKmsBackend {
     settings: KmsSettings,
     clients: ClientPool,
@@ -113,5 +118,13 @@ impl KeyBackend for AwsKmsBackend {
 
     async fn open(&self, uri: &KeyUri) -> Result<Arc<dyn KeySigner>, Error> {
         self.open_key(kms_uri(uri)?, uri).await
+    }
+
+    async fn generate_wrapper(&self, uri: &KeyUri) -> Result<Arc<dyn KeyWrapper>, Error> {
+        Ok(Arc::new(self.generate_kek(kms_uri(uri)?, uri).await?))
+    }
+
+    async fn open_wrapper(&self, uri: &KeyUri) -> Result<Arc<dyn KeyWrapper>, Error> {
+        Ok(Arc::new(self.open_kek(kms_uri(uri)?, uri).await?))
     }
 }

@@ -2,7 +2,6 @@
 //! and decoding, and the backend's PEM key files (written 0600 in a 0700 directory,
 //! refused when others can read them).
 
-use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -163,26 +162,10 @@ impl SoftwareKey {
 
 /// Reads a PKCS#8 PEM key file, refusing one that others can read.
 pub fn read_key_file(path: &Path, uri: KeyUri) -> Result<SoftwareKey, Error> {
-    let text = match std::fs::read(path) {
-        Ok(t) => Zeroizing::new(t),
-        Err(e) if e.kind() == ErrorKind::NotFound => return Err(Error::NotFound(uri.to_string())),
-        Err(e) => {
-            return Err(Error::io(
-                format!("cannot read key file {}", path.display()),
-                e,
-            ));
-        }
-    };
-    let mode = fsutil::mode_of(path)?;
-    if mode & 0o077 != 0 {
-        return Err(Error::Backend {
-            message: format!(
-                "key file {} is accessible to other users (mode {mode:04o}); run chmod 600 on it",
-                path.display()
-            ),
-            source: None,
-        });
-    }
+    let text = crate::wrap::read_secret(path).map_err(|e| match e {
+        Error::NotFound(_) => Error::NotFound(uri.to_string()),
+        e => e,
+    })?;
     let parsed = pem::parse(&*text)
         .map_err(|_| Error::InvalidInput(format!("key file {} is not PEM", path.display())))?;
     if parsed.tag() != "PRIVATE KEY" {

@@ -10,7 +10,9 @@
 //! - `keys.rs`: creating keys (in memory, then as PEM files) and opening them
 //!   ([`read_key_file`], PKCS#8 import);
 //! - `signer.rs`: [`SoftwareKey`], the `KeySigner` of one in-memory key;
-//! - `ec_der.rs`: the PKCS#8 encoding of a new EC key, written directly.
+//! - `ec_der.rs`: the PKCS#8 encoding of a new EC key, written directly;
+//! - `wrap.rs`: [`SoftwareKek`], key-encryption keys as a directory of AES-256 key
+//!   files, one per version.
 //!
 //! The backend has no settings, and nothing to retry: errors are keyward's `Error` as is.
 #![forbid(unsafe_code)]
@@ -19,15 +21,17 @@
 mod ec_der;
 mod keys;
 mod signer;
+mod wrap;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use keyward_core::uri::FileUri;
-use keyward_core::{Algorithm, Error, KeyBackend, KeySigner, KeyUri};
+use keyward_core::{Algorithm, Error, KeyBackend, KeySigner, KeyUri, KeyWrapper};
 
 pub use keys::read_key_file;
 pub use signer::SoftwareKey;
+pub use wrap::SoftwareKek;
 
 /// The `file:` backend: one PKCS#8 PEM file per key, 0600, in a 0700 directory.
 #[derive(Debug, Default, Clone)]
@@ -62,6 +66,16 @@ impl KeyBackend for SoftwareBackend {
 
     async fn open(&self, uri: &KeyUri) -> Result<Arc<dyn KeySigner>, Error> {
         self.open_key(uri)
+    }
+
+    async fn generate_wrapper(&self, uri: &KeyUri) -> Result<Arc<dyn KeyWrapper>, Error> {
+        let uri = uri.clone();
+        wrap::blocking(move || SoftwareKek::generate(&uri)).await
+    }
+
+    async fn open_wrapper(&self, uri: &KeyUri) -> Result<Arc<dyn KeyWrapper>, Error> {
+        let uri = uri.clone();
+        wrap::blocking(move || SoftwareKek::open(&uri)).await
     }
 }
 

@@ -18,6 +18,41 @@ async fn conformance_all_algorithms() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_wrapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = SoftwareBackend::new();
+    let root = dir.path().join("keks");
+    let suite = ConformanceSuite::new(&backend, |label| KeyUri::file(root.join(label)).unwrap());
+    suite.run_wrapping().await;
+    let kek = root.join("wrap-kek");
+    assert_eq!(fsutil::mode_of(&kek).unwrap(), 0o700);
+    let mut versions: Vec<_> = std::fs::read_dir(&kek)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    versions.sort();
+    assert_eq!(versions, ["v1.key", "v2.key"]);
+    for v in &versions {
+        let p = kek.join(v);
+        assert_eq!(fsutil::mode_of(&p).unwrap(), 0o600, "{}", p.display());
+        assert_eq!(std::fs::read(&p).unwrap().len(), 32);
+    }
+}
+
+#[tokio::test]
+async fn kek_version_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let uri = KeyUri::file(dir.path().join("kek")).unwrap();
+    let kek = SoftwareBackend.generate_wrapper(&uri).await.unwrap();
+    let blob = kek.encrypt(b"x", b"").await.unwrap();
+    let v1 = dir.path().join("kek/v1.key");
+    std::fs::set_permissions(&v1, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = kek.decrypt(&blob, b"").await.unwrap_err();
+    assert!(keyward_core::chain_line(&e).contains("chmod 600"), "{e}");
+}
+
 #[tokio::test]
 async fn refuses_world_readable_key_and_non_pkcs8() {
     use std::os::unix::fs::PermissionsExt;

@@ -11,7 +11,8 @@
 //!   on 5xx and network errors only, within the deadline. Tokens are zeroized and never
 //!   logged.
 //! - [`TransitBackend`] / [`TransitSigner`]: the `KeyBackend` and `KeySigner` of
-//!   Transit keys (ECDSA P-256/P-384, Ed25519, RSA 2048/3072/4096 PKCS#1 v1.5 or PSS).
+//!   Transit keys (ECDSA P-256/P-384, Ed25519, RSA 2048/3072/4096 PKCS#1 v1.5 or PSS);
+//!   [`TransitKek`]: an `aes256-gcm96` Transit key as a `KeyWrapper`.
 //! - [`sign_intermediate_upstream`]: an intermediate CSR signed by Vault PKI;
 //!   [`fetch_crl_with`]: the PKI engine's CRL, for fleet revocation.
 //!
@@ -19,6 +20,7 @@
 //! - `transit/mod.rs`: [`TransitBackend`], the `KeyBackend` of `transit:` URIs;
 //! - `transit/keys.rs`: creating and opening Transit keys;
 //! - `transit/signer.rs`: [`TransitSigner`], the `KeySigner` of one key version;
+//! - `transit/wrapper.rs`: [`TransitKek`], the `KeyWrapper` of a key-encryption key;
 //! - `settings/mod.rs`: [`VaultSettings`] and its parts (`settings/tests.rs`: its tests);
 //! - `addresses.rs`: a cluster's node addresses, normalised, without duplicates;
 //! - `client/nodes.rs`: the node a request starts at, and where a redirect may lead;
@@ -46,4 +48,4 @@ pub use settings::{
     AppRoleAuth, ClientCertificate, DEFAULT_APPROLE_MOUNT, DEFAULT_DEADLINE, VaultAuth,
     VaultSettings,
 };
-pub use transit::{TransitBackend, TransitSigner};
+pub use transit::{TransitBackend, TransitKek, TransitSigner};

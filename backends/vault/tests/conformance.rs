@@ -1,5 +1,5 @@
 //! The backend conformance suite against OpenBao Transit, for all six key types, RSA
-//! in both PKCS#1 v1.5 and PSS.
+//! in both PKCS#1 v1.5 and PSS, and its wrapping part for `aes256-gcm96` keys.
 #![forbid(unsafe_code)]
 
 mod common;
@@ -45,6 +45,19 @@ async fn conformance_rsa_pss_2048_3072_4096() {
         Algorithm::RsaPssSha256(RsaBits::B3072),
         Algorithm::RsaPssSha256(RsaBits::B4096),
     ])
+    .await;
+}
+
+/// The wrapping part: `aes256-gcm96` key-encryption keys, rotated with Transit's own
+/// rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_wrapping() {
+    let backend = TransitBackend::new(&common::root_settings()).unwrap();
+    let run = common::unique("wrap");
+    ConformanceSuite::new(&backend, move |label| {
+        common::transit(&format!("{run}-{label}"), "")
+    })
+    .run_wrapping()
     .await;
 }
 

@@ -1,15 +1,18 @@
-//! The `transit:` backend: Vault/OpenBao Transit keys as keyward keys.
+//! The `transit:` backend: Vault/OpenBao Transit keys as keyward keys: signing keys
+//! (`keys.rs`, `signer.rs`) and key-encryption keys (`wrapper.rs`).
 
 mod keys;
 mod signer;
+mod wrapper;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use keyward_core::uri::TransitUri;
-use keyward_core::{Algorithm, Error, KeyBackend, KeySigner, KeyUri};
+use keyward_core::{Algorithm, Error, KeyBackend, KeySigner, KeyUri, KeyWrapper};
 
 pub use signer::TransitSigner;
+pub use wrapper::TransitKek;
 
 use crate::client::VaultClient;
 use crate::settings::VaultSettings;
@@ -69,5 +72,15 @@ impl KeyBackend for TransitBackend {
     async fn open(&self, uri: &KeyUri) -> Result<Arc<dyn KeySigner>, Error> {
         let t = transit_uri(uri)?;
         Ok(self.open_transit(t, None).await?)
+    }
+
+    async fn generate_wrapper(&self, uri: &KeyUri) -> Result<Arc<dyn KeyWrapper>, Error> {
+        let t = transit_uri(uri)?;
+        Ok(Arc::new(TransitKek::generate(&self.client, t).await?))
+    }
+
+    async fn open_wrapper(&self, uri: &KeyUri) -> Result<Arc<dyn KeyWrapper>, Error> {
+        let t = transit_uri(uri)?;
+        Ok(Arc::new(TransitKek::open(&self.client, t).await?))
     }
 }
