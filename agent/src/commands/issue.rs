@@ -1,4 +1,5 @@
-//! `keyward issue` (new key and certificate to a directory) and `keyward sign-csr`.
+//! `keyward issue` (new key and certificate to a directory), and how it and `keyward
+//! sign-csr` deliver and record a certificate.
 
 use std::path::Path;
 
@@ -10,9 +11,9 @@ use keyward_core::{Algorithm, Error, KeyUri};
 use keyward_software::SoftwareKey;
 use zeroize::Zeroizing;
 
-use super::{audit, read_input, rfc3339};
+use super::{audit, rfc3339};
 use crate::backends::Backends;
-use crate::cli::{IssueArgs, SignCsrArgs};
+use crate::cli::IssueArgs;
 use crate::duration::parse_duration;
 
 /// The issuing CA from the state directory, ready to sign.
@@ -85,7 +86,7 @@ pub async fn issue(state: &StateDir, backends: &Backends, args: &IssueArgs) -> R
 /// Delivers and records `new` in one transaction named `operation`: its key first
 /// when there is one (`issue`: path and PEM, never replacing a file), then the
 /// certificate's files, then its inventory record.
-async fn deliver(
+pub(super) async fn deliver(
     state: &StateDir,
     ca: &CaIssuer,
     operation: &str,
@@ -157,33 +158,4 @@ fn issued_event(new: &NewCertificate) -> Event {
         .with("kind", new.kind)
         .with("name", &new.name)
         .with("out", out.display().to_string())
-}
-
-/// Signs a CSR and writes the certificate followed by the intermediates.
-pub async fn sign_csr(
-    state: &StateDir,
-    backends: &Backends,
-    args: &SignCsrArgs,
-) -> Result<(), Error> {
-    let validity = parse_duration(&args.validity)?;
-    let csr = read_input(&args.csr)?;
-    let ca = issuing_ca(state, backends).await?;
-    audit::check(state)?;
-    let cert = ca.sign_csr(&csr, validity).await?;
-    let new = NewCertificate::new(
-        IssuedKind::Csr,
-        &cert.subject,
-        Some(args.out.clone()),
-        ca.signer().uri(),
-        &cert,
-    );
-    deliver(state, &ca, "sign-csr", &new, None).await?;
-    println!(
-        "signed '{}' (serial {}), valid until {}",
-        cert.subject,
-        cert.serial_hex,
-        rfc3339(cert.not_after)
-    );
-    println!("  {}", args.out.display());
-    Ok(())
 }

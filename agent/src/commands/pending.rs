@@ -137,6 +137,7 @@ async fn resolve_one(
             }
             let settled = match plan {
                 Plan::Certificate(new) => settle_certificate(tx, new)?,
+                Plan::Certificates { certificates } => settle_certificates(tx, certificates)?,
                 Plan::Ca => settle_ca(tx)?,
                 Plan::Revocations { serial_hex } => {
                     settle_revocations(tx, backends, serial_hex.as_deref(), validity).await?
@@ -176,6 +177,24 @@ fn settle_certificate(tx: &mut Transaction<'_>, new: &NewCertificate) -> Result<
         tx.remove(&tmp)?;
     }
     Ok(settled)
+}
+
+/// A `sign-csr --batch` chunk: each certificate settled as a single one is; the
+/// outcome is the worst of theirs.
+fn settle_certificates(
+    tx: &mut Transaction<'_>,
+    news: &[NewCertificate],
+) -> Result<Settled, Error> {
+    let mut outcome = "completed";
+    let mut what = Vec::with_capacity(news.len());
+    for new in news {
+        let one = settle_certificate(tx, new)?;
+        if one.outcome != "completed" {
+            outcome = one.outcome;
+        }
+        what.push(one.what);
+    }
+    Ok(Settled::new(outcome, what.join("; ")))
 }
 
 fn deliver_or_abandon(tx: &mut Transaction<'_>, new: &NewCertificate) -> Result<Settled, Error> {

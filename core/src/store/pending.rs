@@ -23,6 +23,12 @@ pub enum Plan {
     Ca,
     /// A certificate to deliver and add to the inventory (`issue`, `sign-csr`).
     Certificate(Box<NewCertificate>),
+    /// Certificates to deliver and add to the inventory together (`sign-csr --batch`);
+    /// each is settled as [`Plan::Certificate`] would be.
+    Certificates {
+        /// The certificates, in the order they are recorded.
+        certificates: Vec<NewCertificate>,
+    },
     /// The revocation list and the CRL signed from it: `revoke` (adding `serial_hex`)
     /// or `crl` (re-signing).
     Revocations {

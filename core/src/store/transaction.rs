@@ -39,6 +39,8 @@ pub struct Transaction<'s> {
     _lock: StateLock,
     undo: Vec<Undo>,
     event: Option<Event>,
+    /// Files written since [`Transaction::defer_sync`], not yet durable.
+    unsynced: Option<Vec<PathBuf>>,
 }
 
 /// How to put back one change.
@@ -79,6 +81,7 @@ impl StateDir {
             _lock: lock,
             undo: Vec::new(),
             event: None,
+            unsynced: None,
         };
         let outcome = match work(&mut tx).await {
             Ok(value) => tx.commit(audit).map(|()| value),
@@ -113,7 +116,8 @@ impl<'s> Transaction<'s> {
         self.event = Some(event);
     }
 
-    /// Writes `data` to `path` with [`fsutil::write_atomic`], to be undone on failure.
+    /// Writes `data` to `path` with [`fsutil::write_atomic`], to be undone on failure
+    /// (after [`Transaction::defer_sync`], made durable later).
     pub fn write(
         &mut self,
         path: &Path,
@@ -121,7 +125,33 @@ impl<'s> Transaction<'s> {
         mode: u32,
         replace: Replace,
     ) -> Result<(), Error> {
-        self.change(path, || fsutil::write_atomic(path, data, mode, replace))
+        if self.unsynced.is_none() {
+            return self.change(path, || fsutil::write_atomic(path, data, mode, replace));
+        }
+        self.change(path, || {
+            fsutil::write_atomic_unsynced(path, data, mode, replace)
+        })?;
+        self.unsynced
+            .get_or_insert_default()
+            .push(path.to_path_buf());
+        Ok(())
+    }
+
+    /// From now on [`Transaction::write`] leaves files to be synced together, by
+    /// [`Transaction::sync`] or at the latest before the commit: for operations that
+    /// write many files (thousands of certificates), where one fsync each would
+    /// dominate.
+    pub fn defer_sync(&mut self) {
+        self.unsynced.get_or_insert_default();
+    }
+
+    /// Makes every file written since [`Transaction::defer_sync`] durable, e.g. before
+    /// the record that names them is written.
+    pub fn sync(&mut self) -> Result<(), Error> {
+        match self.unsynced.as_mut() {
+            Some(files) if !files.is_empty() => fsutil::sync_files(&std::mem::take(files)),
+            _ => Ok(()),
+        }
     }
 
     /// Writes `value` to `path` with [`fsutil::write_json`], to be undone on failure.
@@ -167,6 +197,7 @@ impl<'s> Transaction<'s> {
 
     /// Appends the audit record: the commit. Nothing to append when nothing changed.
     fn commit(&mut self, audit: &AuditAppend<'_>) -> Result<(), Error> {
+        self.sync()?;
         match self.event.take() {
             Some(event) => audit(event),
             None if self.undo.is_empty() => Ok(()),

@@ -1,0 +1,186 @@
+//! What a `sign-csr --batch` run has left to do: the CSR files of the batch directory
+//! that the manifest does not list as signed with their current content. A certificate
+//! an interrupted run delivered and recorded but did not get into the manifest (killed
+//! mid-transaction, then settled by `keyward pending resolve`) is taken into the
+//! manifest rather than signed twice.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+
+use keyward_core::Error;
+use keyward_core::check::{pem_to_ders, summarize};
+use keyward_core::fsutil::{self, Replace};
+use keyward_core::store::{StateDir, sha256_hex};
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::prelude::FromDer;
+
+use super::manifest::{Manifest, Outcome};
+
+/// A CSR file to sign.
+pub struct Job {
+    /// Its file name in DIR (the manifest's key).
+    pub name: String,
+    /// SHA-256 of its content.
+    pub sha256: String,
+    /// Its output file's name in OUT.
+    pub cert: String,
+    /// Its content.
+    pub csr: Vec<u8>,
+}
+
+/// What the run did, for the summary.
+#[derive(Default)]
+pub struct Tally {
+    /// CSR files in DIR.
+    pub files: usize,
+    /// Signed by an earlier run.
+    pub earlier: usize,
+    /// Signed by this run.
+    pub signed: usize,
+    /// CSR file name and reason.
+    pub refused: Vec<(String, String)>,
+    /// Left for the next run (interrupted).
+    pub not_attempted: usize,
+}
+
+/// What a run has to do.
+pub struct Todo {
+    /// The CSRs to sign, in name order.
+    pub queue: VecDeque<Job>,
+    /// The tally before signing (files found, signed by an earlier run).
+    pub tally: Tally,
+    /// CSRs refused before signing, with the reason.
+    pub refused: Vec<(Job, String)>,
+}
+
+/// The CSR files of `dir` (regular files, not hidden, by name) to sign into `out`.
+/// A file is refused before signing when it cannot be read or another file has its
+/// output name. Certificates found delivered and recorded are added to `manifest`,
+/// which is then written.
+pub fn plan(
+    state: &StateDir,
+    dir: &Path,
+    out: &Path,
+    manifest: &mut Manifest,
+) -> Result<Todo, Error> {
+    let files = csr_files(dir)?;
+    let mut tally = Tally {
+        files: files.len(),
+        ..Tally::default()
+    };
+    let mut recorded: Option<HashSet<(String, PathBuf)>> = None;
+    let mut adopted = false;
+    let mut queue = VecDeque::new();
+    let mut refused = Vec::new();
+    let mut outputs: HashMap<String, String> = HashMap::new();
+    for (name, path) in files {
+        let stem = Path::new(&name).file_stem().unwrap_or_default();
+        let mut job = Job {
+            cert: format!("{}.pem", stem.to_string_lossy()),
+            name,
+            sha256: String::new(),
+            csr: Vec::new(),
+        };
+        if let Some(first) = outputs.insert(job.cert.clone(), job.name.clone()) {
+            let reason = format!("its output {} is already {first}'s", job.cert);
+            refused.push((job, reason));
+            continue;
+        }
+        match std::fs::read(&path) {
+            Ok(csr) => {
+                job.sha256 = sha256_hex(&csr);
+                job.csr = csr;
+            }
+            Err(e) => {
+                refused.push((job, format!("cannot read it: {e}")));
+                continue;
+            }
+        }
+        if manifest.is_signed(&job.name, &job.sha256) {
+            tally.earlier += 1;
+            continue;
+        }
+        let delivered = out.join(&job.cert);
+        if delivered.exists() {
+            let recorded = match &mut recorded {
+                Some(r) => r,
+                None => recorded.insert(recorded_serials(state)?),
+            };
+            if let Some(serial) = delivered_for(&job.csr, &delivered, recorded) {
+                manifest.set(
+                    &job.name,
+                    &job.sha256,
+                    Outcome::Signed {
+                        serial,
+                        cert: job.cert,
+                    },
+                );
+                tally.earlier += 1;
+                adopted = true;
+                continue;
+            }
+        }
+        queue.push_back(job);
+    }
+    if adopted {
+        let path = Manifest::path(out);
+        fsutil::write_atomic(
+            &path,
+            &manifest.to_json()?,
+            fsutil::PUBLIC_FILE_MODE,
+            Replace::Allow,
+        )?;
+    }
+    Ok(Todo {
+        queue,
+        tally,
+        refused,
+    })
+}
+
+/// The regular, not hidden files of `dir` with their names, sorted.
+fn csr_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
+    let mut files: Vec<(String, PathBuf)> = entries
+        .flatten()
+        .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.is_file()))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .filter(|(name, _)| !name.starts_with('.'))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// (serial, out path) of every certificate in the inventory.
+fn recorded_serials(state: &StateDir) -> Result<HashSet<(String, PathBuf)>, Error> {
+    Ok(state
+        .inventory()?
+        .into_iter()
+        .filter_map(|r| Some((r.serial_hex, r.out?)))
+        .collect())
+}
+
+/// The serial of the certificate at `delivered` when the inventory records it as
+/// delivered there and it carries the key of `csr`.
+fn delivered_for(
+    csr: &[u8],
+    delivered: &Path,
+    recorded: &HashSet<(String, PathBuf)>,
+) -> Option<String> {
+    let leaf = pem_to_ders(&std::fs::read(delivered).ok()?)
+        .ok()?
+        .into_iter()
+        .next()?;
+    let serial = summarize(&leaf).ok()?.serial_hex;
+    if !recorded.contains(&(serial.clone(), delivered.to_path_buf())) {
+        return None;
+    }
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).ok()?;
+    let csr_der = match pem::parse(csr) {
+        Ok(block) => block.into_contents(),
+        Err(_) => csr.to_vec(),
+    };
+    let (_, req) = X509CertificationRequest::from_der(&csr_der).ok()?;
+    (req.certification_request_info.subject_pki.raw == cert.public_key().raw).then_some(serial)
+}
