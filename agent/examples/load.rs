@@ -9,13 +9,16 @@
 //! agent), with no attestation, matching or per-caller work.
 #![forbid(unsafe_code)]
 
+mod common;
+
+use common::{arg, channel};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use tonic::codegen::BoxStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 // The agent library's generated messages (with their hand-written, key-free Debug).
@@ -24,12 +27,6 @@ use keyward::daemon::workload_api as api;
 use api::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use api::spiffe_workload_api_server::{SpiffeWorkloadApi, SpiffeWorkloadApiServer};
 use api::{X509svidRequest, X509svidResponse};
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,20 +48,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => Err("usage: load run --socket PATH [--tasks N] [--seconds S] | load baseline --socket PATH --from AGENT_SOCKET".into()),
     }
-}
-
-async fn channel(path: &Path) -> Result<Channel, tonic::transport::Error> {
-    let path = path.to_path_buf();
-    Endpoint::from_static("http://agent")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map(TokioIo::new)
-            }
-        }))
-        .await
 }
 
 /// One FetchX509SVID call, first message only.

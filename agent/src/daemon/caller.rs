@@ -86,6 +86,17 @@ impl CallerGate {
                 "security header missing from request (workload.spiffe.io: true)",
             ));
         }
+        self.admit_without_header(req, snap).await
+    }
+
+    /// Attests the caller of `req` for the entries of `snap` without the security
+    /// header, for protocols that have none (Envoy's SDS, as SPIRE serves it); the
+    /// call counts as in progress from here on.
+    pub async fn admit_without_header<T>(
+        &self,
+        req: &Request<T>,
+        snap: &Snapshot,
+    ) -> Result<Caller, Status> {
         let Some(conn) = req.extensions().get::<ConnInfo>() else {
             self.metrics.denied("not_attested");
             return Err(Status::permission_denied(

@@ -6,7 +6,8 @@
 //! (the message, then END_STREAM or trailers) before it calls the method, and drops the
 //! body then. A deadline on the body's end therefore covers exactly "headers to decoded
 //! request": it starts when the layer sees the headers and no longer applies once the
-//! body has ended. (The Workload API has no client-streaming method.)
+//! body has ended. A call whose request is a stream that stays open (Envoy's SDS
+//! `StreamSecrets`) has the deadline on its first message instead.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +29,37 @@ pub struct RequestDeadline {
     timer: Option<Pin<Box<Sleep>>>,
     expired: bool,
     metrics: Metrics,
+    /// For a streamed request: how much of its first message has arrived (the deadline
+    /// is disarmed once all of it has).
+    first_message: Option<FirstMessage>,
+}
+
+/// How much of a gRPC request's first message has arrived: a 5-byte prefix (a flag
+/// and the big-endian length), then that many bytes.
+#[derive(Default)]
+struct FirstMessage {
+    prefix: [u8; 5],
+    /// Bytes of the message, prefix included, seen so far.
+    seen: usize,
+}
+
+impl FirstMessage {
+    /// Takes in the next bytes of the body; true once the first message is whole.
+    fn arrived(&mut self, mut data: &[u8]) -> bool {
+        let prefix = self.prefix.len();
+        if self.seen < prefix {
+            let n = (prefix - self.seen).min(data.len());
+            self.prefix[self.seen..self.seen + n].copy_from_slice(&data[..n]);
+            self.seen += n;
+            data = &data[n..];
+            if self.seen < prefix {
+                return false;
+            }
+        }
+        self.seen = self.seen.saturating_add(data.len());
+        let [_, length @ ..] = self.prefix;
+        self.seen - prefix >= u32::from_be_bytes(length) as usize
+    }
 }
 
 impl RequestDeadline {
@@ -38,6 +70,16 @@ impl RequestDeadline {
             timer: Some(Box::pin(tokio::time::sleep(timeout))),
             expired: false,
             metrics,
+            first_message: None,
+        }
+    }
+
+    /// `body`, a stream of messages that stays open, whose first message must arrive
+    /// within `timeout` from now.
+    pub fn first_message(body: Body, timeout: Duration, metrics: Metrics) -> Self {
+        RequestDeadline {
+            first_message: Some(FirstMessage::default()),
+            ..RequestDeadline::new(body, timeout, metrics)
         }
     }
 
@@ -70,8 +112,13 @@ impl HttpBody for RequestDeadline {
             return Poll::Ready(Some(Err(Self::expired_status())));
         }
         let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
-        if frame.is_none() || this.body.is_end_stream() {
+        let first_arrived = match (&mut this.first_message, &frame) {
+            (Some(first), Some(Ok(f))) => f.data_ref().is_some_and(|d| first.arrived(d)),
+            _ => false,
+        };
+        if frame.is_none() || this.body.is_end_stream() || first_arrived {
             this.timer = None;
+            this.first_message = None;
         }
         Poll::Ready(frame)
     }
@@ -139,6 +186,38 @@ mod tests {
         assert!(!body.is_end_stream());
         let again = next(&mut body).await.expect("an item").expect_err("still");
         assert_eq!(again.code(), tonic::Code::DeadlineExceeded);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_request_is_held_to_its_deadline_until_its_first_message_is_whole() {
+        let timeout = Duration::from_millis(100);
+        // A 3-byte message in three frames, then nothing: the stream stays open.
+        let frames: [&'static [u8]; 3] = [b"\0\0\0", b"\0\x03a", b"bc"];
+        let sent = Sent {
+            frames: frames.iter().map(|f| Bytes::from_static(f)).collect(),
+            ends: false,
+        };
+        let mut body = RequestDeadline::first_message(Body::new(sent), timeout, Metrics::default());
+        for _ in frames {
+            assert!(next(&mut body).await.expect("a frame").is_ok());
+        }
+        assert!(
+            body.timer.is_none(),
+            "no deadline once the first message is whole"
+        );
+        // Only a part of the first message: the deadline still applies.
+        let sent = Sent {
+            frames: [Bytes::from_static(b"\0\0\0\0\x03ab")].into(),
+            ends: false,
+        };
+        let mut body = RequestDeadline::first_message(Body::new(sent), timeout, Metrics::default());
+        assert!(next(&mut body).await.expect("a frame").is_ok());
+        let err = tokio::time::timeout(Duration::from_secs(5), next(&mut body))
+            .await
+            .expect("the deadline ends the wait")
+            .expect("an item")
+            .expect_err("an error");
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The tower layer around the gRPC routes: per call, it takes a token from the
 //! caller's rate-limit bucket (or answers `ResourceExhausted`) and puts the request
-//! body under the request deadline ([`RequestDeadline`]).
+//! body under the request deadline ([`RequestDeadline`]; for a request that is a stream
+//! which stays open, its first message).
 //!
 //! A call is not counted as in progress here: the connection's [`ConnInfo`] (which
 //! tonic puts in every request's extensions) reaches the service, whose caller gate
@@ -21,6 +22,7 @@ use super::conn::ConnInfo;
 use super::deadline::RequestDeadline;
 use crate::daemon::config::CallerLimits;
 use crate::daemon::metrics::Metrics;
+use crate::daemon::sds::STREAMING_REQUEST_PATHS;
 
 /// Builds [`CallerGuard`] services.
 #[derive(Clone)]
@@ -91,7 +93,11 @@ where
             return Box::pin(std::future::ready(Ok(status.into_http())));
         }
         let (timeout, metrics) = (self.request_timeout, self.metrics.clone());
-        let req = req.map(|body| Body::new(RequestDeadline::new(body, timeout, metrics)));
+        let req = if STREAMING_REQUEST_PATHS.contains(&req.uri().path()) {
+            req.map(|body| Body::new(RequestDeadline::first_message(body, timeout, metrics)))
+        } else {
+            req.map(|body| Body::new(RequestDeadline::new(body, timeout, metrics)))
+        };
         Box::pin(self.inner.call(req))
     }
 }
