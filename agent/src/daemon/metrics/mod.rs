@@ -195,6 +195,11 @@ impl Metrics {
         self.0.registry.denied(reason);
     }
 
+    /// Counts one KeyService operation on a granted key, by op and outcome.
+    pub fn key_op(&self, op: &'static str, ok: bool) {
+        self.0.registry.key_op(op, ok);
+    }
+
     /// Counts a Workload API stream as open until the guard is dropped.
     pub fn stream_opened(&self) -> StreamGuard {
         self.0.registry.open_streams().inc();

@@ -45,6 +45,13 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+/// Labels of the KeyService operation counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyOpOutcome {
+    op: &'static str,
+    outcome: &'static str,
+}
+
 fn outcome(ok: bool) -> &'static str {
     if ok { "success" } else { "failure" }
 }
@@ -92,6 +99,7 @@ pub struct Registry {
     latency: Family<BackendLabel, Histogram>,
     denied: Family<ReasonLabel, Counter>,
     open_streams: Gauge,
+    key_ops: Family<KeyOpOutcome, Counter>,
 }
 
 /// A counted metric's name and help text. Counters are named without `_total`: the
@@ -114,6 +122,10 @@ const DENIED: Description = (
     "keyward_workload_api_denied",
     "Workload API requests refused, by reason.",
 );
+const KEY_OPS: Description = (
+    "keyward_key_operations",
+    "KeyService operations on granted keys (sign, encrypt...), by op and outcome.",
+);
 const OPEN_STREAMS: Description = (
     "keyward_workload_api_open_streams",
     "Workload API streams open now.",
@@ -133,6 +145,7 @@ impl Default for Registry {
             latency: Family::new_with_constructor(latency_histogram),
             denied: Family::default(),
             open_streams: Gauge::default(),
+            key_ops: Family::default(),
         };
         let mut registry = PromRegistry::default();
         register(&mut registry, ISSUANCE, r.issuance.clone());
@@ -140,6 +153,7 @@ impl Default for Registry {
         register(&mut registry, LATENCY, r.latency.clone());
         register(&mut registry, DENIED, r.denied.clone());
         register(&mut registry, OPEN_STREAMS, r.open_streams.clone());
+        register(&mut registry, KEY_OPS, r.key_ops.clone());
         Registry { registry, ..r }
     }
 }
@@ -170,6 +184,15 @@ impl Registry {
     /// Counts one refused request.
     pub fn denied(&self, reason: &'static str) {
         self.denied.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts one KeyService operation that passed the grant check.
+    pub fn key_op(&self, op: &'static str, ok: bool) {
+        let labels = KeyOpOutcome {
+            op,
+            outcome: outcome(ok),
+        };
+        self.key_ops.get_or_create(&labels).inc();
     }
 
     /// The gauge of Workload API streams open now.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use keyward_core::{Algorithm, Error, KeyBackend, KeySigner, KeyUri};
+use keyward_core::{Algorithm, Error, KeyBackend, KeySigner, KeyUri, KeyWrapper};
 
 use super::{Metrics, SigningLabels};
 
@@ -43,6 +43,14 @@ impl KeyBackend for TimedBackend {
 
     async fn open(&self, uri: &KeyUri) -> Result<Arc<dyn KeySigner>, Error> {
         Ok(self.wrap(self.inner.open(uri).await?))
+    }
+
+    async fn generate_wrapper(&self, uri: &KeyUri) -> Result<Arc<dyn KeyWrapper>, Error> {
+        self.inner.generate_wrapper(uri).await
+    }
+
+    async fn open_wrapper(&self, uri: &KeyUri) -> Result<Arc<dyn KeyWrapper>, Error> {
+        self.inner.open_wrapper(uri).await
     }
 }
 
