@@ -13,10 +13,14 @@ use keyward_core::audit::{AuditLog, AuditQueue, Event, Ticket};
 
 use super::config::AuditSettings;
 
+mod served;
+
 /// The audit log; a no-op for [`Audit::default`] (unit tests). Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Audit {
     queue: Option<Arc<AuditQueue>>,
+    /// The repeated `svid_served` records being counted (see `served`).
+    served: Arc<served::Served>,
 }
 
 impl Audit {
@@ -31,6 +35,7 @@ impl Audit {
         .map_err(|e| Error::io("cannot start the audit log's writer thread", e))?;
         Ok(Audit {
             queue: Some(Arc::new(queue)),
+            served: Arc::default(),
         })
     }
 
@@ -42,6 +47,21 @@ impl Audit {
         off_worker(|| queue.wait(ticket));
     }
 
+    /// Queues a record of a change without waiting: [`Audit::wait_for`] the ticket
+    /// returns once it is on disk. Many changes recorded this way (the thousand SVIDs
+    /// issued at start) share group commits rather than paying an fsync each.
+    pub fn record_later(&self, event: Event) -> Option<Ticket> {
+        self.queue.as_ref().map(|queue| enqueue(queue, event))
+    }
+
+    /// Waits until the record `ticket` stands for, and every one queued before it, is
+    /// on disk.
+    pub fn wait_for(&self, ticket: Option<Ticket>) {
+        if let (Some(queue), Some(ticket)) = (&self.queue, ticket) {
+            off_worker(|| queue.wait(ticket));
+        }
+    }
+
     /// Queues a record of a request served or refused, without waiting for the disk:
     /// the writer commits it with the others gathered meanwhile, within milliseconds.
     /// A crash can lose those last milliseconds of request records, never a change's.
@@ -51,8 +71,10 @@ impl Audit {
         }
     }
 
-    /// Waits until every record queued so far is on disk (at shutdown).
+    /// Waits until every record queued so far, and the count of repeated services, is
+    /// on disk (at shutdown).
     pub fn flush(&self) {
+        self.write_repeats();
         if let Some(queue) = &self.queue {
             off_worker(|| queue.flush());
         }

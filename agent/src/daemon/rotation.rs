@@ -198,6 +198,7 @@ impl Rotation {
             .collect();
         let mut set: JoinSet<(usize, Result<Arc<Svid>, Error>)> = JoinSet::new();
         let mut queue = due.into_iter();
+        let mut last_record = None;
         loop {
             while set.len() < PARALLEL_ISSUANCE {
                 let Some(i) = queue.next() else { break };
@@ -208,14 +209,24 @@ impl Rotation {
                 break;
             };
             match done {
-                Ok((i, result)) => self.settle(i, result),
+                Ok((i, result)) => {
+                    if let Some(record) = self.settle(i, result) {
+                        last_record = self.audit.record_later(record).or(last_record);
+                    }
+                }
                 Err(e) => tracing::error!(error = %e, "SVID issuance task failed"),
             }
         }
+        // On disk before the snapshot that serves these SVIDs is published, written by
+        // the audit thread as they come, in group commits (waiting for each in turn,
+        // an fsync each, made 1,000 SVIDs take 0.7 s).
+        self.audit.wait_for(last_record);
         self.update_health();
     }
 
-    fn settle(&mut self, i: usize, result: Result<Arc<Svid>, Error>) {
+    /// Records the outcome of slot `i`'s issuance; the audit record of a new SVID is
+    /// returned for the caller to write.
+    fn settle(&mut self, i: usize, result: Result<Arc<Svid>, Error>) -> Option<Event> {
         let fraction = self.renew_fraction;
         let signing_key = self.view.issuer.signer().uri().clone();
         self.metrics.issued(signing_key.scheme(), result.is_ok());
@@ -232,11 +243,10 @@ impl Rotation {
                 } else {
                     "svid_issued"
                 };
-                self.audit.record(
-                    Event::issued(event, &svid.leaf, &signing_key)
-                        .with("spiffe_id", &slot.entry.spiffe_id),
-                );
+                let record = Event::issued(event, &svid.leaf, &signing_key)
+                    .with("spiffe_id", &slot.entry.spiffe_id);
                 slot.svid = Some(svid);
+                Some(record)
             }
             Err(e) => {
                 slot.failures += 1;
@@ -259,6 +269,7 @@ impl Rotation {
                     error = %keyward_core::chain_line(&e),
                     "cannot issue workload SVID"
                 );
+                None
             }
         }
     }

@@ -70,6 +70,7 @@ fn entry_with_ttl(ttl: Duration) -> Arc<WorkloadEntry> {
             uid: Some(0),
             ..Default::default()
         },
+        keys: Vec::new(),
     })
 }
 

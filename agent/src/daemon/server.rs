@@ -7,12 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyward_core::audit::Event;
 use tokio::sync::watch;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
-use super::caller::{Caller, CallerGate, audit_caller};
+use super::caller::{Caller, CallerGate};
 use super::jwt::{self, KeySet};
 use super::snapshot::{Entitlement, Snapshot};
 use super::streams::{self, Sent};
@@ -102,22 +101,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let (snap, set) = self.wait_ready(&mut rx, snap, &mut caller).await?;
         let first = snap.x509_response(&set);
         self.gate.still_there(&caller)?;
-        self.gate.audit().note(
-            Event::new("svid_served")
-                .with(
-                    "spiffe_ids",
-                    set.iter()
-                        .map(|(e, _)| e.spiffe_id.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .with(
-                    "serials",
-                    set.iter()
-                        .map(|(_, s)| s.serial_hex.as_str())
-                        .collect::<Vec<_>>(),
-                )
-                .caller(&audit_caller(&caller.facts)),
-        );
+        self.gate.audit().served(&caller.facts, &set);
         let crl = snap.crl.clone();
         let source = streams::X509 { sent: set, crl };
         Ok(Response::new(streams::follow(

@@ -190,6 +190,7 @@ mod tests {
                 uid,
                 ..Default::default()
             },
+            keys: Vec::new(),
         })
     }
 

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use keyward_core::issuance::ServiceProfile;
-use keyward_core::{Error, KeySigner, KeyUri};
+use keyward_core::issuance::{IssuedCertificate, ServiceProfile};
+use keyward_core::{Algorithm, Error, KeySigner, KeyUri};
 use keyward_software::SoftwareKey;
 use prost::bytes::Bytes;
 use time::OffsetDateTime;
@@ -63,30 +63,31 @@ fn common_name(id: &str) -> String {
     }
 }
 
+/// A new in-memory key: its SubjectPublicKeyInfo and PKCS#8 (DER).
+fn generate_key(alg: Algorithm) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), Error> {
+    let uri = KeyUri::file("/keyward-agent/in-memory-workload-key")?;
+    let (key, pkcs8) = SoftwareKey::generate(alg, uri)?;
+    Ok((key.public_key_spki_der().to_vec(), pkcs8))
+}
+
 /// Issues a new SVID for `entry` from `ca`.
 pub async fn issue(ca: &CaView, entry: &WorkloadEntry) -> Result<Arc<Svid>, Error> {
     let alg = entry.algorithm;
-    let (spki, pkcs8) =
-        tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), Error> {
-            let uri = KeyUri::file("/keyward-agent/in-memory-workload-key")?;
-            let (key, pkcs8) = SoftwareKey::generate(alg, uri)?;
-            Ok((key.public_key_spki_der().to_vec(), pkcs8))
-        })
-        .await
-        .map_err(|e| Error::backend_with("workload key generation task failed", e))??;
-    let profile = ServiceProfile {
-        common_name: common_name(&entry.spiffe_id),
-        dns: entry.dns.clone(),
-        ips: entry.ips.clone(),
-        uris: vec![entry.spiffe_id.clone()],
-        validity: entry.ttl,
+    let (spki, pkcs8) = match alg {
+        // Tens of microseconds: generated on the task, as the CA signature is, rather
+        // than handed to a blocking thread (whose hand-off costs as much, and whose
+        // extra threads and malloc arenas cost resident memory).
+        Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 | Algorithm::Ed25519 => {
+            generate_key(alg)?
+        }
+        // RSA key generation takes tens to hundreds of milliseconds.
+        Algorithm::RsaPkcs1Sha256(_) | Algorithm::RsaPssSha256(_) => {
+            tokio::task::spawn_blocking(move || generate_key(alg))
+                .await
+                .map_err(|e| Error::backend_with("workload key generation task failed", e))??
+        }
     };
-    let cert = ca.issuer.issue_service(&spki, &profile).await?;
-    let mut chain = cert.der.clone();
-    for c in &ca.intermediates {
-        chain.extend_from_slice(c);
-    }
-    let chain = Bytes::from(chain);
+    let (cert, chain) = certify(ca, entry, &spki).await?;
     Ok(Arc::new(Svid {
         leaf: chain.slice(..cert.der.len()),
         chain,
@@ -96,12 +97,35 @@ pub async fn issue(ca: &CaView, entry: &WorkloadEntry) -> Result<Arc<Svid>, Erro
     }))
 }
 
+/// Issues `entry`'s SVID certificate for the public key `spki` (DER
+/// SubjectPublicKeyInfo) from `ca`: the certificate, and the chain to send (leaf first,
+/// then the intermediates, DER concatenated). The KeyService issues this way for keys
+/// that workloads keep.
+pub async fn certify(
+    ca: &CaView,
+    entry: &WorkloadEntry,
+    spki: &[u8],
+) -> Result<(IssuedCertificate, Bytes), Error> {
+    let profile = ServiceProfile {
+        common_name: common_name(&entry.spiffe_id),
+        dns: entry.dns.clone(),
+        ips: entry.ips.clone(),
+        uris: vec![entry.spiffe_id.clone()],
+        validity: entry.ttl,
+    };
+    let cert = ca.issuer.issue_service(spki, &profile).await?;
+    let mut chain = cert.der.clone();
+    for c in &ca.intermediates {
+        chain.extend_from_slice(c);
+    }
+    Ok((cert, Bytes::from(chain)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::daemon::snapshot::Snapshot;
     use base64::Engine;
-    use keyward_core::Algorithm;
 
     /// Whether `text` shows any 8 bytes of `key` running, in hex, as escaped bytes (the
     /// `Debug` of `Bytes`), as a decimal list (of `Vec<u8>`) or in base64.
