@@ -1,8 +1,13 @@
 # Python Workload API clients nobody here wrote, for tests/agent_clients.rs: PyPI's
 # `spiffe` (py-spiffe, on gRPC C-core) and `grpcio`, pinned; and the Prometheus
 # project's `prometheus-client`, whose text parser reads the agent's /metrics in
-# tests/agent_metrics_promparse.rs. Source scripts/lib.sh first, then this file; it
-# defines functions only.
+# tests/agent_metrics_promparse.rs; Envoy's protos as the `xds-protos` package
+# generates them from envoyproxy/data-plane-api, for the SDS client of tests/agent_sds.rs
+# (tests/clients/sds_envoy.py); and EFF's `certbot`, the ACME client of
+# tests/enroll_acme.rs (its `acme`/`josepy` also drive tests/clients/acme_replay.py); and
+# `grpcio-tools`, which generates Python stubs from agent/proto/keyward/v1/keys.proto
+# for the README's KeyService example (tests/agent_keys_python.rs).
+# Source scripts/lib.sh first, then this file; it defines functions only.
 #
 #   pyclients_install DIR   creates a venv at DIR from the system python3 if missing,
 #                           installs the pinned packages, exports KEYWARD_TEST_PYTHON
@@ -15,6 +20,9 @@
 PYCLIENTS_PACKAGES=(
   spiffe==0.3.2 grpcio==1.85.3 protobuf==7.36.2 cryptography==50.0.2 PyJWT==2.15.1
   prometheus-client==0.26.0
+  certbot==5.8.0 acme==5.9.0 josepy==2.2.0
+  xds-protos==1.85.0
+  grpcio-tools==1.85.1
 )
 
 # pyclients_install DIR: the venv at DIR (root's, readable by all) with the pinned

@@ -5,16 +5,13 @@ mod agent_common;
 mod common;
 
 use agent_common::*;
-use common::{keyward_ok, openssl, required_env, softhsm_token, unique};
+use common::{generate_key, openssl, required_env, softhsm_token, unique};
 use tempfile::TempDir;
 
 /// Starts an agent whose CA key is `key` (created here), fetches the caller's SVID as
 /// root and verifies it with openssl.
 fn agent_serves_verifiable_svids(dir: TempDir, key: &str) {
-    keyward_ok(
-        &dir.path().join("state"),
-        &["key", "generate", "--key", key, "--algorithm", "ecdsa-p256"],
-    );
+    generate_key(&dir.path().join("state"), key, "ecdsa-p256");
     let mut agent = Agent::with_ca_key(dir, key, &entry("backend-test", 0, "1h", ""));
     agent.start();
     let out = agent.out_dir("svid", 0);

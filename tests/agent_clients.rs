@@ -10,9 +10,7 @@
 mod agent_common;
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::Command;
 
 use agent_common::*;
@@ -32,54 +30,6 @@ const WORKLOAD_PROTO: (&str, &str) = (
     "workload.proto",
     include_str!("../agent/proto/workload.proto"),
 );
-
-/// Writes `file` (name, contents) into the agent's directory, readable by every uid
-/// (the checkout may not be), and returns its path.
-fn client_file(agent: &Agent, file: (&str, &str)) -> PathBuf {
-    let dir = agent.dir.path().join("clients");
-    std::fs::create_dir_all(&dir).expect("mkdir clients");
-    let path = dir.join(file.0);
-    std::fs::write(&path, file.1).expect("write a client file");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    path
-}
-
-/// Runs the Python client `script` (name, source) as `uid` with `args`, finding the
-/// agent through SPIFFE_ENDPOINT_SOCKET; returns the JSON object it printed.
-fn run_python(agent: &Agent, script: (&str, &str), uid: u32, args: &[&str]) -> Value {
-    let python = std::env::var("KEYWARD_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "KEYWARD_TEST_PYTHON not set: the Python clients' venv comes from \
-             scripts/pyclients.sh; run the tests through scripts/with-backends.sh or \
-             scripts/test.sh"
-        )
-    });
-    let file = client_file(agent, script);
-    let out = Command::new(&python)
-        .arg(&file)
-        .args(args)
-        .env("SPIFFE_ENDPOINT_SOCKET", agent.endpoint())
-        .current_dir("/")
-        .uid(uid)
-        .gid(uid)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
-    assert!(
-        out.status.success(),
-        "{} {args:?} as uid {uid} failed ({}):\n{}\nagent log:\n{}",
-        script.0,
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        agent.log()
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{} printed no JSON ({e}):\n{}",
-            script.0,
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
 
 /// Runs the `@grpc/grpc-js` client as `uid` against the agent's socket; returns whether
 /// it exited successfully and the JSON object it printed.

@@ -242,10 +242,7 @@ async fn a_stopped_upstream_leaves_the_current_intermediate_serving_and_the_agen
 /// An agent with `[ca.upstream]` whose state directory holds an intermediate made by
 /// hand (`keyward ca intermediate --upstream`) with `key`; returns it (DER).
 fn hand_made(agent: &Agent, key: &str) -> Vec<u8> {
-    common::keyward_ok(
-        &agent.state,
-        &["key", "generate", "--key", key, "--algorithm", "ecdsa-p256"],
-    );
+    common::generate_key(&agent.state, key, "ecdsa-p256");
     common::keyward_ok(
         &agent.state,
         &[

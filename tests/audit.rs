@@ -216,17 +216,7 @@ fn a_pin_given_as_pin_value_never_reaches_the_log_and_cannot_make_a_ca() {
     let base = format!("pkcs11:token={token};object=root?module-path={module}");
     let with_value = format!("{base}&pin-value={pin}");
     let state = tmp.path().join("state");
-    keyward_ok(
-        &state,
-        &[
-            "key",
-            "generate",
-            "--key",
-            &with_value,
-            "--algorithm",
-            "ecdsa-p256",
-        ],
-    );
+    common::generate_key(&state, &with_value, "ecdsa-p256");
     // A CA records its key URI, never a PIN: with pin-value, every later command would
     // find no PIN. `ca init` refuses, naming what to use, and changes nothing.
     let before = snapshot(&state);

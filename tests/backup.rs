@@ -64,17 +64,7 @@ async fn software_ca_with_intermediate_round_trips_to_a_working_state_and_agent(
     let root_key = format!("file:{}/keys/root.pem", dir.display());
     let inter_key = format!("file:{}/keys/issuing.pem", dir.display());
     let state = root_ca(dir, &root_key, "ecdsa-p256");
-    keyward_ok(
-        &state,
-        &[
-            "key",
-            "generate",
-            "--key",
-            &inter_key,
-            "--algorithm",
-            "ecdsa-p384",
-        ],
-    );
+    common::generate_key(&state, &inter_key, "ecdsa-p384");
     keyward_ok(&state, &["ca", "intermediate", "--key", &inter_key]);
     issue(&state, &dir.join("svc1"));
     let original_root = std::fs::read(state.join("ca/root.pem")).unwrap();

@@ -305,17 +305,7 @@ fn every_agent_config_field_refuses_bad_values() {
     let tmp = TempDir::new().unwrap();
     let dir = tmp.path();
     let state = dir.join("state");
-    keyward_ok(
-        &state,
-        &[
-            "key",
-            "generate",
-            "--key",
-            &software_key(dir),
-            "--algorithm",
-            "ecdsa-p256",
-        ],
-    );
+    common::generate_key(&state, &software_key(dir), "ecdsa-p256");
     let config = dir.join("agent.toml");
     let config_s = config.display().to_string();
     let big = format!("\"{}\"", big());

@@ -25,28 +25,8 @@ fn softhsm_root_and_intermediate_in_two_tokens_issue_verifiable_certificates() {
     let (inter_token, inter_pin) = softhsm_token(tmp.path(), "kw-inter");
     let root = key_uri(&root_token, "root-ca", &root_pin);
     let inter = key_uri(&inter_token, "issuing-ca", &inter_pin);
-    keyward_ok(
-        &state,
-        &[
-            "key",
-            "generate",
-            "--key",
-            &root,
-            "--algorithm",
-            "ecdsa-p384",
-        ],
-    );
-    keyward_ok(
-        &state,
-        &[
-            "key",
-            "generate",
-            "--key",
-            &inter,
-            "--algorithm",
-            "ecdsa-p256",
-        ],
-    );
+    common::generate_key(&state, &root, "ecdsa-p384");
+    common::generate_key(&state, &inter, "ecdsa-p256");
     let shown = keyward_ok(&state, &["key", "show", "--key", &root, "--json"]);
     assert!(shown.contains("ecdsa-p384"), "{shown}");
     keyward_ok(
@@ -102,17 +82,7 @@ fn hsm_slots_and_keys_list_the_token_and_its_key() {
     let state = tmp.path().join("state");
     let (token, pin) = softhsm_token(tmp.path(), "kw-list");
     let key = key_uri(&token, "listed-key", &pin);
-    keyward_ok(
-        &state,
-        &[
-            "key",
-            "generate",
-            "--key",
-            &key,
-            "--algorithm",
-            "ecdsa-p256",
-        ],
-    );
+    common::generate_key(&state, &key, "ecdsa-p256");
     let slots = keyward_ok(&state, &["hsm", "slots", "--module", &module()]);
     assert!(slots.contains(&token), "{slots}");
     let slots_json = keyward_ok(
@@ -147,17 +117,7 @@ fn hsm_errors_are_plain_and_change_nothing() {
     let state = tmp.path().join("state");
     let (token, pin) = softhsm_token(tmp.path(), "kw-err");
     let good = key_uri(&token, "ca", &pin);
-    keyward_ok(
-        &state,
-        &[
-            "key",
-            "generate",
-            "--key",
-            &good,
-            "--algorithm",
-            "ecdsa-p256",
-        ],
-    );
+    common::generate_key(&state, &good, "ecdsa-p256");
     let wrong_pin = tmp.path().join("wrong.pin");
     std::fs::write(&wrong_pin, "not-the-pin-4711").unwrap();
     let cases = [
@@ -200,17 +160,7 @@ fn opening_a_token_key_prints_nothing_on_stderr() {
     let state = tmp.path().join("state");
     let (token, pin) = softhsm_token(tmp.path(), "kw-quiet");
     let key = key_uri(&token, "quiet", &pin);
-    keyward_ok(
-        &state,
-        &[
-            "key",
-            "generate",
-            "--key",
-            &key,
-            "--algorithm",
-            "ecdsa-p256",
-        ],
-    );
+    common::generate_key(&state, &key, "ecdsa-p256");
     let out = keyward(&state, &["key", "show", "--key", &key]);
     assert!(out.status.success());
     assert_eq!(

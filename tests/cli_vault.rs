@@ -46,17 +46,7 @@ fn ca_keeps_issuing_after_its_transit_key_rotates() {
     let state = tmp.path().join("state");
     let name = unique("kw-rot");
     let key = format!("transit:{name}");
-    keyward_ok(
-        &state,
-        &[
-            "key",
-            "generate",
-            "--key",
-            &key,
-            "--algorithm",
-            "ecdsa-p256",
-        ],
-    );
+    common::generate_key(&state, &key, "ecdsa-p256");
     keyward_ok(&state, &["ca", "init", "--key", &key]);
     let manifest = std::fs::read_to_string(state.join("ca/ca.json")).unwrap();
     assert!(
@@ -89,17 +79,7 @@ fn upstream_intermediate_verifies_against_openbao_root_alone() {
     let tmp = TempDir::new().unwrap();
     let state = tmp.path().join("state");
     let key = format!("file:{}/keys/inter.pem", tmp.path().display());
-    keyward_ok(
-        &state,
-        &[
-            "key",
-            "generate",
-            "--key",
-            &key,
-            "--algorithm",
-            "ecdsa-p256",
-        ],
-    );
+    common::generate_key(&state, &key, "ecdsa-p256");
     keyward_ok(
         &state,
         &[

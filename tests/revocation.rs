@@ -194,10 +194,7 @@ fn revoked_certificate_is_listed_and_rejected_under_an_intermediate() {
     let tmp = TempDir::new().unwrap();
     let state = root_ca(tmp.path(), &software_key(tmp.path()), "ecdsa-p384");
     let inter = format!("file:{}/keys/inter.pem", tmp.path().display());
-    keyward_ok(
-        &state,
-        &["key", "generate", "--key", &inter, "--algorithm", "ed25519"],
-    );
+    common::generate_key(&state, &inter, "ed25519");
     keyward_ok(&state, &["ca", "intermediate", "--key", &inter]);
     revoke_one_of_two(tmp.path(), &state);
     // The CRL is signed by the intermediate: it names it as issuer.

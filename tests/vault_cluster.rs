@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{issue_named, keyward_bin, keyward_ok, openssl_verify};
+use common::{generate_key, issue_named, keyward_bin, openssl_verify};
 use keyward_core::Error;
 use keyward_core::check::pem_to_ders;
 use keyward_vault::{VaultClient, VaultSettings, sign_intermediate_with};
@@ -193,17 +193,7 @@ fn a_dead_first_node_is_passed_over_by_the_client_and_the_cli() {
     let tmp = tempfile::TempDir::new().unwrap();
     let state = tmp.path().join("state");
     let key = format!("file:{}/keys/intermediate.pem", tmp.path().display());
-    keyward_ok(
-        &state,
-        &[
-            "key",
-            "generate",
-            "--key",
-            &key,
-            "--algorithm",
-            "ecdsa-p256",
-        ],
-    );
+    generate_key(&state, &key, "ecdsa-p256");
     let mut cmd = Command::new(keyward_bin());
     cmd.arg("--state-dir").arg(&state).args([
         "ca",

@@ -58,6 +58,10 @@ pub enum Command {
     },
     /// Fetch X.509 credentials from a running agent and write them to a directory.
     Fetch(FetchArgs),
+    /// Sign, encrypt or decrypt through a running agent with a key it grants the caller
+    /// (keyward.v1.KeyService); the key never leaves the agent's backend.
+    #[command(subcommand)]
+    Crypto(CryptoCommand),
     /// Write the state directory and its software CA keys into one encrypted archive.
     #[command(
         long_about = "Write everything needed to rebuild the state directory into ONE archive \
@@ -87,6 +91,9 @@ pub enum Command {
     /// Check the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Enrollment over EST (RFC 7030): devices' bootstrap secrets.
+    #[command(subcommand)]
+    Est(EstCommand),
     /// Print issued credentials for another system (a Kubernetes TLS Secret).
     Export(ExportArgs),
     /// List operations a crash left unfinished; `pending resolve` settles them.
@@ -141,6 +148,33 @@ pub struct RestoreArgs {
     pub allow_outside_state: bool,
 }
 
+/// `keyward est ...`
+#[derive(Debug, Subcommand)]
+pub enum EstCommand {
+    /// One-use secrets for devices' first EST enrollment (HTTP Basic).
+    #[command(subcommand)]
+    Bootstrap(EstBootstrapCommand),
+}
+
+/// `keyward est bootstrap ...`
+#[derive(Debug, Subcommand)]
+pub enum EstBootstrapCommand {
+    /// Make a device's bootstrap secret: printed once, only its hash is stored (in
+    /// STATE/est/bootstrap/). It enrolls once, a CSR whose common name is NAME and whose
+    /// SANs are among --dns/--ip.
+    Add {
+        /// The device's name: the HTTP Basic user and its CSR's common name.
+        #[arg(long)]
+        name: String,
+        /// A DNS name the device's CSR may ask for (repeatable).
+        #[arg(long)]
+        dns: Vec<String>,
+        /// An IP address the device's CSR may ask for (repeatable).
+        #[arg(long)]
+        ip: Vec<IpAddr>,
+    },
+}
+
 /// `keyward audit ...`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -185,6 +219,92 @@ pub struct ExportArgs {
     pub secret_name: Option<String>,
 }
 
+/// `keyward crypto ...`
+#[derive(Debug, Subcommand)]
+pub enum CryptoCommand {
+    /// Sign the input with a signing key; writes the signature (X.509 encoding).
+    Sign {
+        /// The key, the socket and the files.
+        #[command(flatten)]
+        args: CryptoArgs,
+        /// Refuse unless the key's algorithm is this one (e.g. ecdsa-p256).
+        #[arg(long)]
+        algorithm: Option<String>,
+    },
+    /// Write a signing key's public key (PEM SubjectPublicKeyInfo).
+    PublicKey {
+        /// The key, the socket and the files.
+        #[command(flatten)]
+        args: CryptoArgs,
+    },
+    /// Make a 256-bit data key: the plaintext key goes to --out (0600) or stdout, the
+    /// wrapped key to --wrapped-out.
+    DataKey {
+        /// The key, the socket and the files.
+        #[command(flatten)]
+        args: CryptoArgs,
+        /// Where to write the wrapped data key (a new file).
+        #[arg(long)]
+        wrapped_out: PathBuf,
+    },
+    /// Encrypt the input (at most 4096 bytes) under a key-encryption key.
+    Encrypt {
+        /// The key, the socket and the files.
+        #[command(flatten)]
+        args: CryptoArgs,
+        /// Associated data the ciphertext is bound to (needed again to decrypt).
+        #[arg(long)]
+        aad: Option<String>,
+    },
+    /// Decrypt what `encrypt` wrote, or with --data-key a wrapped data key.
+    Decrypt {
+        /// The key, the socket and the files.
+        #[command(flatten)]
+        args: CryptoArgs,
+        /// The associated data given to `encrypt`.
+        #[arg(long)]
+        aad: Option<String>,
+        /// The input is a wrapped data key from `data-key`; writes the plaintext key.
+        #[arg(long)]
+        data_key: bool,
+    },
+    /// Get an X.509-SVID for a key you keep: send a CSR (PEM or DER, its URI SAN your
+    /// SPIFFE ID); writes the SVID and its intermediates as PEM.
+    SvidFromCsr {
+        /// The agent's socket: unix:///path, unix:/path or /path (default:
+        /// SPIFFE_ENDPOINT_SOCKET, in the same forms).
+        #[arg(long)]
+        socket: Option<String>,
+        /// The CSR file (default or `-`: stdin).
+        #[arg(long = "in")]
+        input: Option<PathBuf>,
+        /// The SVID chain, PEM (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where to write the trust bundle, PEM (a new file).
+        #[arg(long)]
+        bundle_out: Option<PathBuf>,
+    },
+}
+
+/// What every `keyward crypto` subcommand takes.
+#[derive(Debug, Args)]
+pub struct CryptoArgs {
+    /// The agent's socket: unix:///path, unix:/path or /path (default:
+    /// SPIFFE_ENDPOINT_SOCKET, in the same forms).
+    #[arg(long)]
+    pub socket: Option<String>,
+    /// The grant name of the key (from the caller's `[[workload]] keys`).
+    #[arg(long)]
+    pub key: String,
+    /// The input file (default or `-`: stdin).
+    #[arg(long = "in")]
+    pub input: Option<PathBuf>,
+    /// The output file, created 0600 (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
 /// `keyward fetch`
 #[derive(Debug, Args)]
 pub struct FetchArgs {
@@ -214,9 +334,17 @@ pub enum KeyCommand {
         /// Key URI (file:, pkcs11:, awskms:, transit:).
         #[arg(long)]
         key: String,
-        /// ecdsa-p256, ecdsa-p384, ed25519, rsa-2048, rsa-3072, rsa-4096 (rsa-pss-N for PSS).
+        /// ecdsa-p256, ecdsa-p384, ed25519, rsa-2048, rsa-3072, rsa-4096 (rsa-pss-N for PSS),
+        /// or aes-256 for a key-encryption key (file: makes a directory of versions).
         #[arg(long)]
         algorithm: String,
+    },
+    /// Add a version to a key-encryption key; it encrypts from then on, and data under
+    /// earlier versions still decrypts.
+    Rotate {
+        /// Key URI of a key-encryption key (file:, awskms:, transit:).
+        #[arg(long)]
+        key: String,
     },
     /// Show a key's algorithm and public key.
     Show {
@@ -291,12 +419,18 @@ pub struct IssueArgs {
 #[derive(Debug, Args)]
 pub struct SignCsrArgs {
     /// The CSR (PEM or DER).
-    #[arg(long)]
-    pub csr: PathBuf,
+    #[arg(long, required_unless_present = "batch", conflicts_with = "batch")]
+    pub csr: Option<PathBuf>,
+    /// Sign every CSR (PEM or DER) in this directory: `--out` is then a directory that
+    /// gets NAME.pem per CSR file NAME.EXT and manifest.json, which a second run reads
+    /// to sign only what is missing.
+    #[arg(long, value_name = "DIR")]
+    pub batch: Option<PathBuf>,
     /// Validity, e.g. 90d.
     #[arg(long, default_value = "90d")]
     pub validity: String,
-    /// Output file: the certificate followed by the intermediates (PEM).
+    /// Output file: the certificate followed by the intermediates (PEM); with
+    /// `--batch`, the output directory.
     #[arg(long)]
     pub out: PathBuf,
 }

@@ -11,13 +11,20 @@
 //!   software.
 //! - `sign-pkcs11`: keyward's `KeySigner::sign` on SoftHSM (pool capped at C sessions)
 //!   beside a raw `C_Sign` loop on C sessions, C callers each.
+//! - `bulk --keyward BIN [--csrs N]`: `keyward sign-csr --batch` over N CSRs (default
+//!   10,000) beside the same work raw (`bulk.rs`).
+//!
+//! - `acme --directory URL --root PEM --http-port P`: complete ACME orders per second
+//!   from C concurrent instant-acme clients against a running agent (`acme.rs`).
 //!
 //! Common flags: `--concurrency C` (default 4), `--seconds S` per measurement window
 //! (default 2), `--rounds R` paired rounds (default 3), `--only baseline|keyward` to run
 //! one side alone (for `perf record`).
 #![forbid(unsafe_code)]
 
+mod acme;
 mod bao_pki;
+mod bulk;
 mod ca_keys;
 mod issue;
 mod measure;
@@ -54,8 +61,8 @@ fn main() {
     if let Err(e) = run(&args) {
         eprintln!("keyward-bench: {e}");
         eprintln!(
-            "usage: keyward-bench sign|issue --ca software|softhsm|transit|kms|pki|sign-pkcs11 \
-             [--concurrency C] [--seconds S] [--rounds R] [--only baseline|keyward]"
+            "usage: keyward-bench sign|issue --ca software|softhsm|transit|kms|pki|sign-pkcs11|\
+             bulk --keyward BIN [--csrs N] [--concurrency C] [--seconds S] [--rounds R] [--only baseline|keyward]"
         );
         std::process::exit(2);
     }
@@ -91,6 +98,32 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         Some("pki") => issue_vs_bao_pki(&rt, &settings),
         Some("sign-pkcs11") => sign_pkcs11(&rt, &settings),
+        Some("bulk") => {
+            let keyward: String = flag(args, "--keyward", String::new())?;
+            if keyward.is_empty() {
+                return Err("bulk needs --keyward PATH (the keyward binary)".into());
+            }
+            let csrs = flag(args, "--csrs", 10_000usize)?.max(1);
+            let line = bulk::run(keyward.as_ref(), csrs, settings.rounds, settings.sides);
+            println!("{line}");
+        }
+        Some("acme") => {
+            let directory: String = flag(args, "--directory", String::new())?;
+            let root: String = flag(args, "--root", String::new())?;
+            let http_port: u16 = flag(args, "--http-port", 0)?;
+            if directory.is_empty() || root.is_empty() || http_port == 0 {
+                return Err("acme needs --directory URL --root PEM --http-port P".into());
+            }
+            let line = acme::run(
+                &rt,
+                &directory,
+                &root,
+                http_port,
+                settings.concurrency,
+                settings.window,
+            );
+            println!("{line}");
+        }
         _ => return Err("unknown or missing command".into()),
     }
     Ok(())

@@ -37,7 +37,7 @@ use crate::issue::{LEAF_VALIDITY, names};
 use crate::measure::{rate_inline, rate_tasks};
 
 #[path = "../../core/benches/common/raw_profile.rs"]
-mod raw_profile;
+pub(crate) mod raw_profile;
 
 /// What the baseline needs of the benchmark CA: its certificate and its public key,
 /// decoded once for aws-lc-rs.
@@ -168,13 +168,21 @@ impl ThreadBaseline {
     /// The `i`-th certificate on task `worker`; returns its DER.
     pub fn issue(&self, worker: usize, i: u64) -> Vec<u8> {
         let (key, params) = leaf(i);
-        let cert = params
-            .signed_by(
-                &P256Public(key.public_key().as_ref()),
-                &self.issuers[worker],
-            )
-            .expect("baseline certificate");
+        let der = self.sign(worker, &params, &P256Public(key.public_key().as_ref()));
         std::hint::black_box(key);
+        der
+    }
+
+    /// Steps 2 to 4 on task `worker` for a key given (e.g. by a CSR); returns the DER.
+    pub fn sign(
+        &self,
+        worker: usize,
+        params: &CertificateParams,
+        subject: &impl PublicKeyData,
+    ) -> Vec<u8> {
+        let cert = params
+            .signed_by(subject, &self.issuers[worker])
+            .expect("baseline certificate");
         cert.der().to_vec()
     }
 }

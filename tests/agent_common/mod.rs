@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::common::{keyward_bin, keyward_ok};
+use crate::common::{generate_key, keyward_bin};
 
 /// The unprivileged user the tests run clients as (`nobody`).
 pub const NOBODY: u32 = 65534;
@@ -42,17 +42,7 @@ impl Agent {
     pub fn new(workloads: &str) -> Agent {
         let dir = TempDir::new().expect("tempdir");
         let key = format!("file:{}/keys/ca.pem", dir.path().display());
-        keyward_ok(
-            &dir.path().join("state"),
-            &[
-                "key",
-                "generate",
-                "--key",
-                &key,
-                "--algorithm",
-                "ecdsa-p256",
-            ],
-        );
+        generate_key(&dir.path().join("state"), &key, "ecdsa-p256");
         Agent::with_ca_key(dir, &key, workloads)
     }
 
@@ -309,6 +299,59 @@ pub fn verify(chain: &[Vec<u8>], roots: &[Vec<u8>]) {
         time::OffsetDateTime::now_utc(),
     )
     .unwrap_or_else(|e| panic!("the SVID does not chain to the bundle: {e}"));
+}
+
+/// Writes `file` (name, contents) into the agent's directory, readable by every uid
+/// (the checkout may not be), and returns its path.
+pub fn client_file(agent: &Agent, file: (&str, &str)) -> PathBuf {
+    let dir = agent.dir.path().join("clients");
+    std::fs::create_dir_all(&dir).expect("mkdir clients");
+    let path = dir.join(file.0);
+    std::fs::write(&path, file.1).expect("write a client file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    path
+}
+
+/// Runs the Python client `script` (name, source) as `uid` with `args`, finding the
+/// agent through SPIFFE_ENDPOINT_SOCKET; returns the JSON object it printed.
+pub fn run_python(
+    agent: &Agent,
+    script: (&str, &str),
+    uid: u32,
+    args: &[&str],
+) -> serde_json::Value {
+    let python = std::env::var("KEYWARD_TEST_PYTHON").unwrap_or_else(|_| {
+        panic!(
+            "KEYWARD_TEST_PYTHON not set: the Python clients' venv comes from \
+             scripts/pyclients.sh; run the tests through scripts/with-backends.sh or \
+             scripts/test.sh"
+        )
+    });
+    let file = client_file(agent, script);
+    let out = Command::new(&python)
+        .arg(&file)
+        .args(args)
+        .env("SPIFFE_ENDPOINT_SOCKET", agent.endpoint())
+        .current_dir("/")
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    assert!(
+        out.status.success(),
+        "{} {args:?} as uid {uid} failed ({}):\n{}\nagent log:\n{}",
+        script.0,
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        agent.log()
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{} printed no JSON ({e}):\n{}",
+            script.0,
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
 
 /// A raw gRPC client for the Workload API, with messages declared by hand (field

@@ -29,10 +29,7 @@ pub fn device_csr(dir: &Path) -> PathBuf {
 
 /// `keyward key generate --key KEY --algorithm ecdsa-p256`.
 pub fn key_generate(state: &Path, key: &str) {
-    keyward_ok(
-        state,
-        &["key", "generate", "--key", key, "--algorithm", "ecdsa-p256"],
-    );
+    crate::common::generate_key(state, key, "ecdsa-p256");
 }
 
 /// A small deterministic generator for kill moments (xorshift64*), seeded from

@@ -3,6 +3,8 @@
 mod audit;
 mod backup;
 mod ca;
+mod crypto;
+mod est;
 mod export;
 mod fetch;
 #[cfg(feature = "pkcs11")]
@@ -11,7 +13,8 @@ mod inspect;
 mod issue;
 mod key;
 mod pending;
-mod revoke;
+pub(crate) mod revoke;
+mod sign_csr;
 mod up;
 mod upstream;
 
@@ -23,7 +26,7 @@ use keyward_core::store::StateDir;
 use keyward_core::{Error, KeyUri};
 
 use crate::backends::Backends;
-use crate::cli::{AuditCommand, CaCommand, Cli, Command, KeyCommand, PendingCommand};
+use crate::cli::{AuditCommand, CaCommand, Cli, Command, EstCommand, KeyCommand, PendingCommand};
 
 /// The `keyward` process: parses the command line, installs logging (the agent installs
 /// its own once its config names the format), runs the command and prints its error
@@ -64,6 +67,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Hsm(_)
             | Command::Key(_)
             | Command::Fetch(_)
+            | Command::Crypto(_)
             | Command::Restore(_)
             | Command::Audit(_)
             | Command::Pending { .. }
@@ -74,6 +78,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Key(KeyCommand::Generate { key, algorithm }) => {
             key::generate(&state, &backends, &key, &algorithm).await
         }
+        Command::Key(KeyCommand::Rotate { key }) => key::rotate(&state, &backends, &key).await,
         Command::Key(KeyCommand::Show { key, json }) => key::show(&backends, &key, json).await,
         Command::Ca(CaCommand::Init {
             key,
@@ -97,7 +102,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             .await
         }
         Command::Issue(args) => issue::issue(&state, &backends, &args).await,
-        Command::SignCsr(args) => issue::sign_csr(&state, &backends, &args).await,
+        Command::SignCsr(args) => sign_csr::run(&state, &backends, &args).await,
         Command::Verify(args) => inspect::verify(&state, &args),
         Command::Status(args) => inspect::status(&state, &args),
         Command::Revoke(args) => revoke::revoke(&state, &backends, &args).await,
@@ -106,11 +111,13 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Up => up::up(&state, &backends).await,
         Command::Agent { config } => crate::daemon::run(&config).await,
         Command::Fetch(args) => fetch::run(&args).await,
+        Command::Crypto(cmd) => crypto::run(&cmd).await,
         Command::Backup(args) => backup::backup(&state, &args),
         Command::Restore(args) => backup::restore(&state, &args),
         Command::Audit(AuditCommand::Verify { files }) => audit::verify(&files),
         Command::Audit(AuditCommand::Recover { log }) => audit::recover(&state, log.as_deref()),
         Command::Export(args) => export::export(&state, &args),
+        Command::Est(EstCommand::Bootstrap(cmd)) => est::bootstrap(&state, cmd),
         Command::Pending { command: None } => pending::list(&state),
         Command::Pending {
             command: Some(PendingCommand::Resolve { next_update }),

@@ -7,13 +7,16 @@ mod ca;
 mod caller;
 pub mod config;
 mod crl;
+pub(crate) mod enroll;
 pub(crate) mod generations;
 mod h2_authority;
 pub mod jwt;
+pub mod keys;
 mod limits;
 pub mod logging;
 pub mod metrics;
 mod rotation;
+pub mod sds;
 pub mod selectors;
 mod server;
 mod snapshot;
@@ -36,7 +39,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use self::audit::Audit;
 use self::config::Config;
+use self::keys::proto::key_service_server::KeyServiceServer;
 use self::rotation::{Command, Rotation};
+use self::sds::proto::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 use self::snapshot::Snapshot;
 use self::socket::BoundSocket;
 use self::workload_api::spiffe_workload_api_server::SpiffeWorkloadApiServer;
@@ -49,7 +54,8 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a keepalive ping may go unanswered before the connection is closed.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request message accepted: Workload API requests are a few bytes (a JWT
-/// to validate is the largest), so anything bigger is refused before it is buffered.
+/// to validate is the largest) and Envoy's SDS requests a few KiB (its node metadata),
+/// so anything bigger is refused before it is buffered.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// Concurrent calls on one connection.
 const MAX_STREAMS_PER_CONNECTION: u32 = 100;
@@ -77,6 +83,10 @@ pub struct Agent {
     metrics: metrics::Metrics,
     /// The metrics endpoint, the readiness probe and the alert evaluator.
     observers: Vec<tokio::task::JoinHandle<()>>,
+    /// The keys `[[workload]] keys` grants, for the KeyService.
+    keyring: keys::keyring::Keyring,
+    /// The CA the KeyService issues SVIDs for callers' own keys from.
+    svid_ca: ca::AgentCa,
 }
 
 struct Signals {
@@ -120,6 +130,8 @@ impl Agent {
         let ca = ca::load(&config.ca, &state, &backends, &audit, &metrics, &journal).await?;
         metrics.ca_loaded(config.ca.signing_backend());
         let probed_ca = ca.clone();
+        let svid_ca = ca.clone();
+        let enroll_ca = ca.clone();
         // The CRLs served: the local one and, with [ca.upstream], the upstream one,
         // which its own task fetches (on a schedule and on SIGHUP).
         let (crls, upstream_crl_task) =
@@ -160,6 +172,7 @@ impl Agent {
             rx.clone(),
             metrics.clone(),
         ));
+        observers.extend(enroll::start(&config, &enroll_ca, &audit).await?);
         limits::raise_fd_limit();
         let socket = socket::bind(
             &config.agent.socket,
@@ -175,6 +188,7 @@ impl Agent {
             config = %config.source,
             "agent serving the SPIFFE Workload API"
         );
+        let keyring = keys::keyring::Keyring::new(backends.clone());
         Ok(Agent {
             config,
             socket,
@@ -186,6 +200,8 @@ impl Agent {
             jwt,
             metrics,
             observers,
+            keyring,
+            svid_ca,
         })
     }
 
@@ -203,10 +219,16 @@ impl Agent {
             jwt,
             metrics,
             observers,
+            keyring,
+            svid_ca,
         } = self;
         let path = socket.path.clone();
         let ident = socket.ident();
         let gate = caller::CallerGate::new(&config, audit.clone(), metrics.clone());
+        // Envoy's SDS on the same socket, behind the same gate and limits.
+        let sds = sds::SecretDiscovery::new(state.clone(), gate.clone(), config.sds.clone());
+        // keyward.v1.KeyService on the same socket, behind the same gate and limits.
+        let keys = keys::KeyApi::new(state.clone(), gate.clone(), keyring, svid_ca);
         let api = server::WorkloadApi::new(state, gate).with_jwt(jwt);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let caller_limits = config.agent.limits;
@@ -223,6 +245,13 @@ impl Agent {
                 ))
                 .add_service(
                     SpiffeWorkloadApiServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES),
+                )
+                .add_service(
+                    KeyServiceServer::new(keys).max_decoding_message_size(MAX_REQUEST_BYTES),
+                )
+                .add_service(
+                    SecretDiscoveryServiceServer::new(sds)
+                        .max_decoding_message_size(MAX_REQUEST_BYTES),
                 )
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stop_rx.await;

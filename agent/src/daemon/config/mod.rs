@@ -4,6 +4,8 @@
 //!
 //! Relative paths in the file are taken relative to the file's own directory.
 
+mod enroll;
+pub mod grants;
 mod names;
 mod observe;
 mod raw;
@@ -21,6 +23,8 @@ use std::time::Duration;
 use keyward_core::{Algorithm, Error, KeyUri};
 
 use super::selectors::Selectors;
+
+pub use enroll::{DEFAULT_EST_VALIDITY, EstSettings, ListenerSettings};
 
 /// The default lifetime of a workload SVID.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
@@ -40,12 +44,21 @@ pub struct Config {
     pub audit: AuditSettings,
     /// `[jwt]`: how JWT-SVIDs are signed (defaults when the section is absent).
     pub jwt: JwtSettings,
+    /// `[sds]`: the resource names of Envoy's SDS (SPIRE's defaults when absent).
+    pub sds: SdsSettings,
     /// `[metrics] listen`: the loopback address of the metrics and status endpoint.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// `[alerts]`: the expiry thresholds for WARNING and ERROR.
     pub alerts: keyward_core::check::AlertThresholds,
     /// `[[workload]]` entries, in file order.
     pub workloads: Vec<Arc<WorkloadEntry>>,
+    /// `[acme] listen` and `names`: the HTTPS enrollment listener (ACME and EST).
+    pub enroll_listener: Option<ListenerSettings>,
+    /// `[acme] allowed`, `validity`, `challenges`, `rate_limit`, `[acme.testing]`: the
+    /// ACME server on that listener.
+    pub acme: Option<crate::daemon::enroll::acme::AcmeSettings>,
+    /// `[est]`: enrollment over EST on that listener.
+    pub est: Option<EstSettings>,
 }
 
 /// `[agent]`: the socket, the state directory and the trust domain.
@@ -191,6 +204,33 @@ pub struct IntermediateSettings {
     pub rotate_before: Duration,
 }
 
+/// `[sds]`: the names under which Envoy's SDS serves the caller's default SVID and the
+/// bundles, as SPIRE's agent names them (its `sds` block, same keys and defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SdsSettings {
+    /// `default_svid_name`: the `tls_certificate` of the caller's first SVID.
+    pub default_svid_name: String,
+    /// `default_bundle_name`: the `validation_context` of the trust domain's bundle.
+    pub default_bundle_name: String,
+    /// `default_all_bundles_name`: the `validation_context` of every bundle, as an
+    /// `envoy.tls.cert_validator.spiffe` configuration.
+    pub default_all_bundles_name: String,
+    /// `disable_spiffe_cert_validation`: serve the all-bundles resource as plain
+    /// `trusted_ca` instead (for an Envoy without the SPIFFE validator).
+    pub disable_spiffe_cert_validation: bool,
+}
+
+impl Default for SdsSettings {
+    fn default() -> Self {
+        SdsSettings {
+            default_svid_name: "default".into(),
+            default_bundle_name: "ROOTCA".into(),
+            default_all_bundles_name: "ALL".into(),
+            disable_spiffe_cert_validation: false,
+        }
+    }
+}
+
 /// `[jwt]`: the JWT-SVID signing key and its rotation.
 ///
 /// Generation rule for a key in a backend: the configured URI names the first key; each
@@ -227,6 +267,8 @@ pub struct WorkloadEntry {
     pub hint: String,
     /// Who the entry is for: all selectors must match the caller.
     pub selectors: Selectors,
+    /// The keys the entry's callers may use through `keyward.v1.KeyService`.
+    pub keys: Vec<grants::KeyGrant>,
 }
 
 impl Config {
@@ -284,11 +326,20 @@ impl Config {
         if self.audit != new.audit {
             out.push("[audit]");
         }
+        if self.sds != new.sds {
+            out.push("[sds]");
+        }
         if self.jwt != new.jwt {
             out.push("[jwt]");
         }
         if self.metrics_listen != new.metrics_listen {
             out.push("[metrics]");
+        }
+        if self.enroll_listener != new.enroll_listener {
+            out.push("[acme] listen, names");
+        }
+        if self.est != new.est {
+            out.push("[est]");
         }
         out
     }

@@ -17,8 +17,16 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) jwt: Option<Spanned<RawJwt>>,
     #[serde(default)]
+    pub(super) sds: Option<Spanned<RawSds>>,
+    #[serde(default)]
     pub(super) vault: Option<Spanned<RawVault>>,
     pub(super) alerts: Option<RawAlerts>,
+    /// `[acme]`: the enrollment listener (`listen`, `names`) and the ACME server.
+    #[serde(default)]
+    pub(super) acme: Option<Spanned<RawAcme>>,
+    /// `[est]`: the EST server on the enrollment listener.
+    #[serde(default)]
+    pub(super) est: Option<Spanned<RawEst>>,
     #[serde(default)]
     pub(super) workload: Vec<Spanned<RawWorkload>>,
 }
@@ -132,6 +140,50 @@ pub(super) struct RawMetrics {
     pub(super) listen: Spanned<String>,
 }
 
+/// `[acme]`: `listen` and `names` configure the enrollment listener (shared by ACME and
+/// EST); the other keys configure the ACME server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcme {
+    #[serde(default)]
+    pub(super) listen: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) names: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub(super) allowed: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub(super) validity: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) challenges: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub(super) rate_limit: Option<Spanned<RawRateLimit>>,
+    #[serde(default)]
+    pub(super) testing: Option<Spanned<RawAcmeTesting>>,
+}
+
+/// `[acme.testing]`: where challenge validations connect, for tests (as pebble's
+/// `-dnsserver` and `httpPort`/`tlsPort`); never on unless written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcmeTesting {
+    #[serde(default)]
+    pub(super) http_port: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) tls_port: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub(super) resolve: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+}
+
+/// `[est]`: enrollment over EST (RFC 7030) on the `[acme] listen` listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEst {
+    #[serde(default)]
+    pub(super) validity: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) manufacturer_ca: Option<Spanned<String>>,
+}
+
 /// `[alerts]`: expiry thresholds (durations in whole days).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,6 +222,20 @@ pub(super) struct RawJwt {
     pub(super) key_overlap: Option<Spanned<String>>,
 }
 
+/// `[sds]`: Envoy SDS resource names; every key is optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSds {
+    #[serde(default)]
+    pub(super) default_svid_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) default_bundle_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) default_all_bundles_name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) disable_spiffe_cert_validation: Option<bool>,
+}
+
 /// One `[[workload]]` entry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,6 +252,8 @@ pub(super) struct RawWorkload {
     #[serde(default)]
     pub(super) hint: Option<String>,
     pub(super) selectors: Spanned<RawSelectors>,
+    #[serde(default)]
+    pub(super) keys: Vec<Spanned<super::grants::RawGrant>>,
 }
 
 /// A workload entry's selectors: all that are present must match the caller.

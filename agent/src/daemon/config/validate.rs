@@ -18,10 +18,14 @@ use super::{
 };
 use crate::duration::parse_duration;
 
+mod acme;
 mod attestation;
 mod ca;
+mod enroll;
+mod grants;
 mod jwt;
 mod limits;
+mod sds;
 
 /// The longest socket path the kernel accepts (`sun_path` is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -95,12 +99,17 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<Config, Error> {
     }
     let audit = audit(&src, raw.audit.as_ref(), &agent.state_dir)?;
     let jwt = jwt::settings(&src, raw.jwt.as_ref())?;
+    let sds = sds::settings(&src, raw.sds.as_ref())?;
+    let enroll_listener = enroll::listener(&src, raw.acme.as_ref())?;
+    let acme = acme::settings(&src, raw.acme.as_ref())?;
+    let est = enroll::est(&src, raw.est.as_ref(), enroll_listener.as_ref())?;
     Ok(Config {
         source: name.to_string(),
         agent,
         ca,
         audit,
         jwt,
+        sds,
         metrics_listen: raw
             .metrics
             .as_ref()
@@ -113,6 +122,9 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<Config, Error> {
             .transpose()?
             .unwrap_or_default(),
         workloads,
+        enroll_listener,
+        acme,
+        est,
     })
 }
 
@@ -292,6 +304,7 @@ fn workload(
         algorithm,
         hint: r.hint.clone().unwrap_or_default(),
         selectors: attestation::selectors(src, &r.selectors)?,
+        keys: grants::grants(src, &r.keys)?,
     })
 }
 

@@ -5,7 +5,7 @@
 use keyward_core::Error;
 
 use super::super::CallerLimits;
-use super::super::raw::RawAgent;
+use super::super::raw::{RawAgent, RawRateLimit};
 use super::Src;
 
 /// The most connections the setting accepts (each costs a file descriptor).
@@ -47,29 +47,44 @@ pub(super) fn caller_limits(src: &Src, a: &RawAgent) -> Result<CallerLimits, Err
         limits.request_timeout = src.duration(t)?;
     }
     if let Some(r) = &a.rate_limit {
-        let r = r.get_ref();
-        if let Some(p) = &r.per_second {
-            let v = *p.get_ref();
-            if !(v.is_finite() && v > 0.0 && v <= 1e6) {
-                return Err(src.err(
-                    &p.span(),
-                    format!("rate_limit per_second {v} is outside (0, 1000000]"),
-                ));
-            }
-            limits.rate_per_second = v;
-        }
-        if let Some(b) = &r.burst {
-            let v = *b.get_ref();
-            limits.rate_burst = u32::try_from(v)
-                .ok()
-                .filter(|n| (1..=1_000_000).contains(n))
-                .ok_or_else(|| {
-                    src.err(
-                        &b.span(),
-                        format!("rate_limit burst {v} is outside 1 to 1000000"),
-                    )
-                })?;
-        }
+        (limits.rate_per_second, limits.rate_burst) = rate_limit(
+            src,
+            r.get_ref(),
+            (limits.rate_per_second, limits.rate_burst),
+        )?;
     }
     Ok(limits)
+}
+
+/// A `rate_limit = { per_second, burst }` table (`[agent]`'s, `[acme]`'s): `per_second`
+/// in (0, 1e6], `burst` in 1 to 1e6; an absent key keeps its value in `defaults`.
+pub(super) fn rate_limit(
+    src: &Src,
+    r: &RawRateLimit,
+    defaults: (f64, u32),
+) -> Result<(f64, u32), Error> {
+    let (mut per_second, mut burst) = defaults;
+    if let Some(p) = &r.per_second {
+        let v = *p.get_ref();
+        if !(v.is_finite() && v > 0.0 && v <= 1e6) {
+            return Err(src.err(
+                &p.span(),
+                format!("rate_limit per_second {v} is outside (0, 1000000]"),
+            ));
+        }
+        per_second = v;
+    }
+    if let Some(b) = &r.burst {
+        let v = *b.get_ref();
+        burst = u32::try_from(v)
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .ok_or_else(|| {
+                src.err(
+                    &b.span(),
+                    format!("rate_limit burst {v} is outside 1 to 1000000"),
+                )
+            })?;
+    }
+    Ok((per_second, burst))
 }
