@@ -253,18 +253,7 @@ fn a_pin_given_as_pin_value_never_reaches_the_log_and_cannot_make_a_ca() {
         ],
     );
     let out = tmp.path().join("svc");
-    keyward_ok(
-        &state,
-        &[
-            "issue",
-            "--name",
-            "svc",
-            "--dns",
-            "svc.internal",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    common::issue_named(&state, "svc", &out);
     openssl_verify(&out);
     keyward_fails(
         &state,

@@ -140,17 +140,6 @@ fn tpm_rsa_root_signs_pkcs1() {
         &["ca", "init", "--key", &root, "--subject", "CN=TPM RSA Root"],
     );
     let out = tmp.path().join("svc");
-    keyward_ok(
-        &state,
-        &[
-            "issue",
-            "--name",
-            "svc",
-            "--dns",
-            "svc.internal",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    common::issue_named(&state, "svc", &out);
     openssl_verify(&out);
 }
