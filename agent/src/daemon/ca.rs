@@ -69,11 +69,34 @@ impl AgentCa {
     }
 }
 
+/// The client for `[ca.upstream]`'s Vault. It is made once, so that the intermediates
+/// and the upstream CRL share one login and one token renewal.
+#[cfg(feature = "vault")]
+pub type UpstreamClient = keyward_vault::VaultClient;
+/// Without the vault backend there is no upstream, so never a client.
+#[cfg(not(feature = "vault"))]
+pub type UpstreamClient = std::convert::Infallible;
+
+/// The Vault client `[ca.upstream]` needs, if it is set: from `[vault] addresses` (else
+/// `VAULT_ADDR`) and the `VAULT_*` credentials.
+pub fn upstream_client(settings: &CaSettings) -> Result<Option<UpstreamClient>, Error> {
+    #[cfg(feature = "vault")]
+    if let Some(up) = &settings.upstream {
+        let vault =
+            keyward_vault::VaultSettings::from_env_with_addresses(up.vault_addresses.as_deref())?;
+        return Ok(Some(keyward_vault::VaultClient::new(&vault)?));
+    }
+    let _ = settings;
+    Ok(None)
+}
+
 /// Loads the CA: from the state directory, creating a root with `[ca] key` when there
 /// is none, and checking that the configured key is the one the CA issues with; or
-/// the rotating intermediates (whose generations `journal` records).
+/// the rotating intermediates (whose generations `journal` records), signed through
+/// `upstream_client` (from [`upstream_client`]).
 pub async fn load(
     settings: &CaSettings,
+    upstream_client: Option<UpstreamClient>,
     state: &StateDir,
     backends: &Arc<Backends>,
     audit: &Audit,
@@ -81,7 +104,7 @@ pub async fn load(
     journal: &Journal,
 ) -> Result<AgentCa, Error> {
     let Some(key) = &settings.key else {
-        return upstream(settings, backends, audit, metrics, journal).await;
+        return upstream(settings, upstream_client, backends, audit, metrics, journal).await;
     };
     let signer = backends.open(key).await.map_err(|e| match e {
         Error::NotFound(what) => Error::NotFound(format!(
@@ -156,6 +179,7 @@ pub async fn load(
 #[cfg(feature = "vault")]
 async fn upstream(
     settings: &CaSettings,
+    client: Option<UpstreamClient>,
     backends: &Arc<Backends>,
     audit: &Audit,
     metrics: &Metrics,
@@ -167,7 +191,11 @@ async fn upstream(
         .ok_or_else(|| Error::InvalidInput("[ca] key is missing".into()))?;
     // The journal needs the state directory even when it holds no CA.
     drop(journal.state().create_and_lock()?);
-    let kind = generations::UpstreamIntermediate::new(up, backends.clone(), audit.clone())?;
+    let client = client.ok_or_else(|| {
+        Error::InvalidInput("[ca.upstream] has no Vault client (see ca::upstream_client)".into())
+    })?;
+    let kind =
+        generations::UpstreamIntermediate::new(up, client, backends.clone(), audit.clone())?;
     let rx = generations::start(kind, journal, audit.clone(), metrics.clone()).await?;
     Ok(AgentCa::Rotating(rx))
 }
@@ -175,6 +203,7 @@ async fn upstream(
 #[cfg(not(feature = "vault"))]
 async fn upstream(
     _settings: &CaSettings,
+    _client: Option<UpstreamClient>,
     _backends: &Arc<Backends>,
     _audit: &Audit,
     _metrics: &Metrics,

@@ -127,7 +127,18 @@ impl Agent {
         let state = StateDir::new(&config.agent.state_dir);
         let audit = Audit::open(&config.audit)?;
         let journal = generations::Journal::open(&state)?;
-        let ca = ca::load(&config.ca, &state, &backends, &audit, &metrics, &journal).await?;
+        // One Vault client for everything [ca.upstream] asks of Vault: one login.
+        let upstream_client = ca::upstream_client(&config.ca)?;
+        let ca = ca::load(
+            &config.ca,
+            upstream_client.clone(),
+            &state,
+            &backends,
+            &audit,
+            &metrics,
+            &journal,
+        )
+        .await?;
         metrics.ca_loaded(config.ca.signing_backend());
         let probed_ca = ca.clone();
         let svid_ca = ca.clone();
@@ -135,7 +146,7 @@ impl Agent {
         // The CRLs served: the local one and, with [ca.upstream], the upstream one,
         // which its own task fetches (on a schedule and on SIGHUP).
         let (crls, upstream_crl_task) =
-            upstream_crl::start(&config.ca, &ca, &state, &audit, &metrics)?;
+            upstream_crl::start(&config.ca, upstream_client, &ca, &state, &audit, &metrics)?;
         observers.extend(upstream_crl_task);
         let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
         let mut rotation = Rotation::new(

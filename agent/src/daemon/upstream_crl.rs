@@ -22,15 +22,17 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
 
 use super::audit::Audit;
-use super::ca::AgentCa;
+use super::ca::{AgentCa, UpstreamClient};
 use super::config::CaSettings;
 use super::crl::CrlWatch;
 use super::metrics::Metrics;
 
 /// The agent's CRL watch and, with `[ca.upstream]`, the task that keeps the upstream
-/// CRL current (the watch then serves it too).
+/// CRL current (the watch then serves it too), fetching through `client`, the Vault
+/// client the upstream intermediates use.
 pub fn start(
     settings: &CaSettings,
+    client: Option<UpstreamClient>,
     ca: &AgentCa,
     state: &StateDir,
     audit: &Audit,
@@ -38,9 +40,10 @@ pub fn start(
 ) -> Result<(CrlWatch, Option<JoinHandle<()>>), Error> {
     let watch = CrlWatch::new(state.clone());
     #[cfg(feature = "vault")]
-    if let Some(upstream) = &settings.upstream {
+    if let (Some(upstream), Some(client)) = (&settings.upstream, client) {
         let task = UpstreamCrl::new(
             upstream,
+            client,
             ca.clone(),
             state.clone(),
             audit.clone(),
@@ -50,7 +53,7 @@ pub fn start(
     }
     // Without the vault backend, `[ca.upstream]` is refused when the config is read.
     #[cfg(not(feature = "vault"))]
-    let _ = (settings, ca, audit, metrics);
+    let _ = (settings, client, ca, audit, metrics);
     Ok((watch, None))
 }
 
@@ -136,7 +139,7 @@ mod fetcher {
     use keyward_core::backoff::Backoff;
     use keyward_core::issuance::CrlContents;
     use keyward_core::store::StateDir;
-    use keyward_vault::{VaultClient, VaultPkiUpstream, VaultSettings};
+    use keyward_vault::{VaultClient, VaultPkiUpstream};
     use tokio::signal::unix::{SignalKind, signal};
     use tokio::task::JoinHandle;
 
@@ -165,23 +168,21 @@ mod fetcher {
 
     impl UpstreamCrl {
         /// A task fetching the CRL of `settings`' authority every `crl_refresh`,
-        /// checking it under the upstream CAs of `ca`, keeping it in `state`. The Vault
-        /// client comes from `[vault] addresses` (else `VAULT_ADDR`) and the `VAULT_*`
-        /// credentials, as the upstream intermediates' does.
+        /// checking it under the upstream CAs of `ca`, keeping it in `state`, through
+        /// `client`, the one the upstream intermediates use.
         pub fn new(
             settings: &UpstreamSettings,
+            client: VaultClient,
             ca: AgentCa,
             state: StateDir,
             audit: Audit,
             metrics: Metrics,
         ) -> Result<Self, Error> {
             let target = VaultPkiUpstream::parse(&settings.authority)?;
-            let vault =
-                VaultSettings::from_env_with_addresses(settings.vault_addresses.as_deref())?;
             Ok(UpstreamCrl {
                 authority: format!("{}:{}", VaultPkiUpstream::SCHEME, target.mount),
                 mount: target.mount,
-                client: VaultClient::new(&vault)?,
+                client,
                 ca,
                 state,
                 audit,

@@ -23,7 +23,7 @@ use keyward_core::check::summarize;
 use keyward_core::issuance::{self, CaIssuer};
 use keyward_core::store::StateDir;
 use keyward_core::{Error, KeySigner};
-use keyward_vault::{VaultClient, VaultPkiUpstream, VaultSettings};
+use keyward_vault::{VaultClient, VaultPkiUpstream};
 use time::OffsetDateTime;
 
 use super::x509::{self, CertDetail};
@@ -48,17 +48,17 @@ pub struct UpstreamIntermediate {
 }
 
 impl UpstreamIntermediate {
-    /// The intermediates `settings` describe; the Vault client comes from `[vault]
-    /// addresses` (else `VAULT_ADDR`) and the `VAULT_*` credentials.
+    /// The intermediates `settings` describe, signed through `client` (see
+    /// `ca::upstream_client`).
     pub fn new(
         settings: UpstreamSettings,
+        client: VaultClient,
         backends: Arc<Backends>,
         audit: Audit,
     ) -> Result<Self, Error> {
         let target = VaultPkiUpstream::parse(&settings.authority)?;
-        let vault = VaultSettings::from_env_with_addresses(settings.vault_addresses.as_deref())?;
         Ok(UpstreamIntermediate {
-            client: VaultClient::new(&vault)?,
+            client,
             settings,
             target,
             backends,
