@@ -203,13 +203,22 @@ fn refusals_and_audit(agent: &Agent) {
         refused(NOBODY, agent, args, b"x", "PermissionDenied");
     }
     assert!(!Path::new("/tmp/never-written").exists());
-    let audit = std::fs::read_to_string(agent.state.join("audit.jsonl")).expect("audit log");
-    for needle in [
+    // The audit writer appends on its own task: wait (up to 10 s) for the last refusal.
+    let needles = [
         "\"key_operation\"",
         "\"grant\":\"kek\"",
         "\"op\":\"generate-data-key\"",
         "no key grant named 'sig'",
-    ] {
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let audit = loop {
+        let audit = std::fs::read_to_string(agent.state.join("audit.jsonl")).expect("audit log");
+        if needles.iter().all(|n| audit.contains(n)) || std::time::Instant::now() > deadline {
+            break audit;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    for needle in needles {
         assert!(
             audit.contains(needle),
             "no {needle} in the audit log:\n{audit}"
@@ -279,15 +288,17 @@ fn key_service_with_kms_keys() {
 }
 
 #[test]
-fn key_service_signs_with_softhsm_keys() {
+fn key_service_with_softhsm_keys() {
     let module = required_env("KEYWARD_TEST_PKCS11_MODULE");
     let (_keep, dir) = key_dir();
     let (token, pin) = softhsm_token(&dir, "kw-keys");
-    let key = format!(
-        "pkcs11:token={token};object=app-sig?module-path={module}&pin-source=file:{}",
-        pin.display()
-    );
-    key_service_against(&key, None);
+    let key = |object: &str| {
+        format!(
+            "pkcs11:token={token};object={object}?module-path={module}&pin-source=file:{}",
+            pin.display()
+        )
+    };
+    key_service_against(&key("app-sig"), Some(&key("app-kek")));
 }
 
 #[test]

@@ -56,6 +56,6 @@ pub trait KeyBackend: Send + Sync {
 /// The answer of a backend that has no key-encryption keys (yet).
 fn no_wrapping(scheme: &str, uri: &KeyUri) -> Error {
     Error::Unsupported(format!(
-        "{uri}: the {scheme} backend has no key-encryption keys (file:, transit: and awskms: do)"
+        "{uri}: the {scheme} backend has no key-encryption keys (file:, pkcs11:, transit: and awskms: do)"
     ))
 }

@@ -108,13 +108,20 @@ pub(crate) fn recovery_for(e: &CkError) -> Option<Recovery> {
 }
 
 /// Whether a failed call is one that talks to the device for every use of a key
-/// (logging in, opening a session, signing).
+/// (logging in, opening a session, signing, encrypting). Not `C_Decrypt`: modules
+/// answer a failed GCM tag check with generic codes too.
 fn reaches_device(e: &CkError) -> bool {
     matches!(
         e,
         CkError::Pkcs11(
             _,
-            Function::Login | Function::OpenSession | Function::SignInit | Function::Sign
+            Function::Login
+                | Function::OpenSession
+                | Function::SignInit
+                | Function::Sign
+                | Function::EncryptInit
+                | Function::Encrypt
+                | Function::DecryptInit
         )
     )
 }

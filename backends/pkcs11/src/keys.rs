@@ -357,9 +357,14 @@ fn keygen_mechanism_type(kt: KeyType) -> MechanismType {
     keygen_mechanism(kt).mechanism_type()
 }
 
-/// Checks what the token says of a key pair it just generated: the private key must be
-/// sensitive and not extractable, whatever the module chose to set itself.
-fn check_protected(s: &Session, handle: ObjectHandle, shown: &str) -> Result<(), OpError> {
+/// Checks what the token says of a key it just generated (the private key of a pair, or
+/// a secret key): it must be sensitive and not extractable, whatever the module chose
+/// to set itself.
+pub(crate) fn check_protected(
+    s: &Session,
+    handle: ObjectHandle,
+    shown: &str,
+) -> Result<(), OpError> {
     let attrs = s.get_attributes(
         handle,
         &[AttributeType::Sensitive, AttributeType::Extractable],
@@ -377,7 +382,7 @@ fn check_protected(s: &Session, handle: ObjectHandle, shown: &str) -> Result<(),
     }
     let flag = |v: Option<bool>| v.map_or_else(|| "unreadable".to_string(), |b| b.to_string());
     Err(Error::backend(format!(
-        "{shown} came out with CKA_SENSITIVE={} and CKA_EXTRACTABLE={}; keyward requires a sensitive, non-extractable private key",
+        "{shown} came out with CKA_SENSITIVE={} and CKA_EXTRACTABLE={}; keyward requires a sensitive, non-extractable key",
         flag(sensitive),
         flag(extractable)
     ))

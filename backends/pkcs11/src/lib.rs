@@ -22,6 +22,8 @@
 //! - `keys.rs`: creating key pairs and opening keys (finding them by label and id);
 //! - `templates.rs`: key pair templates, and naming the attribute a module refused;
 //! - `signer.rs`: [`Pkcs11Signer`], the `KeySigner` of one key on a token;
+//! - `wrapper.rs`: [`Pkcs11Kek`], the `KeyWrapper` of an AES key-encryption key on a
+//!   token, used with AES-GCM; `wrapper/versions.rs`: its versions, one AES object each;
 //! - `errors.rs`: cryptoki errors in keyward's `Error`, and which of them call for
 //!   recovery;
 //! - `token/`: one token in use (`mod.rs`), the URI's token selector (`selector.rs`), its
@@ -49,18 +51,20 @@ mod spki;
 mod tables;
 mod templates;
 mod token;
+mod wrapper;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use keyward_core::uri::Pkcs11Uri;
-use keyward_core::{Algorithm, Error, KeyBackend, KeySigner, KeyUri};
+use keyward_core::{Algorithm, Error, KeyBackend, KeySigner, KeyUri, KeyWrapper};
 
 pub use errors::{Ckr, ckr_name};
 pub use inspect::{KeyObjectInfo, SlotInfo, init_token, list_slots};
 pub use signer::Pkcs11Signer;
 pub use tables::{KeyTable, SlotTable};
+pub use wrapper::{Pkcs11Kek, RELIST_AFTER};
 
 use token::Token;
 
@@ -144,6 +148,14 @@ impl KeyBackend for Pkcs11Backend {
 
     async fn open(&self, uri: &KeyUri) -> Result<Arc<dyn KeySigner>, Error> {
         self.open_key(pkcs11_uri(uri)?).await
+    }
+
+    async fn generate_wrapper(&self, uri: &KeyUri) -> Result<Arc<dyn KeyWrapper>, Error> {
+        Ok(Arc::new(self.generate_kek(pkcs11_uri(uri)?).await?))
+    }
+
+    async fn open_wrapper(&self, uri: &KeyUri) -> Result<Arc<dyn KeyWrapper>, Error> {
+        Ok(Arc::new(self.open_kek(pkcs11_uri(uri)?).await?))
     }
 }
 

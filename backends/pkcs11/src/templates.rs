@@ -209,7 +209,7 @@ impl KeyPairSpec<'_> {
 
 /// Return codes with which modules answer a template they refuse (tpm2-pkcs11 answers
 /// a mismatch with the TPM's own attributes with `CKR_GENERAL_ERROR`).
-fn looks_like_refused_template(e: &CkError) -> bool {
+pub(crate) fn looks_like_refused_template(e: &CkError) -> bool {
     matches!(
         e,
         CkError::Pkcs11(
