@@ -12,7 +12,7 @@ use spiffe::{WorkloadApiClient, X509Source, X509SourceError};
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
-use crate::agent_crls::{CrlStream, Opened};
+use crate::agent_crls::follow_crls;
 use crate::credentials::{CredentialCell, Credentials};
 
 /// How long [`AgentSource::connect`] waits for the first SVID.
@@ -91,17 +91,7 @@ impl AgentSource {
                 source_error(&format!("agent at {shown} unreachable or gave no SVID"), e)
             })?;
         let cell = CredentialCell::new(snapshot(&source)?);
-        let crls = CrlStream::open(crl_endpoint, shown.clone(), INITIAL_SYNC_TIMEOUT).await?;
-        let crl_task = match crls {
-            Opened::Stream(stream, first) => {
-                cell.store_crls(first);
-                Some(stream.follow(cell.clone()))
-            }
-            Opened::Unsupported => {
-                tracing::warn!(agent = %shown, "the Workload API server has no FetchX509Bundles; peers are not checked against CRLs");
-                None
-            }
-        };
+        let crl_task = follow_crls(crl_endpoint, shown, INITIAL_SYNC_TIMEOUT, &cell).await?;
         let mut updates = source.updated();
         let (task_cell, task_source) = (cell.clone(), source.clone());
         let task = tokio::spawn(async move {

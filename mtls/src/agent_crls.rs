@@ -135,6 +135,27 @@ async fn retry(
     }
 }
 
+/// Opens the CRL stream at `endpoint` (shown as `shown`, trying for up to `within`),
+/// stores its first CRLs in `cell` and follows it; `None`, with a warning, when the
+/// server has no FetchX509Bundles (peers are then not checked against CRLs).
+pub(crate) async fn follow_crls(
+    endpoint: Endpoint,
+    shown: String,
+    within: Duration,
+    cell: &CredentialCell,
+) -> Result<Option<JoinHandle<()>>, Error> {
+    match CrlStream::open(endpoint, shown.clone(), within).await? {
+        Opened::Stream(stream, first) => {
+            cell.store_crls(first);
+            Ok(Some(stream.follow(cell.clone())))
+        }
+        Opened::Unsupported => {
+            tracing::warn!(agent = %shown, "the Workload API server has no FetchX509Bundles; peers are not checked against CRLs");
+            Ok(None)
+        }
+    }
+}
+
 /// Opens the stream once and reads its first message.
 async fn try_open(
     endpoint: &Endpoint,

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use keyward_core::Error;
+use rustls::InconsistentKeys;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, TrustAnchor};
-use rustls::sign::CertifiedKey;
+use rustls::sign::{CertifiedKey, SigningKey};
 use spiffe::{SpiffeId, TrustDomain};
 use zeroize::Zeroizing;
 
@@ -45,6 +46,22 @@ impl Credentials {
         key: PrivateKeyDer<'static>,
         bundle: Vec<CertificateDer<'static>>,
     ) -> Result<Self, Error> {
+        let key = provider()
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| Error::InvalidInput(format!("private key: {e}")))?;
+        Credentials::with_signing_key(chain, key, bundle)
+    }
+
+    /// Credentials whose private key is already a rustls signing key: one the
+    /// application keeps elsewhere (its own HSM) or one generated in process. The same
+    /// checks as [`Credentials::new`]; when the key reports its public key, it must be
+    /// the leaf's.
+    pub fn with_signing_key(
+        chain: Vec<CertificateDer<'static>>,
+        key: Arc<dyn SigningKey>,
+        bundle: Vec<CertificateDer<'static>>,
+    ) -> Result<Self, Error> {
         let leaf = chain
             .first()
             .ok_or_else(|| Error::InvalidInput("the certificate chain is empty".into()))?;
@@ -62,8 +79,11 @@ impl Credentials {
             .map(|c| webpki::anchor_from_trusted_cert(c).map(|a| a.to_owned()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Error::InvalidInput(format!("trust bundle certificate: {e}")))?;
-        let certified = CertifiedKey::from_der(chain, key, &provider())
-            .map_err(|e| Error::InvalidInput(format!("private key: {e}")))?;
+        let certified = CertifiedKey::new(chain, key);
+        match certified.keys_match() {
+            Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => {}
+            Err(e) => return Err(Error::InvalidInput(format!("private key: {e}"))),
+        }
         Ok(Credentials {
             certified: Arc::new(certified),
             bundle,
