@@ -137,26 +137,6 @@ fn envelope_round_trips(agent: &Agent, tmp: &Path, kek: &str, state: &Path) {
     assert_eq!(unwrap_key(agent, &wrapped2), plain2);
 }
 
-fn data_key(agent: &Agent, tmp: &Path, name: &str) -> (Vec<u8>, Vec<u8>) {
-    let wrapped_at = tmp.join(name);
-    let plain = crypto(
-        agent,
-        &[
-            "data-key",
-            "--key",
-            "kek",
-            "--wrapped-out",
-            wrapped_at.to_str().unwrap(),
-        ],
-        b"",
-    );
-    (plain, std::fs::read(&wrapped_at).unwrap())
-}
-
-fn unwrap_key(agent: &Agent, wrapped: &[u8]) -> Vec<u8> {
-    crypto(agent, &["decrypt", "--key", "kek", "--data-key"], wrapped)
-}
-
 /// Refusals that hold whatever the backend: an unknown grant, an op a grant lacks, a
 /// caller (uid 65534) with an entry but no grant. Then the audit log names every
 /// operation and refusal and holds no data.

@@ -46,6 +46,29 @@ pub fn crypto(agent: &Agent, args: &[&str], input: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
+/// A data key from the grant `kek` (`keyward crypto data-key`), its wrapped form written
+/// to `dir/name`: (plaintext, wrapped).
+pub fn data_key(agent: &Agent, dir: &Path, name: &str) -> (Vec<u8>, Vec<u8>) {
+    let wrapped_at = dir.join(name);
+    let plain = crypto(
+        agent,
+        &[
+            "data-key",
+            "--key",
+            "kek",
+            "--wrapped-out",
+            wrapped_at.to_str().unwrap(),
+        ],
+        b"",
+    );
+    (plain, std::fs::read(&wrapped_at).unwrap())
+}
+
+/// The plaintext of a data key `wrapped` under the grant `kek`.
+pub fn unwrap_key(agent: &Agent, wrapped: &[u8]) -> Vec<u8> {
+    crypto(agent, &["decrypt", "--key", "kek", "--data-key"], wrapped)
+}
+
 /// Asserts `keyward crypto ARGS` as `uid` fails with `needle` in its error and writes
 /// nothing to stdout.
 pub fn refused(uid: u32, agent: &Agent, args: &[&str], input: &[u8], needle: &str) {

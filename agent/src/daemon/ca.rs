@@ -194,8 +194,7 @@ async fn upstream(
     let client = client.ok_or_else(|| {
         Error::InvalidInput("[ca.upstream] has no Vault client (see ca::upstream_client)".into())
     })?;
-    let kind =
-        generations::UpstreamIntermediate::new(up, client, backends.clone(), audit.clone())?;
+    let kind = generations::UpstreamIntermediate::new(up, client, backends.clone(), audit.clone())?;
     let rx = generations::start(kind, journal, audit.clone(), metrics.clone()).await?;
     Ok(AgentCa::Rotating(rx))
 }

@@ -11,6 +11,7 @@ pub(crate) mod enroll;
 pub(crate) mod generations;
 mod h2_authority;
 pub mod jwt;
+mod kek_rotation;
 pub mod keys;
 mod limits;
 pub mod logging;
@@ -184,6 +185,16 @@ impl Agent {
             metrics.clone(),
         ));
         observers.extend(enroll::start(&config, &enroll_ca, &audit).await?);
+        let keyring = keys::keyring::Keyring::new(backends.clone());
+        // [[kek]]: rotated through the KeyService's keyring, so it encrypts under the
+        // new version at once.
+        observers.extend(kek_rotation::start(
+            &config.keks,
+            keyring.clone(),
+            &state,
+            audit.clone(),
+            metrics.clone(),
+        )?);
         limits::raise_fd_limit();
         let socket = socket::bind(
             &config.agent.socket,
@@ -199,7 +210,6 @@ impl Agent {
             config = %config.source,
             "agent serving the SPIFFE Workload API"
         );
-        let keyring = keys::keyring::Keyring::new(backends.clone());
         Ok(Agent {
             config,
             socket,

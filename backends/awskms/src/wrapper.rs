@@ -181,8 +181,13 @@ impl KeyWrapper for AwsKmsKek {
         u32::try_from(rotations + 1).map_err(|_| Error::backend("too many KMS rotations"))
     }
 
+    /// RotateKeyOnDemand is sent again only when KMS surely did not act (throttled,
+    /// connection refused). After a failure that leaves it open (a lost answer), the
+    /// rotation count decides: above the count read before, the key did rotate.
     async fn rotate(&self) -> Result<u32, Error> {
-        self.limits
+        let before = self.current_version().await?;
+        let sent = self
+            .limits
             .call(
                 &self.client,
                 "RotateKeyOnDemand",
@@ -197,7 +202,13 @@ impl KeyWrapper for AwsKmsKek {
                 },
             )
             .await
-            .map_err(|f| f.into_error("RotateKeyOnDemand", &self.uri))?;
+            .map_err(|f| f.into_error("RotateKeyOnDemand", &self.uri));
+        if let Err(e) = sent {
+            if !matches!(e, Error::Unavailable { .. }) || self.current_version().await? <= before {
+                return Err(e);
+            }
+            tracing::info!(key = %self.uri, error = %keyward_core::chain_line(&e), "the answer to RotateKeyOnDemand was lost, but the key has rotated");
+        }
         let version = self.current_version().await?;
         tracing::info!(key = %self.uri, version, "rotated AWS KMS key-encryption key");
         Ok(version)

@@ -6,6 +6,7 @@
 
 mod enroll;
 pub mod grants;
+pub mod kek;
 mod names;
 mod observe;
 mod raw;
@@ -59,6 +60,8 @@ pub struct Config {
     pub acme: Option<crate::daemon::enroll::acme::AcmeSettings>,
     /// `[est]`: enrollment over EST on that listener.
     pub est: Option<EstSettings>,
+    /// `[[kek]]`: key-encryption keys the agent rotates on a schedule, in file order.
+    pub keks: Vec<kek::KekSchedule>,
 }
 
 /// `[agent]`: the socket, the state directory and the trust domain.
@@ -340,6 +343,9 @@ impl Config {
         }
         if self.est != new.est {
             out.push("[est]");
+        }
+        if self.keks != new.keks {
+            out.push("[[kek]]");
         }
         out
     }

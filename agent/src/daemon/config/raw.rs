@@ -29,6 +29,9 @@ pub(super) struct RawConfig {
     pub(super) est: Option<Spanned<RawEst>>,
     #[serde(default)]
     pub(super) workload: Vec<Spanned<RawWorkload>>,
+    /// `[[kek]]`: key-encryption keys the agent rotates on a schedule.
+    #[serde(default)]
+    pub(super) kek: Vec<Spanned<super::kek::RawKek>>,
 }
 
 /// `[agent]`

@@ -24,6 +24,7 @@ mod ca;
 mod enroll;
 mod grants;
 mod jwt;
+mod kek;
 mod limits;
 mod sds;
 
@@ -125,6 +126,7 @@ pub fn parse(text: &str, name: &str, base: &Path) -> Result<Config, Error> {
         enroll_listener,
         acme,
         est,
+        keks: kek::schedules(&src, &raw.kek)?,
     })
 }
 

@@ -32,6 +32,7 @@ use serde::de::DeserializeOwned;
 
 pub(crate) use auth::AuthBlock;
 pub use auth::AuthStatus;
+pub(crate) use retry::SentOnce;
 
 use crate::settings::VaultSettings;
 

@@ -12,7 +12,9 @@
 //! another node, so the operation may happen twice. Every request keyward makes is
 //! harmless to repeat: a Transit signature or a second signed intermediate for the same
 //! key, a token renewal, a login (it uses one more of a secret_id's uses, if limited),
-//! and a Transit key creation (which never overwrites, see `generate_transit`).
+//! and a Transit key creation (which never overwrites, see `generate_transit`). The one
+//! request that is not, Transit `rotate`, goes through [`VaultClient::send_once`]
+//! instead, and its caller decides from the key's version whether to send it again.
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +59,17 @@ impl From<Error> for Failed {
             error,
         }
     }
+}
+
+/// The outcome of a request sent exactly once.
+pub(crate) enum SentOnce {
+    /// Vault acted and answered 2xx.
+    Done,
+    /// Vault answered that the request is wrong or refused (a final 4xx): it did not act.
+    Refused(Error),
+    /// No answer, or one that does not say whether Vault acted (5xx, a lost
+    /// connection, a timeout) or that another node must serve (sealed, redirect).
+    Unknown(Error),
 }
 
 /// Why the last attempt failed, kept to build the final error.
@@ -185,6 +198,47 @@ impl VaultClient {
             tokio::time::sleep(delay).await;
             node = next;
         }
+    }
+
+    /// Sends once, with the current token, to the node that answered last: never again,
+    /// so a request whose answer is lost is not repeated. The caller looks at the
+    /// result to decide whether sending again is safe.
+    pub(crate) async fn send_once(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> SentOnce {
+        let (token, _) = match self.token().await {
+            Ok(t) => t,
+            Err(e) => return SentOnce::Refused(e),
+        };
+        let nodes = &self.inner.nodes;
+        let node = nodes.first_to_try();
+        let addr = nodes.addr(node);
+        let url = format!("{addr}/v1/{path}");
+        let limit = self.inner.deadline;
+        let started = Instant::now();
+        let failure =
+            match tokio::time::timeout(limit, self.once(method, &url, body, Some(&token))).await {
+                Err(_) => Failure::Timeout(limit),
+                Ok(Ok(reply)) if reply.status.is_success() => {
+                    nodes.answered(node);
+                    return SentOnce::Done;
+                }
+                Ok(Ok(reply)) => {
+                    let code = reply.status.as_u16();
+                    let errors = parse_errors(&reply.body);
+                    if errors::verdict(code, &errors) == Verdict::Final {
+                        return SentOnce::Refused(errors::status_error(
+                            addr, method, path, code, &errors,
+                        ));
+                    }
+                    Failure::Status(code, errors)
+                }
+                Ok(Err(e)) => Failure::Network(e),
+            };
+        SentOnce::Unknown(self.final_error(failure, node, method, path, 1, started))
     }
 
     /// One HTTP exchange; the whole body is read.

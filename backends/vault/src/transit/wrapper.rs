@@ -6,8 +6,11 @@
 //! is the base64-decoded rest, and decryption rebuilds `vault:v{version}:...` from the
 //! blob header, so a header naming another version fails authentication in Transit.
 
+use std::time::{Duration, Instant};
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use keyward_core::backoff::Backoff;
 use keyward_core::uri::TransitUri;
 use keyward_core::wrap::{DATA_KEY_LEN, Sealed, data_key_from};
 use keyward_core::{Error, KeyUri, KeyWrapper};
@@ -17,7 +20,12 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::keys::{self, KeyInfo};
-use crate::client::{TokenUse, VaultClient};
+use crate::client::{SentOnce, TokenUse, VaultClient};
+
+/// The pause before resending a rotation Transit did not make: 100 ms doubling up to
+/// 2 s, ±25 %.
+const ROTATE_BACKOFF: Backoff =
+    Backoff::doubling(Duration::from_millis(100), Duration::from_secs(2)).jittered(0.75, 1.25);
 
 /// The Transit key type of keyward's KEKs.
 pub(crate) const KEK_TYPE: &str = "aes256-gcm96";
@@ -186,13 +194,40 @@ impl KeyWrapper for TransitKek {
         Ok(info.latest_version)
     }
 
+    /// Transit's `rotate` adds a version each time it is received, so it is never
+    /// resent blindly: after a failure that leaves open whether Transit acted (a lost
+    /// answer, a 5xx), the key's latest version decides. Above the version read before
+    /// the first attempt, the rotation happened (or another rotated it meanwhile, which
+    /// serves the caller as well); otherwise it is sent again after a pause, within
+    /// the client's deadline.
     async fn rotate(&self) -> Result<u32, Error> {
         let path = keys::path(&self.transit, "keys") + "/rotate";
         let body = serde_json::to_vec(&json!({})).expect("json");
-        self.client
-            .call::<serde_json::Value>(Method::POST, &path, Some(&body), TokenUse::Current)
-            .await
-            .map_err(|e| keys::not_found_as(e, &self.transit))?;
+        let before = self.current_version().await?;
+        let deadline = Instant::now() + self.client.deadline();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let why = match self
+                .client
+                .send_once(&Method::POST, &path, Some(&body))
+                .await
+            {
+                SentOnce::Done => break,
+                SentOnce::Refused(e) => return Err(keys::not_found_as(e, &self.transit)),
+                SentOnce::Unknown(e) => e,
+            };
+            if self.current_version().await? > before {
+                tracing::info!(key = %self.uri, error = %keyward_core::chain_line(&why), "Transit's answer to rotate was lost, but the key has a new version");
+                break;
+            }
+            let delay = ROTATE_BACKOFF.delay(attempts);
+            if Instant::now() + delay >= deadline {
+                return Err(why);
+            }
+            tracing::debug!(key = %self.uri, attempts, ?delay, "Transit did not rotate; sending rotate again");
+            tokio::time::sleep(delay).await;
+        }
         // Older Vaults answer rotate with no body: read the key for the new version.
         let version = self.current_version().await?;
         tracing::info!(key = %self.uri, version, "rotated Transit key-encryption key");
