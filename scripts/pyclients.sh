@@ -6,7 +6,9 @@
 # (tests/clients/sds_envoy.py); and EFF's `certbot`, the ACME client of
 # tests/enroll_acme.rs (its `acme`/`josepy` also drive tests/clients/acme_replay.py); and
 # `grpcio-tools`, which generates Python stubs from agent/proto/keyward/v1/keys.proto
-# for the README's KeyService example (tests/agent_keys_python.rs).
+# for the README's KeyService example (tests/agent_keys_python.rs); and python-hyper's
+# `hyperframe` and `hpack`, the raw HTTP/2 framing and header coding of
+# tests/clients/exec_h2.py, which keeps its connection across exec() (tests/agent_exec.rs).
 # Source scripts/lib.sh first, then this file; it defines functions only.
 #
 #   pyclients_install DIR   creates a venv at DIR from the system python3 if missing,
@@ -23,6 +25,7 @@ PYCLIENTS_PACKAGES=(
   certbot==5.8.0 acme==5.9.0 josepy==2.2.0
   xds-protos==1.85.0
   grpcio-tools==1.85.1
+  hyperframe==6.1.0 hpack==4.2.0
 )
 
 # pyclients_install DIR: the venv at DIR (root's, readable by all) with the pinned

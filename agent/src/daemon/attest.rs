@@ -1,28 +1,55 @@
 //! Caller attestation: who is on the other end of the socket, as the kernel says.
 //!
 //! A connection's caller is bound when it is accepted ([`Peer`]): the SO_PEERCRED uid,
-//! gid and pid, and a pidfd for the process that connected. Every attestation first
-//! checks through the pidfd that this process is still running; a connection whose
-//! process has exited gets nothing, whoever holds its PID now.
+//! gid and pid, and a pidfd for the process that connected (from SO_PEERPIDFD, which
+//! the kernel binds to the connecting process, or opened by PID and kept only if that
+//! process started before the accept). Every attestation first checks through the
+//! pidfd that this process is still running; a connection whose process has exited
+//! gets nothing, whoever holds its PID now.
 //!
 //! `/proc/PID` is read only when an entry the caller's uid can match needs it (a `path`
-//! or `sha256` selector): the process must have started before the accept and still
-//! run as the uid and gid it connected with; its executable is opened through
+//! or `sha256` selector): the process must still run as the uid and gid it connected
+//! with (real and effective ids, `/proc/PID/status`); its executable is opened through
 //! `/proc/PID/exe` (which names the real file whatever the caller's mount namespace),
 //! identified by device and inode, and hashed through that same open file. The pidfd
 //! is checked again afterwards, so everything read belonged to the process that
 //! connected (a PID is not reused while its process runs).
+//!
+//! The attestation is kept on the connection with a fingerprint taken just before the
+//! reads: the owner of `/proc/PID` and the device, inode, size, modification and change
+//! times of the file `/proc/PID/exe` names, from a `/proc/PID` directory held open. A
+//! later call checks the pidfd, takes the fingerprint again (two `statx` calls) and
+//! checks the pidfd again; if the fingerprint is unchanged the facts are reused, else
+//! everything is read again and refused exactly as on a first call. A call that needs
+//! more (a `sha256` after a `path`) reads everything again too.
+//!
+//! What the fingerprint sees: procfs gives `/proc/PID` (the directory itself, unlike
+//! the files in it) the effective uid and gid of the process even when it is not
+//! dumpable, so any change of effective id shows, and with it an exec of a set-user-ID
+//! or set-group-ID file of another user or group; an exec of another file, or a write
+//! to the executable, changes the file's version. What it does not see: the real, saved
+//! and filesystem ids. So the facts are kept only when `/proc/PID/status` showed all
+//! four uids alike and all four gids alike and the fingerprint agreed with what was
+//! read: such a process changes its real id without exec only with `CAP_SETUID` (or
+//! `CAP_SETGID`), and one holding it passes a per-call read anyway (it restores its ids
+//! for the moment of the read); the real-id rule is against a set-user-ID program run by
+//! another user, which takes an exec, and that exec changes the effective id. An exec
+//! of the same file with the same ids (no change of either) is seen as nothing: the
+//! process is what was attested.
 
 mod digest;
 mod peer;
 mod proc;
+mod remembered;
 
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use digest::FileVersion;
 pub use digest::{DEFAULT_MAX_HASH_BYTES, DigestCache, DigestError};
 pub use peer::{Peer, boot_ticks};
+use remembered::{Attested, ProcDir};
 
 /// What attestation must find out about a caller for a set of entries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -104,7 +131,8 @@ impl std::fmt::Display for AttestError {
     }
 }
 
-/// Attests the caller bound as `peer`, reading from `/proc` only what `needs` asks for.
+/// Attests the caller bound as `peer`, reading from `/proc` only what `needs` asks for
+/// and only what the connection's last attestation cannot vouch for.
 pub async fn attest(
     peer: &Peer,
     needs: Needs,
@@ -114,19 +142,44 @@ pub async fn attest(
     let pid = peer
         .pid
         .ok_or_else(|| AttestError::Gone("the caller's process id is unknown".into()))?;
-    let mut facts = Facts {
-        uid: peer.uid,
-        gid: peer.gid,
-        pid,
-        exe: None,
-    };
     if !needs.path && !needs.sha256 {
+        return Ok(Facts {
+            uid: peer.uid,
+            gid: peer.gid,
+            pid,
+            exe: None,
+        });
+    }
+    let last = peer.remembered.get();
+    if let Some(facts) = last.as_ref().and_then(|last| last.reuse(needs)) {
+        // Still running: the fingerprint read above was that process's.
+        peer.check_alive()?;
         return Ok(facts);
     }
-    let started = proc::start_ticks(pid).map_err(AttestError::Mismatch)?;
-    proc::check_started_before(started, peer.accepted_ticks).map_err(AttestError::Mismatch)?;
-    proc::ids(pid)
-        .and_then(|ids| ids.check(peer.uid, peer.gid))
+    let needs = last.map_or(needs, |last| Needs {
+        path: needs.path || last.needs.path,
+        sha256: needs.sha256 || last.needs.sha256,
+    });
+    peer.remembered.set(None);
+    let (facts, attested) = attest_exe(peer, pid, needs, digests).await?;
+    peer.remembered.set(attested);
+    Ok(facts)
+}
+
+/// Reads the caller's ids and executable from `/proc/PID` (see the module header);
+/// also returns them as an attestation later calls may reuse, when the fingerprint
+/// taken before the reads shows what they found and the ids cannot change unseen.
+async fn attest_exe(
+    peer: &Peer,
+    pid: i32,
+    needs: Needs,
+    digests: &DigestCache,
+) -> Result<(Facts, Option<Attested>), AttestError> {
+    let dir = ProcDir::open(pid).map_err(AttestError::Mismatch)?;
+    // Taken before the reads; kept only if it shows what they found.
+    let print = dir.fingerprint().ok();
+    let ids = proc::ids(pid).map_err(AttestError::Mismatch)?;
+    ids.check(peer.uid, peer.gid)
         .map_err(AttestError::Mismatch)?;
     let file = File::open(format!("/proc/{pid}/exe"))
         .map_err(|e| AttestError::Mismatch(format!("cannot open /proc/{pid}/exe: {e}")))?;
@@ -151,28 +204,43 @@ pub async fn attest(
     };
     // Still running: what was read above belonged to the process that connected.
     peer.check_alive()?;
-    facts.exe = Some(Exe {
-        file: FileKey::of(&meta),
-        shown_as,
-        sha256,
-    });
-    Ok(facts)
+    let facts = Facts {
+        uid: peer.uid,
+        gid: peer.gid,
+        pid,
+        exe: Some(Exe {
+            file: FileKey::of(&meta),
+            shown_as,
+            sha256,
+        }),
+    };
+    let attested = print
+        .filter(|p| {
+            ids.all_alike() && p.owner == (peer.uid, peer.gid) && p.exe == FileVersion::of(&meta)
+        })
+        .map(|print| Attested {
+            dir,
+            print,
+            facts: facts.clone(),
+            needs,
+        });
+    Ok((facts, attested))
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
     use std::time::Duration;
 
     /// Needs of an entry with a `path` selector.
-    const PATH: Needs = Needs {
+    pub(crate) const PATH: Needs = Needs {
         path: true,
         sha256: false,
     };
     /// Needs of an entry with a `sha256` selector.
-    const SHA256: Needs = Needs {
+    pub(crate) const SHA256: Needs = Needs {
         path: false,
         sha256: true,
     };
@@ -189,7 +257,7 @@ mod tests {
     }
 
     /// This process, bound as it is.
-    fn me() -> (Peer, UnixStream) {
+    pub(crate) fn me() -> (Peer, UnixStream) {
         bound(None, None)
     }
 

@@ -10,6 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use rustix::fs::{Statx, StatxTimestamp, makedev};
 use tokio::sync::{OnceCell, Semaphore};
 
 /// The default `[agent] max_hash_bytes`: 256 MiB.
@@ -37,7 +38,7 @@ struct Inner {
 /// One version of a file: device, inode, size, modification and change times (the
 /// change time moves on every write and cannot be set back by the file's owner).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct FileVersion {
+pub(super) struct FileVersion {
     dev: u64,
     ino: u64,
     size: u64,
@@ -46,13 +47,26 @@ struct FileVersion {
 }
 
 impl FileVersion {
-    fn of(m: &Metadata) -> Self {
+    /// The version a file's metadata describes.
+    pub(super) fn of(m: &Metadata) -> Self {
         FileVersion {
             dev: m.dev(),
             ino: m.ino(),
             size: m.size(),
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// The version a `statx` result describes.
+    pub(super) fn of_statx(s: &Statx) -> Self {
+        let time = |t: &StatxTimestamp| (t.tv_sec, i64::from(t.tv_nsec));
+        FileVersion {
+            dev: makedev(s.stx_dev_major, s.stx_dev_minor),
+            ino: s.stx_ino,
+            size: s.stx_size,
+            mtime: time(&s.stx_mtime),
+            ctime: time(&s.stx_ctime),
         }
     }
 }

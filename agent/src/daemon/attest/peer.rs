@@ -13,6 +13,7 @@ use rustix::process::{Pid, PidfdFlags, pidfd_open};
 
 use super::AttestError;
 use super::proc;
+use super::remembered::Remembered;
 
 /// The process that connected, as the kernel recorded it at connect time.
 #[derive(Debug)]
@@ -24,11 +25,10 @@ pub struct Peer {
     /// The process id at connect (SO_PEERCRED), in this process's PID namespace;
     /// `None` when the kernel could not name it here.
     pub pid: Option<i32>,
-    /// When the connection was accepted, in clock ticks since boot: the clock and unit
-    /// of the process start time in `/proc/PID/stat`.
-    pub accepted_ticks: u64,
     /// A pidfd for the connecting process, or why there is none.
     pidfd: Result<OwnedFd, String>,
+    /// The connection's last attestation that read `/proc`, for its later calls.
+    pub(super) remembered: Remembered,
 }
 
 impl Peer {
@@ -58,8 +58,8 @@ impl Peer {
             uid,
             gid,
             pid: pid.filter(|p| *p > 0),
-            accepted_ticks,
             pidfd,
+            remembered: Remembered::default(),
         }
     }
 
@@ -71,8 +71,8 @@ impl Peer {
             uid: u32::MAX,
             gid: u32::MAX,
             pid: None,
-            accepted_ticks: 0,
             pidfd: Err(why.to_string()),
+            remembered: Remembered::default(),
         }
     }
 

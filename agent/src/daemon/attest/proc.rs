@@ -1,7 +1,8 @@
-//! What attestation reads from `/proc/PID`: the process start time (`stat`) and its
-//! user and group ids (`status`), with the checks made on them. The caller of these
-//! functions proves afterwards, through the connection's pidfd, that the process was
-//! still running, so what was read belonged to the process that connected.
+//! What attestation reads from `/proc/PID`: the process start time (`stat`, when a
+//! pidfd is opened by PID) and its user and group ids (`status`), with the checks made
+//! on them. The caller of these functions proves afterwards, through the connection's
+//! pidfd, that the process was still running, so what was read belonged to the process
+//! that connected.
 
 /// Field 22 of `/proc/PID/stat`: the process start time in clock ticks since boot.
 pub fn start_ticks(pid: i32) -> Result<u64, String> {
@@ -29,14 +30,14 @@ pub fn check_started_before(started: u64, accepted: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// The user and group ids of a process (`/proc/PID/status`), each as real and
-/// effective id.
+/// The user and group ids of a process (`/proc/PID/status`): real, effective, saved
+/// and filesystem id, in that order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ids {
-    /// Real and effective user id.
-    pub uid: (u32, u32),
-    /// Real and effective group id.
-    pub gid: (u32, u32),
+    /// Real, effective, saved and filesystem user id.
+    pub uid: [u32; 4],
+    /// Real, effective, saved and filesystem group id.
+    pub gid: [u32; 4],
 }
 
 /// The ids in `/proc/PID/status`.
@@ -47,14 +48,18 @@ pub fn ids(pid: i32) -> Result<Ids, String> {
 }
 
 fn parse_ids(status: &str) -> Option<Ids> {
-    let pair = |key: &str| -> Option<(u32, u32)> {
+    let four = |key: &str| -> Option<[u32; 4]> {
         let line = status.lines().find_map(|l| l.strip_prefix(key))?;
         let mut ids = line.split_whitespace().map(str::parse::<u32>);
-        Some((ids.next()?.ok()?, ids.next()?.ok()?))
+        let mut four = [0; 4];
+        for id in &mut four {
+            *id = ids.next()?.ok()?;
+        }
+        Some(four)
     };
     Some(Ids {
-        uid: pair("Uid:")?,
-        gid: pair("Gid:")?,
+        uid: four("Uid:")?,
+        gid: four("Gid:")?,
     })
 }
 
@@ -67,13 +72,21 @@ impl Ids {
     /// means a set-user-ID program run by another user, who chooses its arguments,
     /// environment and inherited descriptors; it is not taken for its owner.
     pub fn check(&self, uid: u32, gid: u32) -> Result<(), String> {
-        if self.uid != (uid, uid) || self.gid != (gid, gid) {
+        if self.uid[..2] != [uid, uid] || self.gid[..2] != [gid, gid] {
             return Err(format!(
                 "the process now runs as uid {}/{} gid {}/{} (real/effective), not as the uid {uid} gid {gid} it connected with",
-                self.uid.0, self.uid.1, self.gid.0, self.gid.1
+                self.uid[0], self.uid[1], self.gid[0], self.gid[1]
             ));
         }
         Ok(())
+    }
+
+    /// Whether the saved and filesystem ids equal the real and effective ones (as
+    /// they do in a process that has not changed ids since its last exec of a file
+    /// without set-id bits): such a process can change none of its ids without
+    /// `CAP_SETUID`/`CAP_SETGID` or an exec.
+    pub fn all_alike(&self) -> bool {
+        self.uid.iter().all(|u| *u == self.uid[0]) && self.gid.iter().all(|g| *g == self.gid[0])
     }
 }
 
@@ -112,6 +125,18 @@ mod tests {
         assert!(e.contains("uid 1000/0"), "{e}");
         assert!(setuid.check(1000, 50).is_err());
         assert_eq!(parse_ids("Name:\tx\n"), None);
+        assert_eq!(parse_ids("Uid:\t1\t1\t1\nGid:\t1\t1\t1\t1\n"), None);
+    }
+
+    #[test]
+    fn ids_are_alike_only_when_saved_and_filesystem_ids_match_too() {
+        let alike = parse_ids("Uid:\t7\t7\t7\t7\nGid:\t8\t8\t8\t8\n").unwrap();
+        assert!(alike.all_alike());
+        // Effective id dropped to the real one, saved id still root: could go back.
+        let saved = parse_ids("Uid:\t7\t7\t0\t7\nGid:\t8\t8\t8\t8\n").unwrap();
+        assert!(saved.check(7, 8).is_ok() && !saved.all_alike());
+        let fs_gid = parse_ids("Uid:\t7\t7\t7\t7\nGid:\t8\t8\t8\t0\n").unwrap();
+        assert!(!fs_gid.all_alike());
     }
 
     #[test]
