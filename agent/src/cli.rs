@@ -422,8 +422,8 @@ pub struct SignCsrArgs {
     #[arg(long, required_unless_present = "batch", conflicts_with = "batch")]
     pub csr: Option<PathBuf>,
     /// Sign every CSR (PEM or DER) in this directory: `--out` is then a directory that
-    /// gets NAME.pem per CSR file NAME.EXT and manifest.json, which a second run reads
-    /// to sign only what is missing.
+    /// gets NAME.pem per CSR file NAME.EXT (or JSON Lines bundles, `--output-format`)
+    /// and manifest.json, which a second run reads to sign only what is missing.
     #[arg(long, value_name = "DIR")]
     pub batch: Option<PathBuf>,
     /// Validity, e.g. 90d.
@@ -433,6 +433,19 @@ pub struct SignCsrArgs {
     /// `--batch`, the output directory.
     #[arg(long)]
     pub out: PathBuf,
+    /// With `--batch`: how the certificates are written to `--out`.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Pem)]
+    pub output_format: OutputFormat,
+}
+
+/// How `sign-csr --batch` writes the certificates it signs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// NAME.pem per CSR file NAME.EXT: the chain (certificate, then intermediates).
+    Pem,
+    /// certificates-NNNNNN.jsonl per recorded chunk (up to 1,000 certificates), one JSON
+    /// line per certificate: csr, csr_sha256, serial, subject, not_after, chain_pem.
+    Jsonl,
 }
 
 /// `keyward verify`

@@ -26,6 +26,7 @@ use keyward_core::{Error, KeyUri, chain_line};
 use time::OffsetDateTime;
 
 use super::issue::{issuing_ca, write_delivery};
+use super::sign_csr::bundle;
 use super::{audit, revoke};
 use crate::backends::Backends;
 use crate::duration::parse_duration;
@@ -226,7 +227,10 @@ fn deliver_or_abandon(tx: &mut Transaction<'_>, new: &NewCertificate) -> Result<
         ));
     };
     let chain = chain_of(state, &leaf)?;
-    write_delivery(tx, new, &chain)?;
+    // A `sign-csr --batch` bundle is whole once it exists (written in one step).
+    if !bundle::is_bundle(out) {
+        write_delivery(tx, new, &chain)?;
+    }
     tx.record_issued(new)?;
     Ok(Settled::new(
         "finished",
@@ -239,7 +243,8 @@ fn deliver_or_abandon(tx: &mut Transaction<'_>, new: &NewCertificate) -> Result<
 
 /// Whether an interrupted issuance got its certificate out: for `issue`, its key in
 /// `out/key.pem` (the first file written, so the others can be completed); for
-/// `sign-csr`, the chain in `out` (written in one step).
+/// `sign-csr`, the chain in `out` or its line in the bundle `out` (each written in one
+/// step).
 fn delivered(kind: IssuedKind, out: &Path, leaf: &[u8]) -> bool {
     match kind {
         IssuedKind::Service => {
@@ -253,6 +258,7 @@ fn delivered(kind: IssuedKind, out: &Path, leaf: &[u8]) -> bool {
             keyward_software::read_key_file(&key_path, uri)
                 .is_ok_and(|k| keyward_core::KeySigner::public_key_spki_der(&k) == spki)
         }
+        IssuedKind::Csr if bundle::is_bundle(out) => bundle::holds(out, leaf),
         IssuedKind::Csr => std::fs::read(out)
             .ok()
             .and_then(|pem| check::pem_to_ders(&pem).ok())

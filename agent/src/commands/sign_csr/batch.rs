@@ -2,9 +2,10 @@
 //! is signed through the same issuance path as `sign-csr` (`CaIssuer::sign_csr`: the
 //! CSR's signature checked, the certificate signed by the CA key and verified), many
 //! at once on all cores. Results are recorded in chunks, each one transaction: the
-//! chain files in OUT, the certificates in the inventory (one inventory write), the
-//! manifest, and one audit record naming every certificate of the chunk; files are
-//! synced together, not one fsync each. A bad CSR is refused in the manifest and the
+//! chain files in OUT (or, `--output-format jsonl`, one JSON Lines bundle for the
+//! chunk), the certificates in the inventory (one inventory write), the manifest, and
+//! one audit record naming every certificate of the chunk; files are synced together,
+//! not one fsync each. A bad CSR is refused in the manifest and the
 //! batch goes on; SIGINT stops taking new CSRs, records those in flight and exits.
 
 use std::path::{Path, PathBuf};
@@ -18,10 +19,12 @@ use keyward_core::{Error, chain_line};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::bundle;
 use super::manifest::{Manifest, Outcome};
 use super::progress::Progress;
 use super::resume::{Job, Tally, Todo, plan};
 use crate::backends::Backends;
+use crate::cli::OutputFormat;
 use crate::commands::audit;
 use crate::commands::issue::{issuing_ca, write_delivery};
 
@@ -52,6 +55,7 @@ pub async fn sign_all(
     dir: &Path,
     out: &Path,
     validity: Duration,
+    format: OutputFormat,
 ) -> Result<(), Error> {
     // Registered first: a SIGINT from now on is ours, never the default exit.
     let mut sigint = signal(SignalKind::interrupt())
@@ -62,7 +66,7 @@ pub async fn sign_all(
         mut queue,
         tally,
         refused: early_refusals,
-    } = plan(state, dir, &out, &mut manifest)?;
+    } = plan(state, dir, &out, &mut manifest, format)?;
     let ca = issuing_ca(state, backends).await?;
     audit::check(state)?;
     let mut progress = Progress::new((queue.len() + early_refusals.len()) as u64);
@@ -79,6 +83,8 @@ pub async fn sign_all(
         out: &out,
         manifest,
         tally,
+        format,
+        next_bundle: bundle::files_in(&out)?.last().map_or(1, |(n, _)| n + 1),
         recording: None,
     };
     let mut last_record = Instant::now();
@@ -127,7 +133,7 @@ pub async fn sign_all(
     progress.finish();
     tally.not_attempted = queue.len();
     tally.refused.sort();
-    summary(&tally, dir, &out);
+    summary(&tally, dir, &out, format);
     if tally.not_attempted > 0 {
         return Err(Error::State(format!(
             "interrupted: {} CSRs not attempted; run the same command again to sign them",
@@ -174,6 +180,9 @@ struct Recorder<'a> {
     out: &'a Path,
     manifest: Manifest,
     tally: Tally,
+    format: OutputFormat,
+    /// The number of the next bundle file (`jsonl`).
+    next_bundle: u32,
     /// The chunk being recorded.
     recording: Option<JoinHandle<Result<(), Error>>>,
 }
@@ -195,13 +204,20 @@ impl Recorder<'_> {
         }
         let (state, ca, out) = (self.state, self.ca, self.out);
         let (manifest, tally) = (&mut self.manifest, &mut self.tally);
+        let bundle = (self.format == OutputFormat::Jsonl && !chunk.signed.is_empty()).then(|| {
+            self.next_bundle += 1;
+            bundle::file_name(self.next_bundle - 1)
+        });
+        let chain = ca.ca_chain();
         let mut news = Vec::with_capacity(chunk.signed.len());
         let mut listed = Vec::with_capacity(chunk.signed.len());
+        let mut lines = Vec::new();
         for Signed { job, cert } in chunk.signed {
+            let file = bundle.clone().unwrap_or(job.cert);
             let new = NewCertificate::new(
                 IssuedKind::Csr,
                 &cert.subject,
-                Some(out.join(&job.cert)),
+                Some(out.join(&file)),
                 ca.signer().uri(),
                 &cert,
             );
@@ -209,11 +225,14 @@ impl Recorder<'_> {
                 "serial": cert.serial_hex,
                 "subject": cert.subject,
                 "csr": job.name,
-                "cert": job.cert,
+                "cert": file,
             }));
+            if bundle.is_some() {
+                lines.push(bundle::Line::new(&job.name, &job.sha256, &cert, &chain));
+            }
             let outcome = Outcome::Signed {
                 serial: cert.serial_hex,
-                cert: job.cert,
+                cert: file,
             };
             manifest.set(&job.name, &job.sha256, outcome);
             news.push(new);
@@ -229,6 +248,13 @@ impl Recorder<'_> {
             tally.refused.push((job.name, reason));
         }
         tally.signed += news.len();
+        let delivery = match bundle {
+            Some(name) => Delivery::Bundle {
+                path: out.join(name),
+                data: bundle::encode(&lines)?,
+            },
+            None => Delivery::ChainFiles,
+        };
         let manifest = manifest.to_json()?;
         let event = Event::new("certificates_issued")
             .with("kind", IssuedKind::Csr)
@@ -239,7 +265,9 @@ impl Recorder<'_> {
         let (state, ca, out) = (state.clone(), ca.clone(), out.to_path_buf());
         let handle = tokio::runtime::Handle::current();
         self.recording = Some(tokio::task::spawn_blocking(move || {
-            handle.block_on(record_chunk(&state, &ca, &out, news, &manifest, event))
+            handle.block_on(record_chunk(
+                &state, &ca, &out, news, delivery, &manifest, event,
+            ))
         }));
         Ok(())
     }
@@ -253,13 +281,23 @@ impl Recorder<'_> {
     }
 }
 
-/// One transaction: the chain files in `out`, the certificates in the inventory, the
-/// manifest, and the audit record `event`; or, with nothing signed, the manifest alone.
+/// How the certificates of a chunk are delivered to OUT.
+enum Delivery {
+    /// Each to its own chain file, the `out` of its record.
+    ChainFiles,
+    /// All in one JSON Lines file, written in one step (never replacing a file).
+    Bundle { path: PathBuf, data: Vec<u8> },
+}
+
+/// One transaction: the certificates delivered to `out`, then recorded in the
+/// inventory, the manifest, and the audit record `event`; or, with nothing signed, the
+/// manifest alone.
 async fn record_chunk(
     state: &StateDir,
     ca: &CaIssuer,
     out: &Path,
     news: Vec<NewCertificate>,
+    delivery: Delivery,
     manifest: &[u8],
     event: Event,
 ) -> Result<(), Error> {
@@ -283,8 +321,15 @@ async fn record_chunk(
     state
         .transaction(op, &|e| audit::record(state, e), async |tx| {
             tx.defer_sync();
-            for new in &news {
-                write_delivery(tx, new, &chain)?;
+            match &delivery {
+                Delivery::ChainFiles => {
+                    for new in &news {
+                        write_delivery(tx, new, &chain)?;
+                    }
+                }
+                Delivery::Bundle { path, data } => {
+                    tx.write(path, data, fsutil::PUBLIC_FILE_MODE, Replace::Refuse)?;
+                }
             }
             tx.record_issued_all(&news)?;
             tx.write(
@@ -305,7 +350,7 @@ fn joined(result: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(
 }
 
 /// Prints what the run did.
-fn summary(tally: &Tally, dir: &Path, out: &Path) {
+fn summary(tally: &Tally, dir: &Path, out: &Path, format: OutputFormat) {
     println!(
         "{} CSR files in {}: {} signed now, {} signed by an earlier run, {} refused, {} not attempted",
         tally.files,
@@ -318,8 +363,12 @@ fn summary(tally: &Tally, dir: &Path, out: &Path) {
     for (name, reason) in &tally.refused {
         println!("  refused {name}: {reason}");
     }
+    let how = match format {
+        OutputFormat::Pem => "certificates (chain PEM, NAME.pem per CSR)",
+        OutputFormat::Jsonl => "certificates (JSON Lines, certificates-NNNNNN.jsonl per chunk)",
+    };
     println!(
-        "certificates (chain PEM) in {}, manifest {}",
+        "{how} in {}, manifest {}",
         out.display(),
         Manifest::path(out).display()
     );

@@ -21,7 +21,7 @@ pub enum Outcome {
     Signed {
         /// Serial number, upper-case hex.
         serial: String,
-        /// The output file's name.
+        /// The output file's name: its chain file, or the JSON Lines bundle holding it.
         cert: String,
     },
     /// Not signed, and why (tried again by the next run).

@@ -2,6 +2,7 @@
 //! (bulk provisioning of devices), resumable through a manifest in the output directory.
 
 mod batch;
+pub mod bundle;
 mod manifest;
 mod progress;
 mod resume;
@@ -12,14 +13,20 @@ use keyward_core::store::{IssuedKind, NewCertificate, StateDir};
 use super::issue::{deliver, issuing_ca};
 use super::{audit, read_input, rfc3339};
 use crate::backends::Backends;
-use crate::cli::SignCsrArgs;
+use crate::cli::{OutputFormat, SignCsrArgs};
 use crate::duration::parse_duration;
 
 /// Signs the CSR of `--csr`, or every CSR in the `--batch` directory.
 pub async fn run(state: &StateDir, backends: &Backends, args: &SignCsrArgs) -> Result<(), Error> {
     let validity = parse_duration(&args.validity)?;
     match (&args.csr, &args.batch) {
-        (_, Some(dir)) => batch::sign_all(state, backends, dir, &args.out, validity).await,
+        (_, Some(dir)) => {
+            let format = args.output_format;
+            batch::sign_all(state, backends, dir, &args.out, validity, format).await
+        }
+        (Some(_), None) if args.output_format != OutputFormat::Pem => Err(Error::InvalidInput(
+            "--output-format is for --batch; --csr writes one chain PEM file".into(),
+        )),
         (Some(csr), None) => sign_one(state, backends, csr, args, validity).await,
         (None, None) => Err(Error::InvalidInput("give --csr FILE or --batch DIR".into())),
     }

@@ -2,7 +2,8 @@
 //! that the manifest does not list as signed with their current content. A certificate
 //! an interrupted run delivered and recorded but did not get into the manifest (killed
 //! mid-transaction, then settled by `keyward pending resolve`) is taken into the
-//! manifest rather than signed twice.
+//! manifest rather than signed twice, whether it went to its own chain file or into a
+//! JSON Lines bundle.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -14,7 +15,9 @@ use keyward_core::store::{StateDir, sha256_hex};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::prelude::FromDer;
 
+use super::bundle;
 use super::manifest::{Manifest, Outcome};
+use crate::cli::OutputFormat;
 
 /// A CSR file to sign.
 pub struct Job {
@@ -22,7 +25,7 @@ pub struct Job {
     pub name: String,
     /// SHA-256 of its content.
     pub sha256: String,
-    /// Its output file's name in OUT.
+    /// Its chain file's name in OUT (`--output-format pem`).
     pub cert: String,
     /// Its content.
     pub csr: Vec<u8>,
@@ -54,21 +57,27 @@ pub struct Todo {
 }
 
 /// The CSR files of `dir` (regular files, not hidden, by name) to sign into `out`.
-/// A file is refused before signing when it cannot be read or another file has its
-/// output name. Certificates found delivered and recorded are added to `manifest`,
-/// which is then written.
+/// A file is refused before signing when it cannot be read or (`pem`) another file has
+/// its output name. Certificates found delivered and recorded are added to
+/// `manifest`, which is then written.
 pub fn plan(
     state: &StateDir,
     dir: &Path,
     out: &Path,
     manifest: &mut Manifest,
+    format: OutputFormat,
 ) -> Result<Todo, Error> {
     let files = csr_files(dir)?;
     let mut tally = Tally {
         files: files.len(),
         ..Tally::default()
     };
-    let mut recorded: Option<HashSet<(String, PathBuf)>> = None;
+    let mut delivered = Delivered {
+        state,
+        out,
+        recorded: None,
+        bundled: None,
+    };
     let mut adopted = false;
     let mut queue = VecDeque::new();
     let mut refused = Vec::new();
@@ -81,7 +90,9 @@ pub fn plan(
             sha256: String::new(),
             csr: Vec::new(),
         };
-        if let Some(first) = outputs.insert(job.cert.clone(), job.name.clone()) {
+        if format == OutputFormat::Pem
+            && let Some(first) = outputs.insert(job.cert.clone(), job.name.clone())
+        {
             let reason = format!("its output {} is already {first}'s", job.cert);
             refused.push((job, reason));
             continue;
@@ -100,25 +111,11 @@ pub fn plan(
             tally.earlier += 1;
             continue;
         }
-        let delivered = out.join(&job.cert);
-        if delivered.exists() {
-            let recorded = match &mut recorded {
-                Some(r) => r,
-                None => recorded.insert(recorded_serials(state)?),
-            };
-            if let Some(serial) = delivered_for(&job.csr, &delivered, recorded) {
-                manifest.set(
-                    &job.name,
-                    &job.sha256,
-                    Outcome::Signed {
-                        serial,
-                        cert: job.cert,
-                    },
-                );
-                tally.earlier += 1;
-                adopted = true;
-                continue;
-            }
+        if let Some((serial, cert)) = delivered.find(&job)? {
+            manifest.set(&job.name, &job.sha256, Outcome::Signed { serial, cert });
+            tally.earlier += 1;
+            adopted = true;
+            continue;
         }
         queue.push_back(job);
     }
@@ -152,6 +149,74 @@ fn csr_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
     Ok(files)
 }
 
+/// Certificates (DER) found in OUT's bundles, by CSR file name, with their bundle file.
+type Bundled = HashMap<String, Vec<(PathBuf, Vec<u8>)>>;
+
+/// Certificates an earlier run delivered to OUT, looked up on first need.
+struct Delivered<'a> {
+    state: &'a StateDir,
+    out: &'a Path,
+    /// (serial, out path) of every certificate in the inventory.
+    recorded: Option<HashSet<(String, PathBuf)>>,
+    /// CSR file name → (bundle file, certificate DER) of every line of OUT's bundles.
+    bundled: Option<Bundled>,
+}
+
+impl Delivered<'_> {
+    /// (serial, output file name) of a certificate for `job`'s CSR that is delivered
+    /// to OUT, as its chain file or in a bundle, and recorded in the inventory there.
+    fn find(&mut self, job: &Job) -> Result<Option<(String, String)>, Error> {
+        let chain_file = self.out.join(&job.cert);
+        let mut candidates = Vec::new();
+        if !job.cert.is_empty()
+            && let Some(leaf) = first_certificate(&chain_file)
+        {
+            candidates.push((chain_file, leaf));
+        }
+        let bundled = match &mut self.bundled {
+            Some(b) => b,
+            None => self.bundled.insert(bundled_in(self.out)?),
+        };
+        candidates.extend(bundled.remove(&job.name).unwrap_or_default());
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let recorded = match &mut self.recorded {
+            Some(r) => r,
+            None => self.recorded.insert(recorded_serials(self.state)?),
+        };
+        Ok(candidates.into_iter().find_map(|(path, leaf)| {
+            let serial = delivered_for(&job.csr, &leaf, &path, recorded)?;
+            let name = path.file_name()?.to_string_lossy().into_owned();
+            Some((serial, name))
+        }))
+    }
+}
+
+/// The first certificate of the PEM file at `path`.
+fn first_certificate(path: &Path) -> Option<Vec<u8>> {
+    pem_to_ders(&std::fs::read(path).ok()?)
+        .ok()?
+        .into_iter()
+        .next()
+}
+
+/// Every line of the bundles in `out`, by CSR file name.
+fn bundled_in(out: &Path) -> Result<Bundled, Error> {
+    let mut by_csr = Bundled::new();
+    for (_, path) in bundle::files_in(out)? {
+        for line in bundle::read(&path)? {
+            if let Some(leaf) = line.leaf_der() {
+                by_csr
+                    .entry(line.csr)
+                    .or_default()
+                    .push((path.clone(), leaf));
+            }
+        }
+    }
+    Ok(by_csr)
+}
+
 /// (serial, out path) of every certificate in the inventory.
 fn recorded_serials(state: &StateDir) -> Result<HashSet<(String, PathBuf)>, Error> {
     Ok(state
@@ -161,22 +226,19 @@ fn recorded_serials(state: &StateDir) -> Result<HashSet<(String, PathBuf)>, Erro
         .collect())
 }
 
-/// The serial of the certificate at `delivered` when the inventory records it as
-/// delivered there and it carries the key of `csr`.
+/// The serial of the certificate `leaf` found at `delivered` when the inventory
+/// records it as delivered there and it carries the key of `csr`.
 fn delivered_for(
     csr: &[u8],
+    leaf: &[u8],
     delivered: &Path,
     recorded: &HashSet<(String, PathBuf)>,
 ) -> Option<String> {
-    let leaf = pem_to_ders(&std::fs::read(delivered).ok()?)
-        .ok()?
-        .into_iter()
-        .next()?;
-    let serial = summarize(&leaf).ok()?.serial_hex;
+    let serial = summarize(leaf).ok()?.serial_hex;
     if !recorded.contains(&(serial.clone(), delivered.to_path_buf())) {
         return None;
     }
-    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
     let csr_der = match pem::parse(csr) {
         Ok(block) => block.into_contents(),
         Err(_) => csr.to_vec(),

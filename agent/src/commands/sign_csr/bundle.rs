@@ -1,0 +1,168 @@
+//! The JSON Lines output of `sign-csr --batch --output-format jsonl`: one file per
+//! recorded chunk, `OUT/certificates-NNNNNN.jsonl`, one line per certificate naming the
+//! input CSR file, its serial, subject and expiry and the chain (PEM), the shape factory
+//! provisioning tools and fleet registries import (AWS IoT bulk registration reads JSON
+//! Lines too). Each file is written in one atomic step in the chunk's transaction, so it
+//! is whole or absent; `keyward pending resolve` and a resumed run read it back.
+
+use std::path::{Path, PathBuf};
+
+use keyward_core::Error;
+use keyward_core::check::pem_to_ders;
+use keyward_core::issuance::{CaChain, IssuedCertificate};
+use serde::{Deserialize, Serialize};
+
+/// The start of a bundle file's name.
+const PREFIX: &str = "certificates-";
+/// The end of a bundle file's name.
+const SUFFIX: &str = ".jsonl";
+
+/// One certificate of a bundle: one line of the file.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Line {
+    /// The CSR file's name in the batch directory.
+    pub csr: String,
+    /// SHA-256 (hex) of that file as it was signed.
+    pub csr_sha256: String,
+    /// Serial number, upper-case hex.
+    pub serial: String,
+    /// Subject distinguished name.
+    pub subject: String,
+    /// End of validity (RFC 3339).
+    pub not_after: String,
+    /// The certificate followed by the intermediates, PEM.
+    pub chain_pem: String,
+}
+
+impl Line {
+    /// The line for `cert`, signed for the CSR file `csr` (content hash `csr_sha256`).
+    pub fn new(csr: &str, csr_sha256: &str, cert: &IssuedCertificate, chain: &CaChain) -> Line {
+        Line {
+            csr: csr.to_string(),
+            csr_sha256: csr_sha256.to_string(),
+            serial: cert.serial_hex.clone(),
+            subject: cert.subject.clone(),
+            not_after: crate::commands::rfc3339(cert.not_after),
+            chain_pem: chain.leaf_chain_pem(&cert.der),
+        }
+    }
+
+    /// The certificate (DER), the first block of the chain.
+    pub fn leaf_der(&self) -> Option<Vec<u8>> {
+        pem_to_ders(self.chain_pem.as_bytes())
+            .ok()?
+            .into_iter()
+            .next()
+    }
+}
+
+/// The file name of bundle number `n`.
+pub fn file_name(n: u32) -> String {
+    format!("{PREFIX}{n:06}{SUFFIX}")
+}
+
+/// The number of the bundle file named `name`, when it is one.
+fn number_of(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+    (digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// Whether `path` names a bundle file (rather than one CSR's chain file).
+pub fn is_bundle(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| number_of(n).is_some())
+}
+
+/// The bundle files in `out`, by number.
+pub fn files_in(out: &Path) -> Result<Vec<(u32, PathBuf)>, Error> {
+    let entries = std::fs::read_dir(out)
+        .map_err(|e| Error::io(format!("cannot read {}", out.display()), e))?;
+    let mut files: Vec<(u32, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| Some((number_of(e.file_name().to_str()?)?, e.path())))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The file content of `lines`.
+pub fn encode(lines: &[Line]) -> Result<Vec<u8>, Error> {
+    let mut data = Vec::with_capacity(lines.len() * 1024);
+    for line in lines {
+        serde_json::to_writer(&mut data, line)
+            .map_err(|e| Error::State(format!("cannot encode a bundle line: {e}")))?;
+        data.push(b'\n');
+    }
+    Ok(data)
+}
+
+/// The lines of the bundle file at `path`.
+pub fn read(path: &Path) -> Result<Vec<Line>, Error> {
+    let data =
+        std::fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    data.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_slice(l)
+                .map_err(|e| Error::State(format!("bad line in {}: {e}", path.display())))
+        })
+        .collect()
+}
+
+/// Whether the bundle file at `path` holds the certificate `leaf` (DER).
+pub fn holds(path: &Path, leaf: &[u8]) -> bool {
+    let Ok(serial) = keyward_core::check::summarize(leaf).map(|s| s.serial_hex) else {
+        return false;
+    };
+    let Ok(data) = std::fs::read(path) else {
+        return false;
+    };
+    // Only the line naming the serial is decoded (resolve asks once per certificate).
+    let needle = format!("\"serial\":\"{serial}\"");
+    data.split(|b| *b == b'\n')
+        .filter(|l| l.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        .filter_map(|l| serde_json::from_slice::<Line>(l).ok())
+        .any(|l| l.serial == serial && l.leaf_der().is_some_and(|d| d == leaf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_numbered_jsonl_files_are_bundles() {
+        assert_eq!(file_name(42), "certificates-000042.jsonl");
+        assert_eq!(number_of(&file_name(42)), Some(42));
+        assert!(is_bundle(Path::new("/out/certificates-000001.jsonl")));
+        for name in [
+            "certificates-1.jsonl",
+            "certificates-00000a.jsonl",
+            ".certificates-000001.jsonl.tmp-1-2",
+            "dev-0001.pem",
+            "manifest.json",
+        ] {
+            assert_eq!(number_of(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn lines_read_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name(1));
+        let line = |csr: &str| Line {
+            csr: csr.into(),
+            csr_sha256: "00".into(),
+            serial: "1F".into(),
+            subject: "CN=a".into(),
+            not_after: "2027-01-01T00:00:00Z".into(),
+            chain_pem: "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into(),
+        };
+        std::fs::write(&path, encode(&[line("a.csr"), line("b.csr")]).unwrap()).unwrap();
+        let read: Vec<String> = read(&path).unwrap().into_iter().map(|l| l.csr).collect();
+        assert_eq!(read, ["a.csr", "b.csr"]);
+        assert_eq!(files_in(dir.path()).unwrap(), [(1, path)]);
+    }
+}
