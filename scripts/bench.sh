@@ -15,10 +15,11 @@
 #                             count measured with uid-only and with path+uid entries)
 #   BENCH_CLIENT_THREADS [2]  tokio threads of the Workload API load client
 #   BENCH_OUT [$CARGO_TARGET_DIR/bench-table.md]  the table is also written there
-#   BENCH_BULK_CSRS [10000]   CSRs signed per run in the bulk row (`sign-csr --batch`)
+#   BENCH_BULK_CSRS [10000]   CSRs signed per run in the bulk rows (`sign-csr --batch`, pem and jsonl)
 #   BENCH_README [unset]      1: a full run (BENCH_ROWS unset) also replaces README.md's
 #                             table (between its bench-table marker lines)
-#   BENCH_ROWS [all]          comma-separated rows to run: sign, issue, pki, pkcs11, tpm, bulk, agent, acme
+#   BENCH_KEYS_CLIENTS [32]   concurrent clients of the KeyService rows (scripts/bench-keys.sh)
+#   BENCH_ROWS [all]          comma-separated rows to run: sign, issue, pki, pkcs11, tpm, bulk, agent, acme, keys
 #                             (e.g. BENCH_ROWS=pki for the OpenBao PKI row alone)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,13 +32,13 @@ export BENCH_SECONDS=${1:-${BENCH_SECONDS:-3}}
 want() { [[ -z "${BENCH_ROWS:-}" || ",$BENCH_ROWS," == *",$1,"* ]]; }
 rows=${BENCH_ROWS:-}
 for r in ${rows//,/ }; do
-  case $r in sign|issue|pki|pkcs11|tpm|bulk|agent|acme) ;; *) echo "BENCH_ROWS: unknown row '$r' (sign, issue, pki, pkcs11, tpm, bulk, agent, acme)" >&2; exit 2 ;; esac
+  case $r in sign|issue|pki|pkcs11|tpm|bulk|agent|acme|keys) ;; *) echo "BENCH_ROWS: unknown row '$r' (sign, issue, pki, pkcs11, tpm, bulk, agent, acme, keys)" >&2; exit 2 ;; esac
 done
 
 STARTED=$SECONDS LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== building in release (keyward, keyward-bench, the load client)" >&2
 cargo build --release -q -p keyward-bench -p keyward --bins
-cargo build --release -q -p keyward --example load
+cargo build --release -q -p keyward --example load --example keys_load
 if want tpm; then cargo bench --no-run -q -p keyward-pkcs11 --bench tpm; fi
 
 source scripts/lib.sh
@@ -47,6 +48,7 @@ source scripts/moto.sh
 source scripts/openbao.sh
 source scripts/bench-agent.sh
 source scripts/bench-acme.sh
+source scripts/bench-keys.sh
 ROUNDS=${BENCH_ROUNDS:-3}
 CONC=${BENCH_CONCURRENCY:-4}
 TASKS=${BENCH_AGENT_TASKS:-32}
@@ -62,10 +64,10 @@ trap 'bench_agent_stop; acme_stop; openbao_stop; moto_stop; softhsm_stop; swtpm_
 
 # Only the backends the chosen rows use: an idle server still takes CPU from the rows.
 VENV=${KEYWARD_VENV:-$ROOT/target/test-venv}
-if want issue || want pkcs11; then softhsm_install; softhsm_start "$TMPD/softhsm"; fi
-if want issue; then moto_install "$VENV"; moto_start "$TMPD/moto"; fi
+if want issue || want pkcs11 || want keys; then softhsm_install; softhsm_start "$TMPD/softhsm"; fi
+if want issue || want keys; then moto_install "$VENV"; moto_start "$TMPD/moto"; fi
 if want tpm; then swtpm_install; swtpm_start "$TMPD/swtpm"; fi
-if want issue || want pki; then openbao_install "$VENV"; openbao_start "$TMPD/openbao"; fi
+if want issue || want pki || want keys; then openbao_install "$VENV"; openbao_start "$TMPD/openbao"; fi
 
 note() { printf '   %s\n' "$*" >&2; }
 # field NAME LINE: the value of NAME=value in LINE.
@@ -157,13 +159,19 @@ fi
 
 if want bulk; then
   BULK=${BENCH_BULK_CSRS:-10000}
-  echo "== bulk: sign-csr --batch over $(num "$BULK") CSRs vs the same work raw ($ROUNDS rounds)" >&2
-  line=$("$KWBENCH" bulk --keyward "$KW" --csrs "$BULK" --rounds "$ROUNDS")
-  note "$line"
-  b=$(field baseline_per_s "$line") k=$(field keyward_per_s "$line")
-  row "Bulk provisioning: \`keyward sign-csr --batch\` over $(num "$BULK") device CSRs (CA key in software; the whole command, files and records written durably)" \
-    "the same work raw in one loop on $(nproc) threads: read the CSR, rcgen decode + signature check, rcgen certificate, aws-lc-rs sign, aws-lc-rs verify (bench/src/bulk.rs)" \
-    "$(num "$b") CSRs/s" "$(num "$k") CSRs/s" "$(ratio "$k" "$b")" "$(at_least "$(ratio "$k" "$b")" 0.9)"
+  for fmt in pem jsonl; do
+    echo "== bulk: sign-csr --batch --output-format $fmt over $(num "$BULK") CSRs vs the same work raw ($ROUNDS rounds)" >&2
+    line=$("$KWBENCH" bulk --keyward "$KW" --csrs "$BULK" --output-format "$fmt" --rounds "$ROUNDS")
+    note "$line"
+    b=$(field baseline_per_s "$line") k=$(field keyward_per_s "$line") c=$(field compute_only_per_s "$line")
+    case $fmt in
+      pem) what="one chain file per CSR (the default)" out="each chain file written atomically, synced 1,000 together" ;;
+      jsonl) what="\`--output-format jsonl\`, one JSON Lines file per 1,000" out="one JSON Lines file per 1,000 written atomically and synced" ;;
+    esac
+    row "Bulk provisioning: \`keyward sign-csr --batch\` over $(num "$BULK") device CSRs, $what (CA key in software; the whole command, output and records written durably)" \
+      "the same work raw in one loop on $(nproc) threads: read the CSR, rcgen decode + signature check, rcgen certificate, aws-lc-rs sign, aws-lc-rs verify; $out by a writer thread (bench/src/bulk.rs; $(num "$c")/s without the output)" \
+      "$(num "$b") CSRs/s" "$(num "$k") CSRs/s" "$(ratio "$k" "$b")" "$(at_least "$(ratio "$k" "$b")" 0.9)"
+  done
 fi
 
 errors=none arss=
@@ -231,6 +239,7 @@ done
 fi
 
 if want acme; then acme_row; fi
+if want keys; then keys_rows; fi
 
 {
   echo "keyward benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'); CPU: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' plus uncommitted changes')"
@@ -250,6 +259,10 @@ if want acme; then acme_row; fi
     echo "Workload API rows: ratio = keyward fetches/s / baseline fetches/s, and in brackets keyward's p99 / the baseline's p99; path+uid entries also name the client's executable, so each call reads the caller's /proc/PID/exe; load client and servers share the machine's $(nproc) cores."
     echo "The memory rows are the exception: ratio = keyward RSS / baseline RSS (lower is better). Their baseline is the raw tonic server of the fetch row (the same gRPC stack holding one response), i.e. what serving the Workload API costs before keyward's own state."
     echo "Workload API errors over all rounds: $errors."
+  fi
+  if want keys; then
+    echo "KeyService rows (bench/src/keys.rs): one agent granting this uid a SoftHSM and a software P-256 signing key and software, Transit, KMS and PKCS#11 (SoftHSM) KEKs; keys_load clients (a connection each) call \`Sign\` (64-byte message) or \`GenerateDataKey\` through its socket, beside the same key in process and the same work raw, at the same concurrency, in 1 s windows; ratio = socket rate / baseline rate, and in brackets socket p99 / baseline p99."
+    echo "KeyService errors over all rounds: $KEYS_ERRORS."
   fi
   [ -z "${BENCH_ROWS:-}" ] || echo "Rows run: $BENCH_ROWS (BENCH_ROWS)."
 } | tee "$OUT"

@@ -1,20 +1,26 @@
-//! The bulk row (issue 19, item 5): `keyward sign-csr --batch` over N device CSRs (the
-//! whole command: a process reading the CSR files, signing on all cores, writing each
-//! chain file, the inventory, the manifest and the audit log, durably) beside the same
-//! work done raw in one loop on as many threads as the machine has cores, with the same
-//! CA key and certificate: per CSR, read the file, decode it and check its signature
-//! (rcgen, as keyward does), build the service certificate for its key and names
-//! (rcgen), sign it with the CA key (aws-lc-rs) and verify that signature (aws-lc-rs).
+//! The bulk rows (issue 19, item 5): `keyward sign-csr --batch` over N device CSRs in
+//! one output format (the whole command: a process reading the CSR files, signing on
+//! all cores, writing the output, the inventory, the manifest and the audit log,
+//! durably) beside the same work done raw in one loop on as many threads as the machine
+//! has cores, with the same CA key and certificate: per CSR, read the file, decode it
+//! and check its signature (rcgen, as keyward does), build the service certificate for
+//! its key and names (rcgen), sign it with the CA key (aws-lc-rs) and verify that
+//! signature (aws-lc-rs); and, as the command delivers them, write the certificates
+//! durably in the same format (a writer thread: chain files made atomically and synced
+//! together per 1,000, or one JSON Lines file per 1,000 written atomically and synced).
+//! The raw loop's rate without the output is reported beside it (`compute_only_per_s`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use keyward_core::KeyUri;
+use keyward_core::fsutil::{self, Replace};
 use rcgen::{CertificateParams, CertificateSigningRequestParams, DnType, DnValue, KeyPair};
 
 use crate::issue::LEAF_VALIDITY;
@@ -23,6 +29,44 @@ use crate::same_work::{CaPublic, ThreadBaseline, raw_profile};
 
 /// CSRs in each side's warm-up.
 const WARM_UP_CSRS: usize = 500;
+/// Certificates per synced group (chain files) or per file (JSON Lines), as the
+/// command's chunks.
+const CHUNK: usize = 1000;
+
+/// The command's output format (`--output-format`), which the raw side writes too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// NAME.pem per CSR.
+    Pem,
+    /// certificates-NNNNNN.jsonl per chunk.
+    Jsonl,
+}
+
+impl Output {
+    /// The format named `name` (`pem` or `jsonl`).
+    pub fn parse(name: &str) -> Option<Output> {
+        match name {
+            "pem" => Some(Output::Pem),
+            "jsonl" => Some(Output::Jsonl),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Output::Pem => "pem",
+            Output::Jsonl => "jsonl",
+        }
+    }
+}
+
+/// One certificate the raw side delivers.
+struct Delivered {
+    csr: String,
+    serial: String,
+    subject: String,
+    chain_pem: String,
+}
 
 /// A scratch directory with the CA (made by the keyward binary) and the CSR files.
 struct Bench {
@@ -59,8 +103,9 @@ impl Drop for Bench {
     }
 }
 
-/// Runs the row over `csrs` CSRs, `rounds` paired rounds; returns the `kwbench` line.
-pub fn run(keyward: &Path, csrs: usize, rounds: usize, sides: Sides) -> String {
+/// Runs the row over `csrs` CSRs in `output`, `rounds` paired rounds; returns the
+/// `kwbench` line.
+pub fn run(keyward: &Path, csrs: usize, rounds: usize, sides: Sides, output: Output) -> String {
     let dir = std::env::temp_dir().join(format!("keyward-bench-bulk-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch directory");
     let b = Bench {
@@ -100,7 +145,16 @@ pub fn run(keyward: &Path, csrs: usize, rounds: usize, sides: Sides) -> String {
     let baseline = raw_baseline(&key_path, &state, threads);
     let raw = |warm: bool| {
         let dir = b.path(if warm { "warm-csrs" } else { "csrs" });
-        timed(files(&dir).len(), || sign_raw(&baseline, &dir, threads))
+        let out = b.path(&format!(
+            "raw-out-{}",
+            b.runs.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&out).expect("raw output directory");
+        let rate = timed(files(&dir).len(), || {
+            sign_raw(&baseline, &dir, threads, Some((&out, output)));
+        });
+        let _ = std::fs::remove_dir_all(&out);
+        rate
     };
     let keyward = |warm: bool| {
         let dir = b.path(if warm { "warm-csrs" } else { "csrs" });
@@ -108,8 +162,10 @@ pub fn run(keyward: &Path, csrs: usize, rounds: usize, sides: Sides) -> String {
         let (run_state, out) = (b.path(&format!("state-{n}")), b.path(&format!("out-{n}")));
         copy_dir(&state, &run_state);
         let (d, o) = (dir.to_str().expect("path"), out.to_str().expect("path"));
+        let format = ["--output-format", output.name()];
         let rate = timed(files(&dir).len(), || {
-            b.keyward(&run_state, &["sign-csr", "--batch", d, "--out", o]);
+            let batch = ["sign-csr", "--batch", d, "--out", o];
+            b.keyward(&run_state, &[&batch[..], &format[..]].concat());
         });
         let _ = std::fs::remove_dir_all(&run_state);
         let _ = std::fs::remove_dir_all(&out);
@@ -117,7 +173,15 @@ pub fn run(keyward: &Path, csrs: usize, rounds: usize, sides: Sides) -> String {
     };
     let p = Paired::run(rounds, sides, raw, keyward);
     let line = p.line("bulk-software", threads, Duration::ZERO);
-    format!("{line} csrs={csrs}")
+    let dir = b.path("csrs");
+    let compute: Vec<f64> = (0..rounds)
+        .map(|_| timed(csrs, || sign_raw(&baseline, &dir, threads, None)))
+        .collect();
+    format!(
+        "{line} csrs={csrs} output={} compute_only_per_s={:.1}",
+        output.name(),
+        crate::measure::median(&compute)
+    )
 }
 
 /// `n` CSR files (PEM, new P-256 keys, a CN and the same DNS SAN) in `dir`.
@@ -187,14 +251,25 @@ fn raw_baseline(key_path: &Path, state: &Path, threads: usize) -> ThreadBaseline
     ThreadBaseline::new(&ca, &sign, threads)
 }
 
-/// Every CSR of `dir` through the raw steps, on `threads` threads.
-fn sign_raw(baseline: &ThreadBaseline, dir: &Path, threads: usize) {
+/// Every CSR of `dir` through the raw steps, on `threads` threads; the certificates
+/// written to the directory in `output` as the command would, when given.
+fn sign_raw(
+    baseline: &ThreadBaseline,
+    dir: &Path,
+    threads: usize,
+    output: Option<(&Path, Output)>,
+) {
     let files = files(dir);
     let next = AtomicUsize::new(0);
     let validity = time::Duration::try_from(LEAF_VALIDITY).expect("validity");
+    let (send, receive) = sync_channel::<Delivered>(CHUNK);
     std::thread::scope(|s| {
+        if let Some((out, format)) = output {
+            s.spawn(move || write_out(out, format, receive));
+        }
         for worker in 0..threads {
             let (files, next) = (&files, &next);
+            let send = output.is_some().then(|| send.clone());
             s.spawn(move || {
                 while let Some(path) = files.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let pem = std::fs::read(path).expect("read CSR");
@@ -210,9 +285,84 @@ fn sign_raw(baseline: &ThreadBaseline, dir: &Path, threads: usize) {
                         csr.params.subject_alt_names.clone(),
                         validity,
                     );
-                    std::hint::black_box(baseline.sign(worker, &params, &csr.public_key));
+                    let der = baseline.sign(worker, &params, &csr.public_key);
+                    if let Some(send) = &send {
+                        deliver(send, path, &cn, &params, &der);
+                    }
+                    std::hint::black_box(der);
                 }
             });
         }
+        drop(send);
     });
+}
+
+/// Hands the certificate `der` signed for the CSR at `path` to the writer.
+fn deliver(
+    send: &SyncSender<Delivered>,
+    path: &Path,
+    cn: &str,
+    params: &CertificateParams,
+    der: &[u8],
+) {
+    let csr = path
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let serial = params.serial_number.as_ref().expect("serial").to_bytes();
+    let delivered = Delivered {
+        csr,
+        serial: serial.iter().map(|b| format!("{b:02X}")).collect(),
+        subject: format!("CN={cn}"),
+        chain_pem: pem::encode(&pem::Pem::new("CERTIFICATE", der)),
+    };
+    send.send(delivered).expect("the writer runs");
+}
+
+/// Writes what `receive` brings into `out` in `format`, durably, chunk by chunk.
+fn write_out(out: &Path, format: Output, receive: Receiver<Delivered>) {
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut written = 0;
+    let mut flush = |chunk: &mut Vec<Delivered>| {
+        if chunk.is_empty() {
+            return;
+        }
+        written += 1;
+        match format {
+            Output::Pem => {
+                let paths: Vec<PathBuf> = chunk
+                    .iter()
+                    .map(|d| out.join(d.csr.replace(".csr", ".pem")))
+                    .collect();
+                for (d, path) in chunk.iter().zip(&paths) {
+                    let data = d.chain_pem.as_bytes();
+                    fsutil::write_atomic_unsynced(path, data, 0o644, Replace::Allow)
+                        .expect("write a chain file");
+                }
+                fsutil::sync_files(&paths).expect("sync the chain files");
+            }
+            Output::Jsonl => {
+                let mut data = Vec::with_capacity(chunk.len() * 1024);
+                for d in chunk.iter() {
+                    let line = serde_json::json!({
+                        "csr": d.csr, "serial": d.serial, "subject": d.subject,
+                        "chain_pem": d.chain_pem,
+                    });
+                    serde_json::to_writer(&mut data, &line).expect("JSON");
+                    data.push(b'\n');
+                }
+                let path = out.join(format!("certificates-{written:06}.jsonl"));
+                fsutil::write_atomic(&path, &data, 0o644, Replace::Refuse).expect("write a bundle");
+            }
+        }
+        chunk.clear();
+    };
+    for delivered in receive {
+        chunk.push(delivered);
+        if chunk.len() == CHUNK {
+            flush(&mut chunk);
+        }
+    }
+    flush(&mut chunk);
 }

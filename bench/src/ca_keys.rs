@@ -19,10 +19,11 @@ use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
+use keyward_core::uri::AwsKmsUri;
 use keyward_core::{Algorithm, HashAlg, KeyBackend, KeySigner, KeyUri, ecdsa_raw_to_der};
 
 #[path = "../../backends/pkcs11/benches/common/mod.rs"]
-mod softhsm_token;
+pub(crate) mod softhsm_token;
 
 const P256: Algorithm = Algorithm::EcdsaP256Sha256;
 
@@ -51,14 +52,15 @@ pub struct CaKey {
     pub raw: RawSign,
 }
 
-fn env(name: &str) -> String {
+/// The value of the variable `name`, which the script that starts the backends sets.
+pub(crate) fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} not set: run through scripts/bench.sh (it starts the backends)")
     })
 }
 
 /// A name unique to this run, short enough for a SoftHSM token label (32 bytes).
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -186,23 +188,21 @@ pub async fn transit() -> CaKey {
     }
 }
 
-/// A KMS key (moto) beside raw aws-sdk-kms `Sign` calls on the very SDK client keyward
-/// uses, sending the message as keyward does for short messages (`MessageType=RAW`).
-pub async fn kms() -> CaKey {
-    let endpoint = env("KEYWARD_TEST_KMS_ENDPOINT");
-    let backend = keyward_awskms::AwsKmsBackend::new(keyward_awskms::KmsSettings {
-        endpoint: Some(endpoint),
+/// The KMS backend on the endpoint scripts/moto.sh started.
+pub(crate) fn kms_backend() -> keyward_awskms::AwsKmsBackend {
+    keyward_awskms::AwsKmsBackend::new(keyward_awskms::KmsSettings {
+        endpoint: Some(env("KEYWARD_TEST_KMS_ENDPOINT")),
         region: Some("us-east-1".into()),
         ..keyward_awskms::KmsSettings::default()
-    });
-    let uri = KeyUri::parse(&format!("awskms:alias/{}", unique("kwbench"))).expect("kms uri");
-    let KeyUri::AwsKms(kms) = &uri else {
-        unreachable!("an awskms: URI")
-    };
-    let signer = backend
-        .generate(&uri, P256)
-        .await
-        .expect("generate the CA key in KMS");
+    })
+}
+
+/// keyward's SDK client for the KMS key `kms` (so the raw calls go the same way), and
+/// the key's ARN (as keyward names the key in its calls).
+pub(crate) async fn kms_raw_client(
+    backend: &keyward_awskms::AwsKmsBackend,
+    kms: &AwsKmsUri,
+) -> (aws_sdk_kms::Client, Arc<str>) {
     let client = backend.sdk_client(kms).await.expect("KMS client");
     let arn: Arc<str> = client
         .describe_key()
@@ -214,6 +214,22 @@ pub async fn kms() -> CaKey {
         .and_then(|m| m.arn)
         .expect("key ARN")
         .into();
+    (client, arn)
+}
+
+/// A KMS key (moto) beside raw aws-sdk-kms `Sign` calls on the very SDK client keyward
+/// uses, sending the message as keyward does for short messages (`MessageType=RAW`).
+pub async fn kms() -> CaKey {
+    let backend = kms_backend();
+    let uri = KeyUri::parse(&format!("awskms:alias/{}", unique("kwbench"))).expect("kms uri");
+    let KeyUri::AwsKms(kms) = &uri else {
+        unreachable!("an awskms: URI")
+    };
+    let signer = backend
+        .generate(&uri, P256)
+        .await
+        .expect("generate the CA key in KMS");
+    let (client, arn) = kms_raw_client(&backend, kms).await;
     CaKey {
         signer,
         raw: RawSign::Tasks(Arc::new(move |msg| {

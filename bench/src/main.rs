@@ -11,11 +11,14 @@
 //!   software.
 //! - `sign-pkcs11`: keyward's `KeySigner::sign` on SoftHSM (pool capped at C sessions)
 //!   beside a raw `C_Sign` loop on C sessions, C callers each.
-//! - `bulk --keyward BIN [--csrs N]`: `keyward sign-csr --batch` over N CSRs (default
-//!   10,000) beside the same work raw (`bulk.rs`).
+//! - `bulk --keyward BIN [--csrs N] [--output-format pem|jsonl]`: `keyward sign-csr
+//!   --batch` over N CSRs (default 10,000) beside the same work raw (`bulk.rs`).
 //!
 //! - `acme --directory URL --root PEM --http-port P`: complete ACME orders per second
 //!   from C concurrent instant-acme clients against a running agent (`acme.rs`).
+//! - `keys --keyward BIN --load KEYS_LOAD_BIN --dir DIR`: the KeyService rows: `Sign`
+//!   and `GenerateDataKey` through an agent's socket beside the same keys in process
+//!   and raw, at concurrency C (`keys.rs`).
 //!
 //! Common flags: `--concurrency C` (default 4), `--seconds S` per measurement window
 //! (default 2), `--rounds R` paired rounds (default 3), `--only baseline|keyward` to run
@@ -27,6 +30,7 @@ mod bao_pki;
 mod bulk;
 mod ca_keys;
 mod issue;
+mod keys;
 mod measure;
 mod same_work;
 
@@ -62,7 +66,7 @@ fn main() {
         eprintln!("keyward-bench: {e}");
         eprintln!(
             "usage: keyward-bench sign|issue --ca software|softhsm|transit|kms|pki|sign-pkcs11|\
-             bulk --keyward BIN [--csrs N] [--concurrency C] [--seconds S] [--rounds R] [--only baseline|keyward]"
+             bulk --keyward BIN [--csrs N] [--output-format pem|jsonl] [--concurrency C] [--seconds S] [--rounds R] [--only baseline|keyward]"
         );
         std::process::exit(2);
     }
@@ -104,8 +108,25 @@ fn run(args: &[String]) -> Result<(), String> {
                 return Err("bulk needs --keyward PATH (the keyward binary)".into());
             }
             let csrs = flag(args, "--csrs", 10_000usize)?.max(1);
-            let line = bulk::run(keyward.as_ref(), csrs, settings.rounds, settings.sides);
+            let name: String = flag(args, "--output-format", "pem".to_string())?;
+            let output =
+                bulk::Output::parse(&name).ok_or("--output-format must be pem or jsonl")?;
+            let (rounds, sides) = (settings.rounds, settings.sides);
+            let line = bulk::run(keyward.as_ref(), csrs, rounds, sides, output);
             println!("{line}");
+        }
+        Some("keys") => {
+            let path = |name: &str| flag(args, name, String::new()).map(std::path::PathBuf::from);
+            let (keyward, load, dir) = (path("--keyward")?, path("--load")?, path("--dir")?);
+            if [&keyward, &load, &dir]
+                .iter()
+                .any(|p| p.as_os_str().is_empty())
+            {
+                return Err("keys needs --keyward BIN --load KEYS_LOAD_BIN --dir DIR".into());
+            }
+            for line in keys::run(&rt, &settings, &keyward, &load, &dir) {
+                println!("{line}");
+            }
         }
         Some("acme") => {
             let directory: String = flag(args, "--directory", String::new())?;
