@@ -1,5 +1,6 @@
 //! One module per group of commands; [`main`] starts the process, `run` dispatches.
 
+mod arenas;
 mod audit;
 mod backup;
 mod ca;
@@ -33,6 +34,9 @@ use crate::cli::{AuditCommand, CaCommand, Cli, Command, EstCommand, KeyCommand, 
 /// as one line.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Agent { .. } | Command::Up) {
+        arenas::limit_for_daemon();
+    }
     if !matches!(cli.command, Command::Agent { .. }) {
         tracing_subscriber::fmt()
             .with_env_filter(crate::daemon::logging::env_filter("warn"))
