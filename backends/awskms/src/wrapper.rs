@@ -6,10 +6,14 @@
 //! Versions, mapped honestly: KMS rotates key material itself (RotateKeyOnDemand, or
 //! automatic rotation) and every CiphertextBlob names the material that made it, so
 //! Decrypt never needs the version. keyward's version of a KMS key is 1 + the number of
-//! rotations ListKeyRotations reports, read when a blob is made; the blob header carries
-//! it for the operator (which material generation made it), KMS does not check it.
+//! rotations ListKeyRotations reports; the blob header carries it for the operator
+//! (which material generation made it), KMS does not check it. For the blobs it makes,
+//! a KEK reads it at most once every [`LABEL_FRESH_FOR`] (a rotation made elsewhere shows
+//! in new headers within that time; its own rotations, and any `current_version` call,
+//! at once), not before every blob: that doubled the KMS calls per data key.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{DataKeySpec, KeySpec, KeyUsageType};
@@ -28,12 +32,17 @@ use crate::retry::{Idempotency, Limits};
 /// The encryption-context entry that carries a payload's associated data.
 const AAD_CONTEXT_KEY: &str = "keyward-aad";
 
+/// How long the version read for new blobs' headers is used before it is read again.
+pub const LABEL_FRESH_FOR: Duration = Duration::from_secs(1);
+
 /// A symmetric KMS key used as a key-encryption key.
 pub struct AwsKmsKek {
     uri: KeyUri,
     key_arn: String,
     client: Arc<KmsClient>,
     limits: Arc<Limits>,
+    /// The version last read for new blobs, and when.
+    label: Mutex<Option<(Instant, u32)>>,
 }
 
 impl std::fmt::Debug for AwsKmsKek {
@@ -92,11 +101,29 @@ impl AwsKmsBackend {
             key_arn,
             client,
             limits: Arc::clone(&self.limits),
+            label: Mutex::new(None),
         }
     }
 }
 
 impl AwsKmsKek {
+    /// The version new blobs name: read again once the last read is older than
+    /// [`LABEL_FRESH_FOR`].
+    async fn label_version(&self) -> Result<u32, Error> {
+        let kept = *self.label.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, version)) = kept
+            && at.elapsed() < LABEL_FRESH_FOR
+        {
+            return Ok(version);
+        }
+        self.current_version().await
+    }
+
+    /// Keeps `version`, just read, for new blobs' headers.
+    fn remember_label(&self, version: u32) {
+        *self.label.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), version));
+    }
+
     /// The CiphertextBlob of a KMS answer to `op`; a missing or empty one is an error.
     fn ciphertext(&self, blob: Option<Blob>, op: &str) -> Result<Vec<u8>, Error> {
         blob.map(Blob::into_inner)
@@ -178,7 +205,10 @@ impl KeyWrapper for AwsKmsKek {
                 _ => break,
             }
         }
-        u32::try_from(rotations + 1).map_err(|_| Error::backend("too many KMS rotations"))
+        let version =
+            u32::try_from(rotations + 1).map_err(|_| Error::backend("too many KMS rotations"))?;
+        self.remember_label(version);
+        Ok(version)
     }
 
     /// RotateKeyOnDemand is sent again only when KMS surely did not act (throttled,
@@ -215,7 +245,7 @@ impl KeyWrapper for AwsKmsKek {
     }
 
     async fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<Sealed, Error> {
-        let version = self.current_version().await?;
+        let version = self.label_version().await?;
         let context = B64.encode(aad);
         let out = self
             .limits
@@ -248,7 +278,7 @@ impl KeyWrapper for AwsKmsKek {
     }
 
     async fn new_data_key(&self) -> Result<(Zeroizing<[u8; DATA_KEY_LEN]>, Sealed), Error> {
-        let version = self.current_version().await?;
+        let version = self.label_version().await?;
         let out = self
             .limits
             .call(
