@@ -18,8 +18,8 @@
 //! The attestation is kept on the connection with a fingerprint taken just before the
 //! reads: the owner of `/proc/PID` and the device, inode, size, modification and change
 //! times of the file `/proc/PID/exe` names, from a `/proc/PID` directory held open. A
-//! later call checks the pidfd, takes the fingerprint again (two `statx` calls) and
-//! checks the pidfd again; if the fingerprint is unchanged the facts are reused, else
+//! later call takes the fingerprint again (two `statx` calls) and then checks the
+//! pidfd; if the fingerprint is unchanged the facts are reused, else
 //! everything is read again and refused exactly as on a first call. A call that needs
 //! more (a `sha256` after a `path`) reads everything again too.
 //!
@@ -138,18 +138,36 @@ pub async fn attest(
     needs: Needs,
     digests: &DigestCache,
 ) -> Result<Facts, AttestError> {
-    peer.check_alive()?;
-    let pid = peer
-        .pid
-        .ok_or_else(|| AttestError::Gone("the caller's process id is unknown".into()))?;
     if !needs.path && !needs.sha256 {
+        peer.check_alive()?;
         return Ok(Facts {
             uid: peer.uid,
             gid: peer.gid,
-            pid,
+            pid: known_pid(peer)?,
             exe: None,
         });
     }
+    // Every way through `/proc` checks through the pidfd after its reads (so not
+    // before them too); a caller whose process has exited is told so, whichever read
+    // failed first.
+    attest_from_proc(peer, needs, digests)
+        .await
+        .map_err(|e| peer.check_alive().err().unwrap_or(e))
+}
+
+/// The caller's process id (SO_PEERCRED), when the kernel could name it here.
+fn known_pid(peer: &Peer) -> Result<i32, AttestError> {
+    peer.pid
+        .ok_or_else(|| AttestError::Gone("the caller's process id is unknown".into()))
+}
+
+/// [`attest`] for needs that read `/proc`.
+async fn attest_from_proc(
+    peer: &Peer,
+    needs: Needs,
+    digests: &DigestCache,
+) -> Result<Facts, AttestError> {
+    let pid = known_pid(peer)?;
     let last = peer.remembered.get();
     if let Some(facts) = last.as_ref().and_then(|last| last.reuse(needs)) {
         // Still running: the fingerprint read above was that process's.

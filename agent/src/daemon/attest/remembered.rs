@@ -67,7 +67,7 @@ pub(super) struct Attested {
 
 impl Attested {
     /// The facts again, if they cover `needs` and the fingerprint is unchanged. The
-    /// caller checks through the pidfd, before and after, that the process runs.
+    /// caller checks through the pidfd, afterwards, that the process still runs.
     pub(super) fn reuse(&self, needs: Needs) -> Option<Facts> {
         let covered = (self.needs.path || !needs.path) && (self.needs.sha256 || !needs.sha256);
         (covered && self.dir.fingerprint().ok()? == self.print).then(|| self.facts.clone())

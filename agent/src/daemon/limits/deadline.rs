@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use prost::bytes::Bytes;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tonic::Status;
 use tonic::body::Body;
 
@@ -25,7 +25,11 @@ use crate::daemon::metrics::Metrics;
 /// A request body that fails once its deadline passes before it has ended.
 pub struct RequestDeadline {
     body: Body,
-    /// Running until the body ends; `None` once it has.
+    /// When the body must have ended; `None` once it has.
+    deadline: Option<Instant>,
+    /// The timer for `deadline`, armed only when the body first has to be waited for:
+    /// a request that arrives with its headers (nearly every one) never touches the
+    /// runtime's timer wheel.
     timer: Option<Pin<Box<Sleep>>>,
     expired: bool,
     metrics: Metrics,
@@ -67,7 +71,8 @@ impl RequestDeadline {
     pub fn new(body: Body, timeout: Duration, metrics: Metrics) -> Self {
         RequestDeadline {
             body,
-            timer: Some(Box::pin(tokio::time::sleep(timeout))),
+            deadline: Some(Instant::now() + timeout),
+            timer: None,
             expired: false,
             metrics,
             first_message: None,
@@ -102,21 +107,36 @@ impl HttpBody for RequestDeadline {
         if this.expired {
             return Poll::Ready(Some(Err(Self::expired_status())));
         }
-        // The deadline first: a caller trickling frames must still end in time.
-        if let Some(timer) = &mut this.timer
-            && timer.as_mut().poll(cx).is_ready()
-        {
-            this.expired = true;
-            this.metrics.denied("request_timeout");
-            tracing::debug!("call refused: the request did not end within request_timeout");
-            return Poll::Ready(Some(Err(Self::expired_status())));
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Some(deadline) = this.deadline {
+            // Checked on every poll, a frame ready or not: a caller sending frames
+            // without end (or trickling them) must still end in time. A frame that is
+            // ready needs only a look at the clock; the timer wakes a waiting call.
+            let passed = match polled {
+                Poll::Ready(_) => Instant::now() >= deadline,
+                Poll::Pending => this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)))
+                    .as_mut()
+                    .poll(cx)
+                    .is_ready(),
+            };
+            if passed {
+                this.expired = true;
+                this.metrics.denied("request_timeout");
+                tracing::debug!("call refused: the request did not end within request_timeout");
+                return Poll::Ready(Some(Err(Self::expired_status())));
+            }
         }
-        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
+        let Poll::Ready(frame) = polled else {
+            return Poll::Pending;
+        };
         let first_arrived = match (&mut this.first_message, &frame) {
             (Some(first), Some(Ok(f))) => f.data_ref().is_some_and(|d| first.arrived(d)),
             _ => false,
         };
         if frame.is_none() || this.body.is_end_stream() || first_arrived {
+            this.deadline = None;
             this.timer = None;
             this.first_message = None;
         }
@@ -189,6 +209,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_whose_frames_never_stop_still_fails_at_its_deadline() {
+        let frames = [&b"x"[..]; 64];
+        let mut body = deadline(&frames, false, Duration::from_millis(100));
+        next(&mut body).await.expect("a frame").expect("in time");
+        assert!(body.timer.is_none(), "no timer while frames are ready");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let err = next(&mut body)
+            .await
+            .expect("an item")
+            .expect_err("the next frame is ready, but late");
+        assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    }
+
+    #[tokio::test]
     async fn a_streamed_request_is_held_to_its_deadline_until_its_first_message_is_whole() {
         let timeout = Duration::from_millis(100);
         // A 3-byte message in three frames, then nothing: the stream stays open.
@@ -202,7 +236,7 @@ mod tests {
             assert!(next(&mut body).await.expect("a frame").is_ok());
         }
         assert!(
-            body.timer.is_none(),
+            body.deadline.is_none(),
             "no deadline once the first message is whole"
         );
         // Only a part of the first message: the deadline still applies.
@@ -226,7 +260,7 @@ mod tests {
         assert!(next(&mut body).await.expect("a").is_ok());
         assert!(next(&mut body).await.expect("b").is_ok());
         assert!(next(&mut body).await.is_none(), "the end is passed on");
-        assert!(body.timer.is_none(), "no deadline after the end");
+        assert!(body.deadline.is_none(), "no deadline after the end");
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(
             next(&mut body).await.is_none(),
