@@ -172,12 +172,15 @@ fn batch_killed_at_a_write_is_settled_by_pending_resolve_and_not_signed_again() 
     let good = make_csrs(&csrs, 15);
     let (c, o) = (csrs.to_str().unwrap(), out.to_str().unwrap());
     let args = ["sign-csr", "--batch", c, "--out", o];
-    // Killed at the 8th new file of the chunk's transaction: every chain file is
-    // delivered, 7 certificates are in issued/, the inventory names none of them.
+    // Killed at the inventory's write, the chunk's 17th replacing write (its pending
+    // record, 15 chain files, the inventory): every chain file is delivered, the 15
+    // certificates are in their one file in issued/, the inventory names none of them.
     assert!(
-        kill_at_write(&state, &args, Write::New, 8),
+        kill_at_write(&state, &args, Write::Replacing, 17),
         "the batch was not killed"
     );
+    let issued = std::fs::read_dir(state.join("issued")).unwrap().count();
+    assert_eq!(issued, 1, "the chunk's certificates are in one file");
     let listed = keyward_ok(&state, &["pending"]);
     assert!(listed.contains("sign-csr --batch"), "{listed}");
     let resolved = keyward_ok(&state, &["pending", "resolve"]);
@@ -254,9 +257,9 @@ fn assert_settled(state: &Path) {
 #[test]
 fn bundle_batch_killed_after_its_bundle_is_finished_by_resolve_and_not_signed_again() {
     let tmp = TempDir::new().unwrap();
-    // The bundle is the chunk's first new file; killed at the 8th, 7 certificates are
-    // in issued/ and the inventory names none of them.
-    let (resolved, state, csrs, out) = bundle_batch_killed_at_new_file(tmp.path(), 8);
+    // The bundle is the chunk's first new file, its certificates' file in issued/ the
+    // second; killed at that one, the bundle is out and the inventory names none of them.
+    let (resolved, state, csrs, out) = bundle_batch_killed_at_new_file(tmp.path(), 2);
     assert!(resolved.contains("finished"), "{resolved}");
     assert_eq!(inventory(&state).len(), 15);
     run_succeeds_with(

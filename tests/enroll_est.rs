@@ -512,3 +512,48 @@ fn silent_connections_do_not_keep_other_clients_out() {
     let _ = quiet.wait();
     est.agent.stop();
 }
+
+#[test]
+fn a_certificate_from_a_sign_csr_batch_reenrolls() {
+    // The agent finds it in the inventory: the second certificate of its chunk's one
+    // file in issued/.
+    let mut est = Est::start("validity = \"30d\"");
+    let san = ["-addext", "subjectAltName=DNS:dev-9.internal"];
+    est.csr(
+        "dev8",
+        "/CN=dev-8",
+        &["-addext", "subjectAltName=DNS:dev-8.internal"],
+    );
+    est.csr("dev9", "/CN=dev-9", &san);
+    let (batch, out) = (est.path("batch"), est.path("batch-out"));
+    std::fs::create_dir_all(&batch).unwrap();
+    for dev in ["dev8", "dev9"] {
+        let csr = format!("{}.csr", dev.replace("dev", "dev-"));
+        std::fs::copy(est.path(&format!("{dev}.csr.der")), batch.join(csr)).unwrap();
+    }
+    let (b, o) = (batch.to_str().unwrap(), out.to_str().unwrap());
+    keyward_ok(&est.agent.state, &["sign-csr", "--batch", b, "--out", o]);
+    let issued: Vec<String> = std::fs::read_dir(est.agent.state.join("issued"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        issued.len() == 1 && issued[0].starts_with("batch-"),
+        "{issued:?}"
+    );
+    let cert = out.join("dev-9.pem");
+    let key = est.path("dev9.key");
+    let tls = [
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    let renew = est.csr("renew9", "/CN=dev-9", &san);
+    let (code, body) = est.enroll("simplereenroll", &renew, &tls);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let renewed = est.certs(&body, "renewed9.pem");
+    est.verify(&renewed);
+    assert!(names(&renewed).contains("DNS:dev-9.internal"));
+    est.agent.stop();
+}

@@ -106,10 +106,12 @@ pub fn status_report(
     {
         problems.push(e.to_string());
     }
+    let mut issued = state.issued_files();
     for rec in state.inventory()? {
-        let der = std::fs::read(state.path().join(&rec.cert_file))
+        let der = issued
+            .pem(&rec)
             .ok()
-            .and_then(|pem| super::pem_to_ders(&pem).ok())
+            .and_then(|pem| super::pem_to_ders(pem).ok())
             .and_then(|d| d.into_iter().next());
         let (Some(der), Some(summary)) =
             (der.clone(), der.as_deref().and_then(|d| summarize(d).ok()))

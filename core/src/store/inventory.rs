@@ -1,6 +1,9 @@
-//! The inventory: one record per certificate keyward issued, and its certificate file.
+//! The inventory: one record per certificate keyward issued, and its certificate file
+//! (its own, or one per chunk of `sign-csr --batch`; [`IssuedFiles`] reads either).
 //! A certificate signed by an operation that crashed before delivering it stays in the
 //! inventory as abandoned, so its serial is never used again.
+
+mod issued_files;
 
 use std::collections::HashSet;
 use std::fs;
@@ -14,6 +17,8 @@ use crate::check::{pem_to_ders, summarize};
 use crate::fsutil::{self, Replace};
 use crate::issuance::IssuedCertificate;
 use crate::{Error, KeyUri};
+pub use issued_files::IssuedFiles;
+use issued_files::is_one_block;
 
 const INVENTORY: &str = "inventory.json";
 
@@ -75,9 +80,10 @@ pub struct IssuedRecord {
     /// Where the credentials were written (`--out`), if anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out: Option<PathBuf>,
-    /// The certificate file in the state directory, relative to it.
+    /// The certificate file in the state directory, relative to it: its own, or the
+    /// file its `sign-csr --batch` chunk shares.
     pub cert_file: String,
-    /// SHA-256 of that file.
+    /// SHA-256 of the certificate's PEM block (of a file of its own: the whole file).
     pub cert_sha256: String,
     /// Whether it went out (absent in the file: issued).
     #[serde(default, skip_serializing_if = "CertStatus::is_issued")]
@@ -98,6 +104,11 @@ pub struct NewCertificate {
     pub ca_key: KeyUri,
     /// The certificate, one PEM block.
     pub cert_pem: String,
+    /// The file of `issued/` its chunk shares, set by [`NewCertificate::share_file`]
+    /// before a [`Transaction::record_issued_all`] writes it: `keyward pending
+    /// resolve` then finds it there after a crash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_file: Option<String>,
 }
 
 impl NewCertificate {
@@ -115,7 +126,26 @@ impl NewCertificate {
             out,
             ca_key: ca_key.clone(),
             cert_pem: cert.pem(),
+            batch_file: None,
         }
+    }
+
+    /// Marks `news` with the file of `issued/` that [`Transaction::record_issued_all`]
+    /// writes them into, named after the first one's serial.
+    pub fn share_file(news: &mut [NewCertificate]) -> Result<(), Error> {
+        let Some(first) = news.first() else {
+            return Ok(());
+        };
+        let file = first.shared_file_name()?;
+        for new in news {
+            new.batch_file = Some(file.clone());
+        }
+        Ok(())
+    }
+
+    /// The file of `issued/` a chunk starting with this certificate shares.
+    fn shared_file_name(&self) -> Result<String, Error> {
+        Ok(format!("issued/batch-{}.pem", self.serial_hex()?))
     }
 
     /// The certificate (DER).
@@ -134,40 +164,50 @@ impl Transaction<'_> {
     /// Refuses a serial the inventory already holds.
     pub fn record_issued(&mut self, new: &NewCertificate) -> Result<IssuedRecord, Error> {
         Ok(self
-            .add_to_inventory(std::slice::from_ref(new), CertStatus::Issued)?
+            .add_to_inventory(std::slice::from_ref(new), CertStatus::Issued, false)?
             .swap_remove(0))
     }
 
-    /// [`Transaction::record_issued`] for many certificates at once: their files, then
-    /// one write of the inventory (a bulk run records thousands per transaction).
+    /// [`Transaction::record_issued`] for a chunk of certificates at once: ONE file in
+    /// `issued/` holds them all (their PEM blocks, in order; see
+    /// [`NewCertificate::share_file`]), then one write of the inventory (a bulk run
+    /// records thousands per transaction).
     pub fn record_issued_all(
         &mut self,
         news: &[NewCertificate],
     ) -> Result<Vec<IssuedRecord>, Error> {
-        self.add_to_inventory(news, CertStatus::Issued)
+        self.add_to_inventory(news, CertStatus::Issued, true)
     }
 
     /// Records a certificate that was signed and never delivered, so that its serial is
     /// never used again.
     pub fn record_abandoned(&mut self, new: &NewCertificate) -> Result<IssuedRecord, Error> {
         Ok(self
-            .add_to_inventory(std::slice::from_ref(new), CertStatus::Abandoned)?
+            .add_to_inventory(std::slice::from_ref(new), CertStatus::Abandoned, false)?
             .swap_remove(0))
     }
 
+    /// Adds records for `news`, their certificates stored in one file together
+    /// (`shared`) or each in its own.
     fn add_to_inventory(
         &mut self,
         news: &[NewCertificate],
         status: CertStatus,
+        shared: bool,
     ) -> Result<Vec<IssuedRecord>, Error> {
         let mut all = self.state().all_records()?;
         let mut taken: HashSet<String> = all.iter().map(|r| r.serial_hex.clone()).collect();
-        let mut added = Vec::with_capacity(news.len());
-        for new in news {
-            let rec = self.store_certificate(new, status, &taken)?;
-            taken.insert(rec.serial_hex.clone());
-            added.push(rec);
-        }
+        let added = if shared {
+            self.store_chunk(news, status, &mut taken)?
+        } else {
+            let mut added = Vec::with_capacity(news.len());
+            for new in news {
+                let rec = self.store_certificate(new, status, &taken)?;
+                taken.insert(rec.serial_hex.clone());
+                added.push(rec);
+            }
+            added
+        };
         // The files the records name are durable before the inventory names them.
         self.sync()?;
         all.extend(added.iter().cloned());
@@ -176,13 +216,64 @@ impl Transaction<'_> {
         Ok(added)
     }
 
-    /// Writes `new`'s file in `issued/` and returns its record; refuses a serial in
-    /// `taken`.
+    /// Stores the certificates of `news` in one file of `issued/`, named after the
+    /// first, and returns their records; refuses a serial in `taken` or the chunk.
+    fn store_chunk(
+        &mut self,
+        news: &[NewCertificate],
+        status: CertStatus,
+        taken: &mut HashSet<String>,
+    ) -> Result<Vec<IssuedRecord>, Error> {
+        let Some(first) = news.first() else {
+            return Ok(Vec::new());
+        };
+        let file = first.shared_file_name()?;
+        let mut added = Vec::with_capacity(news.len());
+        let mut data = String::new();
+        for new in news {
+            if !is_one_block(new.cert_pem.as_bytes()) {
+                return Err(Error::InvalidInput(format!(
+                    "the certificate for {} is not one PEM block",
+                    new.name
+                )));
+            }
+            let rec = self.record_of(new, status, taken, file.clone())?;
+            taken.insert(rec.serial_hex.clone());
+            added.push(rec);
+            data.push_str(&new.cert_pem);
+        }
+        self.write_unless_there(&file, data.as_bytes())?;
+        Ok(added)
+    }
+
+    /// Stores `new` in a file of its own in `issued/` (or finds it in the file its chunk
+    /// shares, where a crashed `sign-csr --batch` left it) and returns its record;
+    /// refuses a serial in `taken`.
     fn store_certificate(
         &mut self,
         new: &NewCertificate,
         status: CertStatus,
         taken: &HashSet<String>,
+    ) -> Result<IssuedRecord, Error> {
+        let mut rec = self.record_of(new, status, taken, String::new())?;
+        if let Some(shared) = &new.batch_file {
+            rec.cert_file = shared.clone();
+            if IssuedFiles::new(&self.state().root).lookup(&rec).is_ok() {
+                return Ok(rec);
+            }
+        }
+        rec.cert_file = format!("issued/{}.pem", rec.serial_hex);
+        self.write_unless_there(&rec.cert_file, new.cert_pem.as_bytes())?;
+        Ok(rec)
+    }
+
+    /// The record of `new`, its certificate in `cert_file`; refuses a serial in `taken`.
+    fn record_of(
+        &self,
+        new: &NewCertificate,
+        status: CertStatus,
+        taken: &HashSet<String>,
+        cert_file: String,
     ) -> Result<IssuedRecord, Error> {
         let s = summarize(&new.cert_der()?)?;
         if taken.contains(&s.serial_hex) {
@@ -192,8 +283,8 @@ impl Transaction<'_> {
                 self.state().path().display()
             )));
         }
-        let rec = IssuedRecord {
-            cert_file: format!("issued/{}.pem", s.serial_hex),
+        Ok(IssuedRecord {
+            cert_file,
             cert_sha256: sha256_hex(new.cert_pem.as_bytes()),
             serial_hex: s.serial_hex,
             kind: new.kind,
@@ -207,23 +298,19 @@ impl Transaction<'_> {
             issued_at: OffsetDateTime::now_utc(),
             out: new.out.clone(),
             status,
-        };
-        let path = self.state().root.join(&rec.cert_file);
-        // A crash between this file and the inventory leaves the file: the same
-        // certificate is taken as it is.
-        if fs::read(&path)
-            .ok()
-            .is_none_or(|d| d != new.cert_pem.as_bytes())
-        {
-            self.create_dir(fsutil::parent_dir(&path))?;
-            self.write(
-                &path,
-                new.cert_pem.as_bytes(),
-                fsutil::PUBLIC_FILE_MODE,
-                Replace::Refuse,
-            )?;
+        })
+    }
+
+    /// Writes `data` to the file `rel` of the state directory (public, never replacing
+    /// a file), unless it holds `data` already: a crash between this file and the
+    /// inventory leaves the file, taken as it is.
+    fn write_unless_there(&mut self, rel: &str, data: &[u8]) -> Result<(), Error> {
+        let path = self.state().root.join(rel);
+        if fs::read(&path).is_ok_and(|d| d == data) {
+            return Ok(());
         }
-        Ok(rec)
+        self.create_dir(fsutil::parent_dir(&path))?;
+        self.write(&path, data, fsutil::PUBLIC_FILE_MODE, Replace::Refuse)
     }
 }
 
@@ -247,40 +334,7 @@ impl StateDir {
     fn all_records(&self) -> Result<Vec<IssuedRecord>, Error> {
         Ok(fsutil::read_json(&self.root.join(INVENTORY))?.unwrap_or_default())
     }
-
-    /// Records whose file is missing or altered, and files in `issued/` no record names.
-    pub(super) fn inventory_problems(&self) -> Result<Vec<String>, Error> {
-        let mut out = Vec::new();
-        let records = match self.all_records() {
-            Ok(r) => r,
-            Err(e) => return Ok(vec![e.to_string()]),
-        };
-        for r in &records {
-            let path = self.root.join(&r.cert_file);
-            match fs::read(&path) {
-                Ok(d) if sha256_hex(&d) == r.cert_sha256 => {}
-                Ok(_) => out.push(format!(
-                    "{} does not match its inventory record",
-                    path.display()
-                )),
-                Err(_) => out.push(format!(
-                    "{} named by the inventory is missing",
-                    path.display()
-                )),
-            }
-        }
-        let dir = self.root.join("issued");
-        if let Ok(entries) = fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let name = format!("issued/{}", e.file_name().to_string_lossy());
-                if !records.iter().any(|r| r.cert_file == name) {
-                    out.push(format!(
-                        "{} is not in the inventory (an issuance was interrupted before it was recorded)",
-                        self.root.join(&name).display()
-                    ));
-                }
-            }
-        }
-        Ok(out)
-    }
 }
+
+#[cfg(test)]
+mod tests;

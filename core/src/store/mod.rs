@@ -7,7 +7,9 @@
 //! STATE/ca/ca.json                 manifest: key URIs and SHA-256 of each CA file (the commit point)
 //! STATE/ca/root.pem                the trust anchor(s)
 //! STATE/ca/intermediate.pem        the issuing intermediate, when there is one
-//! STATE/issued/SERIAL.pem          every certificate keyward issued (or abandoned)
+//! STATE/issued/SERIAL.pem          every certificate keyward issued (or abandoned) alone
+//! STATE/issued/batch-SERIAL.pem    a `sign-csr --batch` chunk's certificates, PEM blocks
+//!                                  concatenated, named after the first one's serial
 //! STATE/inventory.json             one record per issued or abandoned certificate
 //! STATE/pending/*.json             operations started and not finished (`keyward pending`)
 //! STATE/revocations.json           revoked certificates and the last CRL number
@@ -40,7 +42,7 @@ use crate::Error;
 use crate::fsutil;
 
 pub use ca::{CaState, IssuingCa};
-pub use inventory::{CertStatus, IssuedKind, IssuedRecord, NewCertificate};
+pub use inventory::{CertStatus, IssuedFiles, IssuedKind, IssuedRecord, NewCertificate};
 pub use pending::{PendingRecord, Plan};
 pub use revocation::RevocationList;
 pub use transaction::{AuditAppend, Operation, Transaction};

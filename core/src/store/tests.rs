@@ -4,7 +4,7 @@ use crate::check::pem_to_ders;
 use crate::{Error, KeyUri};
 
 /// A distinct real certificate per `tag` (the store checks that PEM holds certificates).
-fn fake_cert_der(tag: u8) -> Vec<u8> {
+pub(super) fn fake_cert_der(tag: u8) -> Vec<u8> {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
     static CERTS: OnceLock<Mutex<HashMap<u8, Vec<u8>>>> = OnceLock::new();
@@ -31,25 +31,26 @@ fn op(name: &str, plan: Plan) -> Operation {
 }
 
 /// An audit append that succeeds, and one that fails.
-fn appended(_: Event) -> Result<(), Error> {
+pub(super) fn appended(_: Event) -> Result<(), Error> {
     Ok(())
 }
-fn refused(_: Event) -> Result<(), Error> {
+pub(super) fn refused(_: Event) -> Result<(), Error> {
     Err(Error::State("the audit log refused the record".into()))
 }
 
-fn new_cert(tag: u8, out: Option<std::path::PathBuf>) -> NewCertificate {
+pub(super) fn new_cert(tag: u8, out: Option<std::path::PathBuf>) -> NewCertificate {
     NewCertificate {
         kind: IssuedKind::Service,
         name: format!("n{tag}"),
         out,
         ca_key: key(),
         cert_pem: crate::check::ders_to_pem(&[fake_cert_der(tag)]),
+        batch_file: None,
     }
 }
 
 /// Runs `work` in a transaction with a fixed audit record.
-async fn run(
+pub(super) async fn run(
     s: &StateDir,
     plan: Plan,
     audit: &AuditAppend<'_>,

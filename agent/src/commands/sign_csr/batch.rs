@@ -3,7 +3,8 @@
 //! CSR's signature checked, the certificate signed by the CA key and verified), many
 //! at once on all cores. Results are recorded in chunks, each one transaction: the
 //! chain files in OUT (or, `--output-format jsonl`, one JSON Lines bundle for the
-//! chunk), the certificates in the inventory (one inventory write), the manifest, and
+//! chunk), the certificates in one file of `issued/` and the inventory (one write
+//! each), the manifest, and
 //! one audit record naming every certificate of the chunk; files are synced together,
 //! not one fsync each. A bad CSR is refused in the manifest and the
 //! batch goes on; SIGINT stops taking new CSRs, records those in flight and exits.
@@ -248,6 +249,8 @@ impl Recorder<'_> {
             tally.refused.push((job.name, reason));
         }
         tally.signed += news.len();
+        // Named in the pending record too: after a crash, resolve finds them there.
+        NewCertificate::share_file(&mut news)?;
         let delivery = match bundle {
             Some(name) => Delivery::Bundle {
                 path: out.join(name),

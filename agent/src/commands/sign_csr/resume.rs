@@ -77,6 +77,7 @@ pub fn plan(
         out,
         recorded: None,
         bundled: None,
+        in_out: None,
     };
     let mut adopted = false;
     let mut queue = VecDeque::new();
@@ -141,7 +142,12 @@ fn csr_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
         .map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
     let mut files: Vec<(String, PathBuf)> = entries
         .flatten()
-        .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.is_file()))
+        .filter(|e| match e.file_type() {
+            // A symbolic link counts as what it points at.
+            Ok(t) if t.is_symlink() => std::fs::metadata(e.path()).is_ok_and(|m| m.is_file()),
+            Ok(t) => t.is_file(),
+            Err(_) => false,
+        })
         .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
         .filter(|(name, _)| !name.starts_with('.'))
         .collect();
@@ -160,6 +166,8 @@ struct Delivered<'a> {
     recorded: Option<HashSet<(String, PathBuf)>>,
     /// CSR file name → (bundle file, certificate DER) of every line of OUT's bundles.
     bundled: Option<Bundled>,
+    /// The names of OUT's files: a chain file is read only when it is there.
+    in_out: Option<HashSet<String>>,
 }
 
 impl Delivered<'_> {
@@ -167,8 +175,12 @@ impl Delivered<'_> {
     /// to OUT, as its chain file or in a bundle, and recorded in the inventory there.
     fn find(&mut self, job: &Job) -> Result<Option<(String, String)>, Error> {
         let chain_file = self.out.join(&job.cert);
+        let in_out = match &mut self.in_out {
+            Some(names) => names,
+            None => self.in_out.insert(file_names(self.out)?),
+        };
         let mut candidates = Vec::new();
-        if !job.cert.is_empty()
+        if in_out.contains(&job.cert)
             && let Some(leaf) = first_certificate(&chain_file)
         {
             candidates.push((chain_file, leaf));
@@ -191,6 +203,16 @@ impl Delivered<'_> {
             Some((serial, name))
         }))
     }
+}
+
+/// The names of the entries of `dir`.
+fn file_names(dir: &Path) -> Result<HashSet<String>, Error> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(format!("cannot read {}", dir.display()), e))?;
+    Ok(entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect())
 }
 
 /// The first certificate of the PEM file at `path`.

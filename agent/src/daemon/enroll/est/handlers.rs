@@ -220,9 +220,7 @@ fn in_inventory(st: &EstState, leaf: &CertificateDer<'_>, serial: &str) -> Resul
     else {
         return Ok(false);
     };
-    let path = st.state.path().join(&record.cert_file);
-    let pem = std::fs::read(&path)
-        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    let pem = st.state.issued_pem(&record)?;
     let stored = keyward_core::check::pem_to_ders(&pem)?;
     Ok(stored
         .first()
