@@ -36,7 +36,7 @@ for r in ${rows//,/ }; do
 done
 
 STARTED=$SECONDS LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-echo "== building in release (keyward, keyward-bench, the load client)" >&2
+echo "== [$((SECONDS - STARTED)) s] building in release (keyward, keyward-bench, the load client)" >&2
 cargo build --release -q -p keyward-bench -p keyward --bins
 cargo build --release -q -p keyward --example load --example keys_load
 if want tpm; then cargo bench --no-run -q -p keyward-pkcs11 --bench tpm; fi
@@ -86,7 +86,7 @@ row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 | ${6:-} |"); }
 at_least() { awk -v r="$1" -v m="$2" 'BEGIN { printf "≥ %s: %s", m, (r >= m ? "met" : "NOT met") }'; }
 
 if want sign; then
-echo "== row 1: ECDSA P-256 signing, one thread ($ROUNDS rounds of ${S}s)" >&2
+echo "== [$((SECONDS - STARTED)) s] row 1: ECDSA P-256 signing, one thread ($ROUNDS rounds of ${S}s)" >&2
 ossl=() kwsign=()
 openssl_rate() {
   openssl speed -seconds "$S" ecdsap256 2>/dev/null | awk '/ecdsa \(nistp256\)/ {print $(NF - 1)}'
@@ -105,7 +105,7 @@ fi
 
 # issuance_row CA LABEL BASELINE C: the issuance row for one CA backend at concurrency C.
 issuance_row() {
-  echo "== issuance with the CA key in $2, concurrency $4 ($ROUNDS rounds of ${S}s)" >&2
+  echo "== [$((SECONDS - STARTED)) s] issuance with the CA key in $2, concurrency $4 ($ROUNDS rounds of ${S}s)" >&2
   local line b k
   line=$("$KWBENCH" issue --ca "$1" --concurrency "$4" --seconds "$S" --rounds "$ROUNDS")
   note "$line"
@@ -124,7 +124,7 @@ done
 fi
 
 if want pki; then
-echo "== row 3: keyward issuance (CA key in software) vs OpenBao PKI" >&2
+echo "== [$((SECONDS - STARTED)) s] row 3: keyward issuance (CA key in software) vs OpenBao PKI" >&2
 line=$("$KWBENCH" pki --concurrency "$CONC" --seconds "$S" --rounds "$ROUNDS")
 note "$line"
 b=$(field baseline_per_s "$line") k=$(field keyward_per_s "$line")
@@ -135,7 +135,7 @@ fi
 
 if want pkcs11; then
 for c in 1 2 4; do
-  echo "== PKCS#11 signing on SoftHSM, $c session(s) ($ROUNDS rounds of ${S}s)" >&2
+  echo "== [$((SECONDS - STARTED)) s] PKCS#11 signing on SoftHSM, $c session(s) ($ROUNDS rounds of ${S}s)" >&2
   line=$("$KWBENCH" sign-pkcs11 --concurrency "$c" --seconds "$S" --rounds "$ROUNDS")
   note "$line"
   b=$(field baseline_per_s "$line") k=$(field keyward_per_s "$line")
@@ -147,7 +147,7 @@ fi
 
 if want tpm; then
   # Short on purpose (2 s windows): swtpm signs a few hundred times a second.
-  echo "== issuance with the CA key in a TPM (swtpm) vs raw C_Sign ($ROUNDS rounds of 2s)" >&2
+  echo "== [$((SECONDS - STARTED)) s] issuance with the CA key in a TPM (swtpm) vs raw C_Sign ($ROUNDS rounds of 2s)" >&2
   # tpm2-pkcs11 logs an ERROR line for the sign-only template the TPM refuses (once).
   line=$(cargo bench -q -p keyward-pkcs11 --bench tpm -- --seconds 2 --rounds "$ROUNDS" | grep '^tpm ')
   note "$line"
@@ -160,7 +160,7 @@ fi
 if want bulk; then
   BULK=${BENCH_BULK_CSRS:-10000}
   for fmt in pem jsonl; do
-    echo "== bulk: sign-csr --batch --output-format $fmt over $(num "$BULK") CSRs vs the same work raw ($ROUNDS rounds)" >&2
+    echo "== [$((SECONDS - STARTED)) s] bulk: sign-csr --batch --output-format $fmt over $(num "$BULK") CSRs vs the same work raw ($ROUNDS rounds)" >&2
     line=$("$KWBENCH" bulk --keyward "$KW" --csrs "$BULK" --output-format "$fmt" --rounds "$ROUNDS")
     note "$line"
     b=$(field baseline_per_s "$line") k=$(field keyward_per_s "$line") c=$(field compute_only_per_s "$line")
@@ -185,7 +185,7 @@ errors=0 arss=() ready=()
 for n in ${ENTRIES//,/ }; do
   for sel in uid path; do
     NENTRIES=$(num "$n")
-    echo "== Workload API, $n workloads ($sel selectors), $TASKS clients ($ROUNDS rounds of ${S}s)" >&2
+    echo "== [$((SECONDS - STARTED)) s] Workload API, $n workloads ($sel selectors), $TASKS clients ($ROUNDS rounds of ${S}s)" >&2
     rm -rf "${TMPD:?}/agent-$n-$sel"; mkdir -p "$TMPD/agent-$n-$sel"
     bench_agent_start "$n" "$TMPD/agent-$n-$sel" "$sel"
     note "agent serving ${AGENT_READY_MS} ms after start (every SVID issued), RSS $(rss_kb "$AGENT_PID") kB"
@@ -238,8 +238,9 @@ for m in "${ready[@]}"; do
 done
 fi
 
-if want acme; then acme_row; fi
-if want keys; then keys_rows; fi
+if want acme; then echo "== [$((SECONDS - STARTED)) s] ACME" >&2; acme_row; fi
+if want keys; then echo "== [$((SECONDS - STARTED)) s] KeyService" >&2; keys_rows; fi
+echo "== [$((SECONDS - STARTED)) s] done" >&2
 
 {
   echo "keyward benchmark, $(date -u '+%Y-%m-%d %H:%M UTC'); CPU: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' plus uncommitted changes')"
