@@ -144,7 +144,10 @@ fn write_atomic_then(
         }
     })();
     // After a rename the temporary name is gone; after a link (or a failure) remove it.
-    let _ = fs::remove_file(&tmp);
+    let renamed = replace == Replace::Allow && result.is_ok();
+    if !renamed {
+        let _ = fs::remove_file(&tmp);
+    }
     result?;
     if durable { sync_dir(dir) } else { Ok(()) }
 }
@@ -327,7 +330,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn refuse_keeps_the_existing_file_and_leaves_no_temporaries() {
+    fn refuse_keeps_the_existing_file_and_no_write_leaves_a_temporary() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("k.pem");
         write_atomic(&p, b"one", SECRET_FILE_MODE, Replace::Refuse).unwrap();
@@ -339,6 +342,12 @@ mod tests {
         write_atomic(&p, b"three", PUBLIC_FILE_MODE, Replace::Allow).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"three");
         assert_eq!(mode_of(&p).unwrap(), 0o644);
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+        // A rename that fails (a file over a directory) removes its temporary too.
+        let blocked = d.path().join("dir");
+        fs::create_dir(&blocked).unwrap();
+        write_atomic(&blocked, b"four", PUBLIC_FILE_MODE, Replace::Allow).unwrap_err();
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 2);
     }
 
     #[test]

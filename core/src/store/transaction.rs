@@ -166,6 +166,9 @@ impl<'s> Transaction<'s> {
 
     /// Creates `dir` and its missing parents (0700), to be removed on failure.
     pub fn create_dir(&mut self, dir: &Path) -> Result<(), Error> {
+        if dir.is_dir() {
+            return Ok(());
+        }
         let missing: Vec<&Path> = dir
             .ancestors()
             .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
