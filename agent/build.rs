@@ -1,8 +1,10 @@
 //! Compiles the SPIFFE Workload API proto, keyward's KeyService proto and Envoy's Secret Discovery Service protos
 //! (vendored under proto/, see proto/README.md) with protox (no `protoc` needed) and
-//! generates the tonic servers and clients into OUT_DIR.
+//! generates the tonic servers and clients into OUT_DIR; and links the `keyward` binary
+//! with packed relative relocations (see [`link_relocations_packed`]).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    link_relocations_packed();
     println!("cargo:rerun-if-changed=proto/workload.proto");
     let fds = protox::compile(["workload.proto"], ["proto"])?;
     tonic_prost_build::configure()
@@ -16,6 +18,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_fds(fds)?;
     compile_key_service()?;
     compile_envoy_sds()
+}
+
+/// The binary is position-independent (ASLR), so the loader relocates every pointer in
+/// its read-only data at start. As RELA entries those are 1.4 MB that the loader reads
+/// whole (resident in every agent); packed as RELR (`-z pack-relative-relocs`,
+/// binutils 2.38, glibc 2.36) they are 17 kB. Measured in the agent with 1,000
+/// workloads: 1.5 MB less resident memory (README, issue 19). A linker or C library
+/// without RELR support leaves the relocations as they were (ld enables it only when
+/// libc.so provides `GLIBC_ABI_DT_RELR`).
+fn link_relocations_packed() {
+    let var = |name| std::env::var(name).unwrap_or_default();
+    if var("CARGO_CFG_TARGET_OS") == "linux" && var("CARGO_CFG_TARGET_ENV") == "gnu" {
+        println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+    }
 }
 
 /// keyward's own `keyward.v1.KeyService` (`keyward.v1.rs`, included by

@@ -1,6 +1,8 @@
 //! End-to-end: `keyward agent` runs with one glibc malloc arena (it executes itself
 //! once with `MALLOC_ARENA_MAX=1`, keeping its process id, arguments and other
 //! variables), serves as usual, stops on SIGTERM, and leaves a limit the caller set alone.
+//! And the binary's other memory setting: it stays position-independent (ASLR) with its
+//! relative relocations packed (RELR, agent/build.rs), read with binutils' `readelf`.
 
 mod agent_common;
 mod common;
@@ -132,4 +134,31 @@ fn agent_keeps_the_callers_arena_limit() {
 /// This process's uid (the agent entry names it).
 fn nix_uid() -> u32 {
     rustix::process::getuid().as_raw()
+}
+
+/// What `readelf ARGS` prints for the keyward binary.
+fn readelf(args: &[&str]) -> String {
+    let out = Command::new("readelf")
+        .args(args)
+        .arg(keyward_bin())
+        .output()
+        .expect("run readelf (binutils)");
+    assert!(out.status.success(), "readelf {args:?} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_binary_is_position_independent_with_packed_relocations() {
+    let header = readelf(&["-h"]);
+    assert!(
+        header
+            .lines()
+            .any(|l| l.trim_start().starts_with("Type:") && l.contains("DYN")),
+        "not a position-independent executable:\n{header}"
+    );
+    let dynamic = readelf(&["-d"]);
+    assert!(
+        dynamic.contains("(RELR)"),
+        "no packed relative relocations:\n{dynamic}"
+    );
 }
