@@ -182,6 +182,10 @@ mb() { awk -v k="$1" 'BEGIN { printf "%.1f MB", k / 1024 }'; }
 # at_most VALUE MAX UNIT: the target "≤ MAX UNIT" and whether VALUE meets it.
 at_most() { awk -v v="$1" -v m="$2" -v u="$3" 'BEGIN { printf "≤ %s %s: %s", m, u, (v <= m ? "met" : "NOT met") }'; }
 errors=0 arss=() ready=()
+# Both servers map their executables as read back from disk, as after a reboot: fresh
+# from the linker (its writes still in the page cache) the same agent binary measured
+# up to 2 MB more resident than once its cached pages were dropped and read again.
+for f in "$KW" "$LOAD"; do sync "$f" && dd if="$f" iflag=nocache count=0 status=none; done
 for n in ${ENTRIES//,/ }; do
   for sel in uid path; do
     NENTRIES=$(num "$n")
