@@ -3,6 +3,7 @@
 
 mod agent_common;
 mod common;
+mod inventory_common;
 
 use std::path::{Path, PathBuf};
 
@@ -143,8 +144,7 @@ fn cli_operations_are_recorded_in_one_intact_chain() {
         issued["signing_key"].as_str().unwrap().starts_with("file:"),
         "{issued}"
     );
-    let inventory: Value =
-        serde_json::from_slice(&std::fs::read(state.join("inventory.json")).unwrap()).unwrap();
+    let inventory = inventory_common::records(&state);
     assert_eq!(
         issued["serial"].as_str().unwrap().to_lowercase(),
         inventory[0]["serial_hex"].as_str().unwrap().to_lowercase()

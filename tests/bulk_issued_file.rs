@@ -7,6 +7,7 @@
 
 mod common;
 mod crash_common;
+mod inventory_common;
 
 #[allow(dead_code)]
 mod bulk_common;
@@ -23,8 +24,7 @@ use tempfile::TempDir;
 
 /// The inventory records, by the file of `issued/` that holds them (in order).
 fn records_by_file(state: &Path) -> BTreeMap<String, Vec<serde_json::Value>> {
-    let inventory: Vec<serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(state.join("inventory.json")).unwrap()).unwrap();
+    let inventory = inventory_common::records(state);
     let mut by_file: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
     for rec in inventory {
         let file = rec["cert_file"].as_str().unwrap().to_string();

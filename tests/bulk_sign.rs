@@ -11,6 +11,7 @@
 mod bulk_common;
 mod common;
 mod crash_common;
+mod inventory_common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -172,11 +173,12 @@ fn batch_killed_at_a_write_is_settled_by_pending_resolve_and_not_signed_again() 
     let good = make_csrs(&csrs, 15);
     let (c, o) = (csrs.to_str().unwrap(), out.to_str().unwrap());
     let args = ["sign-csr", "--batch", c, "--out", o];
-    // Killed at the inventory's write, the chunk's 17th replacing write (its pending
-    // record, 15 chain files, the inventory): every chain file is delivered, the 15
-    // certificates are in their one file in issued/, the inventory names none of them.
+    // Killed at the chunk's records file, its second new file (after its
+    // certificates' file in issued/; its pending record and 15 chain files replace):
+    // every chain file is delivered, the 15 certificates are in their one file in
+    // issued/, the inventory names none of them.
     assert!(
-        kill_at_write(&state, &args, Write::Replacing, 17),
+        kill_at_write(&state, &args, Write::New, 2),
         "the batch was not killed"
     );
     let issued = std::fs::read_dir(state.join("issued")).unwrap().count();

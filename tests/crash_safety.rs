@@ -13,6 +13,7 @@
 
 mod common;
 mod crash_common;
+mod inventory_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

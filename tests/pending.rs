@@ -6,6 +6,7 @@
 
 mod common;
 mod crash_common;
+mod inventory_common;
 
 use std::path::Path;
 use std::process::Command;
@@ -14,6 +15,7 @@ use common::*;
 use crash_common::{
     Write, assert_resolved_and_clean, device_csr, key_generate, kill_at_write, software_ca,
 };
+use inventory_common::records;
 use tempfile::TempDir;
 
 /// Runs the command `args(run)` for run 0, 1, 2, ..., killing run `n` at its `n`-th
@@ -59,9 +61,7 @@ fn crash_at_every_write(
 
 /// The inventory record of the certificate named `name`, if any.
 fn record_named(state: &Path, name: &str) -> Option<serde_json::Value> {
-    let inventory: Vec<serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(state.join("inventory.json")).ok()?).unwrap();
-    inventory.into_iter().find(|r| r["name"] == name)
+    records(state).into_iter().find(|r| r["name"] == name)
 }
 
 #[test]
@@ -119,8 +119,7 @@ fn issue_killed_at_every_write_is_finished_or_abandoned() {
         "the kill before the key leaves a serial to abandon"
     );
     // An abandoned serial is not listed, exported or revoked.
-    let inventory: Vec<serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(state.join("inventory.json")).unwrap()).unwrap();
+    let inventory = records(&state);
     let gone = inventory
         .iter()
         .find(|r| r["status"] == "abandoned")
@@ -153,9 +152,9 @@ fn sign_csr_killed_at_every_write_is_finished_or_abandoned() {
         },
         |run| {
             let delivered = out(run).exists();
-            let recorded = std::fs::read_to_string(state.join("inventory.json"))
-                .unwrap_or_default()
-                .contains(&format!("\"out\": \"{}\"", out(run).display()));
+            let recorded = records(&state)
+                .iter()
+                .any(|r| r["out"] == out(run).display().to_string());
             assert!(
                 !delivered || recorded,
                 "run {run}: delivered and not recorded"

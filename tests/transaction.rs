@@ -4,6 +4,7 @@
 
 mod common;
 mod crash_common;
+mod inventory_common;
 
 use std::path::Path;
 use std::process::{Command, Output};

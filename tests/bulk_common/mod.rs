@@ -127,10 +127,7 @@ pub fn signed_in(manifest: &BTreeMap<String, serde_json::Value>) -> BTreeMap<Str
 
 /// Serials of the certificates the inventory holds, with their `out` paths.
 pub fn inventory(state: &Path) -> Vec<(String, PathBuf)> {
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(state.join("inventory.json")).unwrap()).unwrap();
-    v.as_array()
-        .unwrap()
+    crate::inventory_common::records(state)
         .iter()
         .filter(|r| r["kind"] == "csr" && r.get("status").is_none())
         .map(|r| {

@@ -169,9 +169,7 @@ pub fn assert_resolved_and_clean(state: &Path) {
         args.push(cert.to_str().unwrap());
         openssl(&args);
     };
-    let inventory: Vec<serde_json::Value> = std::fs::read(state.join("inventory.json"))
-        .map(|d| serde_json::from_slice(&d).unwrap())
-        .unwrap_or_default();
+    let inventory = crate::inventory_common::records(state);
     let mut serials = BTreeSet::new();
     let mut cert_files = BTreeSet::new();
     let scratch = TempDir::new().unwrap();

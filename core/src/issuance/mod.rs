@@ -52,6 +52,11 @@ pub struct IssuedCertificate {
     pub serial_hex: String,
     /// Its subject, e.g. `CN=api.internal`.
     pub subject: String,
+    /// Its issuer's distinguished name, as [`check::summarize`] gives it.
+    pub issuer: String,
+    /// Its subject alternative names (`DNS:x`, `IP:x`, `URI:x`), as
+    /// [`check::summarize`] gives them.
+    pub sans: Vec<String>,
     /// Start of validity.
     pub not_before: OffsetDateTime,
     /// End of validity.

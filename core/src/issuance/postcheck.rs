@@ -15,8 +15,10 @@ use x509_parser::certificate::{Validity, X509Certificate, X509CertificateParser}
 use x509_parser::nom::Parser;
 use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
 
-use crate::check::{name_to_string, serial_hex, to_datetime};
+use crate::check::{general_name_to_string, name_to_string, serial_hex, to_datetime};
 use aws_lc_rs::signature::ParsedPublicKey;
+use x509_parser::extensions::SubjectAlternativeName;
+use x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME;
 
 use crate::{Algorithm, Error, KeySigner, subject_public_key, verify_signature};
 
@@ -109,9 +111,12 @@ struct Parts<'a> {
     tbs: &'a [u8],
     signature: &'a [u8],
     serial: &'a [u8],
+    issuer: X509Name<'a>,
     validity: Validity,
     subject: X509Name<'a>,
     subject_key: SubjectPublicKeyInfo<'a>,
+    /// The content of the TBS's `[3]` (the SEQUENCE OF Extension), when there is one.
+    extensions: Option<&'a [u8]>,
 }
 
 /// One DER element of `input` (with its own tag when `tag` is given): the element and
@@ -122,8 +127,9 @@ fn element(input: &[u8], tag: Option<Tag>) -> Option<(Any<'_>, &[u8])> {
 }
 
 /// Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue } and,
-/// in the TBS, the version, serial, signature, issuer, validity, subject and subject
-/// key (RFC 5280, 4.1), nothing after; `None` when `der` is not laid out so.
+/// in the TBS, the version, serial, signature, issuer, validity, subject, subject key
+/// and where the extensions are (RFC 5280, 4.1), nothing after; `None` when `der` is
+/// not laid out so.
 fn parts(der: &[u8]) -> Option<Parts<'_>> {
     let (cert, rest) = element(der, Some(Tag::Sequence))?;
     let (tbs_element, after_tbs) = element(cert.data, Some(Tag::Sequence))?;
@@ -139,18 +145,59 @@ fn parts(der: &[u8]) -> Option<Parts<'_>> {
     }
     let (serial, fields) = element(fields, Some(Tag::Integer))?;
     let (_, fields) = element(fields, Some(Tag::Sequence))?;
-    let (_, fields) = element(fields, Some(Tag::Sequence))?;
+    let (fields, issuer) = X509Name::from_der(fields).ok()?;
     let (fields, validity) = Validity::from_der(fields).ok()?;
     let (fields, subject) = X509Name::from_der(fields).ok()?;
-    let (_, subject_key) = SubjectPublicKeyInfo::from_der(fields).ok()?;
+    let (mut fields, subject_key) = SubjectPublicKeyInfo::from_der(fields).ok()?;
+    // issuerUniqueID [1], subjectUniqueID [2], extensions [3].
+    let mut extensions = None;
+    while let Some((field, after)) = element(fields, None) {
+        if field.class() == Class::ContextSpecific && field.tag() == Tag(3) {
+            extensions = Some(field.data);
+        }
+        fields = after;
+    }
     (rest.is_empty() && end.is_empty()).then_some(Parts {
         tbs,
         signature,
         serial: serial.data,
+        issuer,
         validity,
         subject,
         subject_key,
+        extensions,
     })
+}
+
+/// The subject alternative names in `extensions` (the content of a TBS's `[3]`), as
+/// [`crate::check::summarize`] lists them; only that extension is decoded.
+fn sans_of(extensions: &[u8]) -> Vec<String> {
+    let Some((list, _)) = element(extensions, Some(Tag::Sequence)) else {
+        return Vec::new();
+    };
+    let mut rest = list.data;
+    while let Some((extension, after)) = element(rest, Some(Tag::Sequence)) {
+        rest = after;
+        let Some((oid, mut value)) = element(extension.data, Some(Tag::Oid)) else {
+            return Vec::new();
+        };
+        if oid.data != OID_X509_EXT_SUBJECT_ALT_NAME.as_bytes() {
+            continue;
+        }
+        if let Some((_, after_critical)) = element(value, Some(Tag::Boolean)) {
+            value = after_critical;
+        }
+        return element(value, Some(Tag::OctetString))
+            .and_then(|(octets, _)| SubjectAlternativeName::from_der(octets.data).ok())
+            .map(|(_, san)| {
+                san.general_names
+                    .iter()
+                    .map(general_name_to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+    Vec::new()
 }
 
 /// Runs the post-issuance check on `der`, checks it carries `subject_key` (the raw
@@ -179,11 +226,15 @@ pub(crate) fn check_issued(
     let not_after: OffsetDateTime = to_datetime(cert.validity.not_after);
     let serial = serial_hex(cert.serial);
     let subject = name_to_string(&cert.subject);
+    let issuer_name = name_to_string(&cert.issuer);
+    let sans = cert.extensions.map(sans_of).unwrap_or_default();
     drop(cert);
     Ok(IssuedCertificate {
         der,
         serial_hex: serial,
         subject,
+        issuer: issuer_name,
+        sans,
         not_before,
         not_after,
     })

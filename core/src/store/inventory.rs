@@ -1,10 +1,15 @@
 //! The inventory: one record per certificate keyward issued, and its certificate file
 //! (its own, or one per chunk of `sign-csr --batch`; [`IssuedFiles`] reads either).
-//! A certificate signed by an operation that crashed before delivering it stays in the
-//! inventory as abandoned, so its serial is never used again.
+//! Records of certificates issued alone are in `inventory.json`, those of a bulk chunk
+//! in a file of their own (see `chunk_records.rs`). A certificate signed by an
+//! operation that crashed before delivering it stays in the inventory as abandoned, so
+//! its serial is never used again.
 
+mod cert_fields;
+mod chunk_records;
 mod issued_files;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs;
 use std::path::PathBuf;
@@ -13,10 +18,12 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{StateDir, Transaction, sha256_hex};
-use crate::check::{pem_to_ders, summarize};
+use crate::check::pem_to_ders;
 use crate::fsutil::{self, Replace};
 use crate::issuance::IssuedCertificate;
 use crate::{Error, KeyUri};
+use cert_fields::CertFields;
+pub use chunk_records::TakenSerials;
 pub use issued_files::IssuedFiles;
 use issued_files::is_one_block;
 
@@ -91,7 +98,7 @@ pub struct IssuedRecord {
 }
 
 /// A certificate to add to the inventory, as the command that signed it knows it; the
-/// store reads everything else from the certificate.
+/// store takes everything else from the certificate.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NewCertificate {
     /// How it was issued.
@@ -109,6 +116,10 @@ pub struct NewCertificate {
     /// resolve` then finds it there after a crash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_file: Option<String>,
+    /// What the record takes from the certificate, from the issuance that produced it
+    /// (not kept in a pending record: read back, it is parsed from `cert_pem`).
+    #[serde(skip)]
+    pub(in crate::store) fields: Option<CertFields>,
 }
 
 impl NewCertificate {
@@ -127,6 +138,15 @@ impl NewCertificate {
             ca_key: ca_key.clone(),
             cert_pem: cert.pem(),
             batch_file: None,
+            fields: Some(CertFields::of_issued(cert)),
+        }
+    }
+
+    /// What the record takes from the certificate: from its issuance, or parsed.
+    fn fields(&self) -> Result<Cow<'_, CertFields>, Error> {
+        match &self.fields {
+            Some(fields) => Ok(Cow::Borrowed(fields)),
+            None => CertFields::of_der(&self.cert_der()?).map(Cow::Owned),
         }
     }
 
@@ -155,7 +175,7 @@ impl NewCertificate {
 
     /// The certificate's serial, upper-case hex.
     pub fn serial_hex(&self) -> Result<String, Error> {
-        Ok(summarize(&self.cert_der()?)?.serial_hex)
+        Ok(self.fields()?.serial_hex.clone())
     }
 }
 
@@ -163,73 +183,72 @@ impl Transaction<'_> {
     /// Stores a delivered certificate in `issued/` and adds its record to the inventory.
     /// Refuses a serial the inventory already holds.
     pub fn record_issued(&mut self, new: &NewCertificate) -> Result<IssuedRecord, Error> {
-        Ok(self
-            .add_to_inventory(std::slice::from_ref(new), CertStatus::Issued, false)?
-            .swap_remove(0))
+        self.add_alone(new, CertStatus::Issued)
     }
 
     /// [`Transaction::record_issued`] for a chunk of certificates at once: ONE file in
     /// `issued/` holds them all (their PEM blocks, in order; see
-    /// [`NewCertificate::share_file`]), then one write of the inventory (a bulk run
-    /// records thousands per transaction).
+    /// [`NewCertificate::share_file`]), and ONE new file their records, so recording a
+    /// chunk costs the same however many records the inventory holds (a bulk run
+    /// records thousands per transaction). `taken` holds the inventory's serials; a run
+    /// keeps it across its chunks, and it is brought up to date here.
     pub fn record_issued_all(
         &mut self,
         news: &[NewCertificate],
+        taken: &mut TakenSerials,
     ) -> Result<Vec<IssuedRecord>, Error> {
-        self.add_to_inventory(news, CertStatus::Issued, true)
+        taken.refresh(self.state())?;
+        let added = self.store_chunk(news, taken)?;
+        // The file the records name is durable before the records are written.
+        self.sync()?;
+        self.write_chunk_records(&added, taken)?;
+        Ok(added)
     }
 
     /// Records a certificate that was signed and never delivered, so that its serial is
     /// never used again.
     pub fn record_abandoned(&mut self, new: &NewCertificate) -> Result<IssuedRecord, Error> {
-        Ok(self
-            .add_to_inventory(std::slice::from_ref(new), CertStatus::Abandoned, false)?
-            .swap_remove(0))
+        self.add_alone(new, CertStatus::Abandoned)
     }
 
-    /// Adds records for `news`, their certificates stored in one file together
-    /// (`shared`) or each in its own.
-    fn add_to_inventory(
+    /// Adds the record of `new`, its certificate in a file of its own, to
+    /// `inventory.json`.
+    fn add_alone(
         &mut self,
-        news: &[NewCertificate],
+        new: &NewCertificate,
         status: CertStatus,
-        shared: bool,
-    ) -> Result<Vec<IssuedRecord>, Error> {
-        let mut all = self.state().all_records()?;
-        let mut taken: HashSet<String> = all.iter().map(|r| r.serial_hex.clone()).collect();
-        let added = if shared {
-            self.store_chunk(news, status, &mut taken)?
-        } else {
-            let mut added = Vec::with_capacity(news.len());
-            for new in news {
-                let rec = self.store_certificate(new, status, &taken)?;
-                taken.insert(rec.serial_hex.clone());
-                added.push(rec);
-            }
-            added
-        };
-        // The files the records name are durable before the inventory names them.
+    ) -> Result<IssuedRecord, Error> {
+        let mut alone = self.state().records_alone()?;
+        let chunks = self.state().chunk_records()?;
+        let taken: HashSet<&str> = alone
+            .iter()
+            .chain(&chunks)
+            .map(|r| r.serial_hex.as_str())
+            .collect();
+        let rec = self.store_certificate(new, status, &taken)?;
+        // The file the record names is durable before the inventory names it.
         self.sync()?;
-        all.extend(added.iter().cloned());
+        alone.push(rec.clone());
         let inventory = self.state().root.join(INVENTORY);
-        self.write_json(&inventory, &all)?;
-        Ok(added)
+        self.write_json(&inventory, &alone)?;
+        Ok(rec)
     }
 
     /// Stores the certificates of `news` in one file of `issued/`, named after the
-    /// first, and returns their records; refuses a serial in `taken` or the chunk.
+    /// first, and returns their records; refuses a serial in `taken` or twice in the
+    /// chunk.
     fn store_chunk(
         &mut self,
         news: &[NewCertificate],
-        status: CertStatus,
-        taken: &mut HashSet<String>,
+        taken: &TakenSerials,
     ) -> Result<Vec<IssuedRecord>, Error> {
         let Some(first) = news.first() else {
             return Ok(Vec::new());
         };
         let file = first.shared_file_name()?;
         let mut added = Vec::with_capacity(news.len());
-        let mut data = String::new();
+        let mut in_chunk = HashSet::with_capacity(news.len());
+        let mut data = String::with_capacity(news.iter().map(|n| n.cert_pem.len()).sum());
         for new in news {
             if !is_one_block(new.cert_pem.as_bytes()) {
                 return Err(Error::InvalidInput(format!(
@@ -237,8 +256,10 @@ impl Transaction<'_> {
                     new.name
                 )));
             }
-            let rec = self.record_of(new, status, taken, file.clone())?;
-            taken.insert(rec.serial_hex.clone());
+            let rec = self.record_of(new, CertStatus::Issued, file.clone())?;
+            if taken.contains(&rec.serial_hex) || !in_chunk.insert(rec.serial_hex.clone()) {
+                return Err(self.serial_taken(&rec.serial_hex));
+            }
             added.push(rec);
             data.push_str(&new.cert_pem);
         }
@@ -253,9 +274,12 @@ impl Transaction<'_> {
         &mut self,
         new: &NewCertificate,
         status: CertStatus,
-        taken: &HashSet<String>,
+        taken: &HashSet<&str>,
     ) -> Result<IssuedRecord, Error> {
-        let mut rec = self.record_of(new, status, taken, String::new())?;
+        let mut rec = self.record_of(new, status, String::new())?;
+        if taken.contains(rec.serial_hex.as_str()) {
+            return Err(self.serial_taken(&rec.serial_hex));
+        }
         if let Some(shared) = &new.batch_file {
             rec.cert_file = shared.clone();
             if IssuedFiles::new(&self.state().root).lookup(&rec).is_ok() {
@@ -267,34 +291,34 @@ impl Transaction<'_> {
         Ok(rec)
     }
 
-    /// The record of `new`, its certificate in `cert_file`; refuses a serial in `taken`.
+    /// The refusal of a serial the inventory holds already.
+    fn serial_taken(&self, serial: &str) -> Error {
+        Error::AlreadyExists(format!(
+            "serial {serial} is already in the inventory of {}",
+            self.state().path().display()
+        ))
+    }
+
+    /// The record of `new`, its certificate in `cert_file`.
     fn record_of(
         &self,
         new: &NewCertificate,
         status: CertStatus,
-        taken: &HashSet<String>,
         cert_file: String,
     ) -> Result<IssuedRecord, Error> {
-        let s = summarize(&new.cert_der()?)?;
-        if taken.contains(&s.serial_hex) {
-            return Err(Error::AlreadyExists(format!(
-                "serial {} is already in the inventory of {}",
-                s.serial_hex,
-                self.state().path().display()
-            )));
-        }
+        let fields = new.fields()?.into_owned();
         Ok(IssuedRecord {
             cert_file,
             cert_sha256: sha256_hex(new.cert_pem.as_bytes()),
-            serial_hex: s.serial_hex,
+            serial_hex: fields.serial_hex,
             kind: new.kind,
             name: new.name.clone(),
-            subject: s.subject,
-            sans: s.sans,
-            issuer: s.issuer,
+            subject: fields.subject,
+            sans: fields.sans,
+            issuer: fields.issuer,
             ca_key: new.ca_key.clone(),
-            not_before: s.not_before,
-            not_after: s.not_after,
+            not_before: fields.not_before,
+            not_after: fields.not_after,
             issued_at: OffsetDateTime::now_utc(),
             out: new.out.clone(),
             status,
@@ -330,8 +354,17 @@ impl StateDir {
         Ok(all)
     }
 
-    /// Every record in the inventory file, oldest first.
+    /// Every record, oldest first: those of `inventory.json` and of every bulk chunk.
     fn all_records(&self) -> Result<Vec<IssuedRecord>, Error> {
+        let mut all = self.records_alone()?;
+        all.extend(self.chunk_records()?);
+        // Stable: a file's records keep their order.
+        all.sort_by_key(|r| r.issued_at);
+        Ok(all)
+    }
+
+    /// The records of `inventory.json`: certificates recorded one at a time.
+    fn records_alone(&self) -> Result<Vec<IssuedRecord>, Error> {
         Ok(fsutil::read_json(&self.root.join(INVENTORY))?.unwrap_or_default())
     }
 }

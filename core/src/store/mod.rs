@@ -10,7 +10,9 @@
 //! STATE/issued/SERIAL.pem          every certificate keyward issued (or abandoned) alone
 //! STATE/issued/batch-SERIAL.pem    a `sign-csr --batch` chunk's certificates, PEM blocks
 //!                                  concatenated, named after the first one's serial
-//! STATE/inventory.json             one record per issued or abandoned certificate
+//! STATE/inventory.json             one record per certificate issued (or abandoned) alone
+//! STATE/inventory.d/batch-SERIAL.json  the records of a `sign-csr --batch` chunk, written
+//!                                  once; the inventory is inventory.json and these
 //! STATE/pending/*.json             operations started and not finished (`keyward pending`)
 //! STATE/revocations.json           revoked certificates and the last CRL number
 //! STATE/crl.der, crl.pem           the CRL signed by the issuing CA
@@ -22,7 +24,7 @@
 //! ```
 //! Every change is made by a [`Transaction`]: under the lock, with a pending record, and
 //! committed with its audit record or undone. Files are written before the manifest or
-//! inventory that names them, so a crash leaves at worst an unreferenced file and the
+//! inventory record that names them, so a crash leaves at worst an unreferenced file and the
 //! pending record, which [`StateDir::problems`] reports and `keyward pending resolve`
 //! settles.
 
@@ -42,7 +44,9 @@ use crate::Error;
 use crate::fsutil;
 
 pub use ca::{CaState, IssuingCa};
-pub use inventory::{CertStatus, IssuedFiles, IssuedKind, IssuedRecord, NewCertificate};
+pub use inventory::{
+    CertStatus, IssuedFiles, IssuedKind, IssuedRecord, NewCertificate, TakenSerials,
+};
 pub use pending::{PendingRecord, Plan};
 pub use revocation::RevocationList;
 pub use transaction::{AuditAppend, Operation, Transaction};

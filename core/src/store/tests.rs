@@ -46,6 +46,7 @@ pub(super) fn new_cert(tag: u8, out: Option<std::path::PathBuf>) -> NewCertifica
         ca_key: key(),
         cert_pem: crate::check::ders_to_pem(&[fake_cert_der(tag)]),
         batch_file: None,
+        fields: None,
     }
 }
 

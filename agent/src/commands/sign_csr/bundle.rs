@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use keyward_core::Error;
 use keyward_core::check::pem_to_ders;
-use keyward_core::issuance::{CaChain, IssuedCertificate};
+use keyward_core::issuance::IssuedCertificate;
 use serde::{Deserialize, Serialize};
 
 /// The start of a bundle file's name.
@@ -35,16 +35,25 @@ pub struct Line {
 }
 
 impl Line {
-    /// The line for `cert`, signed for the CSR file `csr` (content hash `csr_sha256`).
-    pub fn new(csr: &str, csr_sha256: &str, cert: &IssuedCertificate, chain: &CaChain) -> Line {
+    /// The line for `cert`, signed for the CSR file `csr` (content hash `csr_sha256`),
+    /// with its chain (`chain_pem`: the certificate, then the intermediates).
+    pub fn new(csr: &str, csr_sha256: &str, cert: &IssuedCertificate, chain_pem: String) -> Line {
         Line {
             csr: csr.to_string(),
             csr_sha256: csr_sha256.to_string(),
             serial: cert.serial_hex.clone(),
             subject: cert.subject.clone(),
             not_after: crate::commands::rfc3339(cert.not_after),
-            chain_pem: chain.leaf_chain_pem(&cert.der),
+            chain_pem,
         }
+    }
+
+    /// The line as written to the file, newline included.
+    pub fn encode(&self) -> Result<Vec<u8>, Error> {
+        let mut data = serde_json::to_vec(self)
+            .map_err(|e| Error::State(format!("cannot encode a bundle line: {e}")))?;
+        data.push(b'\n');
+        Ok(data)
     }
 
     /// The certificate (DER), the first block of the chain.
@@ -86,17 +95,6 @@ pub fn files_in(out: &Path) -> Result<Vec<(u32, PathBuf)>, Error> {
         .collect();
     files.sort();
     Ok(files)
-}
-
-/// The file content of `lines`.
-pub fn encode(lines: &[Line]) -> Result<Vec<u8>, Error> {
-    let mut data = Vec::with_capacity(lines.len() * 1024);
-    for line in lines {
-        serde_json::to_writer(&mut data, line)
-            .map_err(|e| Error::State(format!("cannot encode a bundle line: {e}")))?;
-        data.push(b'\n');
-    }
-    Ok(data)
 }
 
 /// The lines of the bundle file at `path`.
@@ -160,7 +158,12 @@ mod tests {
             not_after: "2027-01-01T00:00:00Z".into(),
             chain_pem: "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into(),
         };
-        std::fs::write(&path, encode(&[line("a.csr"), line("b.csr")]).unwrap()).unwrap();
+        let data = [
+            line("a.csr").encode().unwrap(),
+            line("b.csr").encode().unwrap(),
+        ]
+        .concat();
+        std::fs::write(&path, data).unwrap();
         let read: Vec<String> = read(&path).unwrap().into_iter().map(|l| l.csr).collect();
         assert_eq!(read, ["a.csr", "b.csr"]);
         assert_eq!(files_in(dir.path()).unwrap(), [(1, path)]);

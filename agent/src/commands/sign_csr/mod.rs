@@ -5,6 +5,7 @@ mod batch;
 pub mod bundle;
 mod manifest;
 mod progress;
+mod recorder;
 mod resume;
 
 use keyward_core::Error;

@@ -3,7 +3,8 @@
 //! an interrupted run delivered and recorded but did not get into the manifest (killed
 //! mid-transaction, then settled by `keyward pending resolve`) is taken into the
 //! manifest rather than signed twice, whether it went to its own chain file or into a
-//! JSON Lines bundle.
+//! JSON Lines bundle. A CSR file nothing was signed for yet is read and hashed by the
+//! task that signs it, on all cores, rather than here before signing starts.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -23,12 +24,27 @@ use crate::cli::OutputFormat;
 pub struct Job {
     /// Its file name in DIR (the manifest's key).
     pub name: String,
-    /// SHA-256 of its content.
+    /// Its path.
+    path: PathBuf,
+    /// SHA-256 of its content (empty until [`Job::load`]).
     pub sha256: String,
     /// Its chain file's name in OUT (`--output-format pem`).
     pub cert: String,
-    /// Its content.
+    /// Its content (empty until [`Job::load`]).
     pub csr: Vec<u8>,
+}
+
+impl Job {
+    /// Reads the file and hashes it, unless that was done; the reason it cannot.
+    pub fn load(&mut self) -> Result<(), String> {
+        if !self.sha256.is_empty() {
+            return Ok(());
+        }
+        let csr = std::fs::read(&self.path).map_err(|e| format!("cannot read it: {e}"))?;
+        self.sha256 = sha256_hex(&csr);
+        self.csr = csr;
+        Ok(())
+    }
 }
 
 /// What the run did, for the summary.
@@ -88,6 +104,7 @@ pub fn plan(
         let mut job = Job {
             cert: format!("{}.pem", stem.to_string_lossy()),
             name,
+            path,
             sha256: String::new(),
             csr: Vec::new(),
         };
@@ -98,21 +115,30 @@ pub fn plan(
             refused.push((job, reason));
             continue;
         }
-        match std::fs::read(&path) {
-            Ok(csr) => {
-                job.sha256 = sha256_hex(&csr);
-                job.csr = csr;
-            }
-            Err(e) => {
-                refused.push((job, format!("cannot read it: {e}")));
-                continue;
-            }
+        let listed = manifest.csrs.contains_key(&job.name);
+        let candidates = if listed {
+            None
+        } else {
+            Some(delivered.candidates(&job)?)
+        };
+        if candidates.as_ref().is_some_and(Vec::is_empty) {
+            // Never signed into OUT: read where it is signed.
+            queue.push_back(job);
+            continue;
+        }
+        if let Err(reason) = job.load() {
+            refused.push((job, reason));
+            continue;
         }
         if manifest.is_signed(&job.name, &job.sha256) {
             tally.earlier += 1;
             continue;
         }
-        if let Some((serial, cert)) = delivered.find(&job)? {
+        let candidates = match candidates {
+            Some(c) => c,
+            None => delivered.candidates(&job)?,
+        };
+        if let Some((serial, cert)) = delivered.find(&job, candidates)? {
             manifest.set(&job.name, &job.sha256, Outcome::Signed { serial, cert });
             tally.earlier += 1;
             adopted = true;
@@ -170,10 +196,13 @@ struct Delivered<'a> {
     in_out: Option<HashSet<String>>,
 }
 
+/// Certificates (DER) in OUT that may be for a CSR, with the file holding each.
+type Candidates = Vec<(PathBuf, Vec<u8>)>;
+
 impl Delivered<'_> {
-    /// (serial, output file name) of a certificate for `job`'s CSR that is delivered
-    /// to OUT, as its chain file or in a bundle, and recorded in the inventory there.
-    fn find(&mut self, job: &Job) -> Result<Option<(String, String)>, Error> {
+    /// The certificates in OUT that may be `job`'s: its chain file's, and those of
+    /// bundle lines naming its CSR file.
+    fn candidates(&mut self, job: &Job) -> Result<Candidates, Error> {
         let chain_file = self.out.join(&job.cert);
         let in_out = match &mut self.in_out {
             Some(names) => names,
@@ -190,6 +219,16 @@ impl Delivered<'_> {
             None => self.bundled.insert(bundled_in(self.out)?),
         };
         candidates.extend(bundled.remove(&job.name).unwrap_or_default());
+        Ok(candidates)
+    }
+
+    /// (serial, output file name) of a certificate among `candidates` that is for
+    /// `job`'s CSR (loaded) and recorded in the inventory as delivered there.
+    fn find(
+        &mut self,
+        job: &Job,
+        candidates: Candidates,
+    ) -> Result<Option<(String, String)>, Error> {
         if candidates.is_empty() {
             return Ok(None);
         }

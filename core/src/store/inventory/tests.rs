@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::super::tests::{appended, fake_cert_der, new_cert, run};
 use super::*;
-use crate::check::pem_to_ders;
+use crate::check::{pem_to_ders, summarize};
 use crate::store::Plan;
 
 /// A chunk of certificates `tags`, marked as `sign-csr --batch` marks them.
@@ -19,11 +19,22 @@ fn chunk(tags: &[u8]) -> Vec<NewCertificate> {
 
 /// Records `news` with `record_issued_all` in one transaction.
 async fn record_chunk(s: &StateDir, news: &[NewCertificate]) -> Result<(), Error> {
+    let mut taken = TakenSerials::new();
+    record_chunk_taking(s, news, &mut taken).await
+}
+
+/// Records `news` with `record_issued_all` in one transaction, with the serials a run
+/// keeps.
+async fn record_chunk_taking(
+    s: &StateDir,
+    news: &[NewCertificate],
+    taken: &mut TakenSerials,
+) -> Result<(), Error> {
     let plan = Plan::Certificates {
         certificates: news.to_vec(),
     };
     run(s, plan, &appended, async |tx| {
-        tx.record_issued_all(news).map(drop)
+        tx.record_issued_all(news, taken).map(drop)
     })
     .await
 }
@@ -36,11 +47,17 @@ fn issued_names(root: &Path) -> HashSet<String> {
         .collect()
 }
 
-/// A fresh state directory with the chunk of certificates 40, 41, 42 recorded.
-async fn recorded_chunk() -> (tempfile::TempDir, StateDir, Vec<NewCertificate>) {
+/// A fresh state directory.
+fn fresh_state() -> (tempfile::TempDir, StateDir) {
     let d = tempfile::tempdir().unwrap();
     let s = StateDir::new(d.path());
     s.create_and_lock().unwrap();
+    (d, s)
+}
+
+/// A fresh state directory with the chunk of certificates 40, 41, 42 recorded.
+async fn recorded_chunk() -> (tempfile::TempDir, StateDir, Vec<NewCertificate>) {
+    let (d, s) = fresh_state();
     let news = chunk(&[40, 41, 42]);
     record_chunk(&s, &news).await.unwrap();
     (d, s, news)
@@ -87,9 +104,7 @@ async fn a_chunk_is_recorded_in_one_file_and_each_record_reads_its_own_block() {
 
 #[tokio::test]
 async fn a_certificate_issued_alone_keeps_a_file_of_its_own_read_whole() {
-    let d = tempfile::tempdir().unwrap();
-    let s = StateDir::new(d.path());
-    s.create_and_lock().unwrap();
+    let (_d, s) = fresh_state();
     let new = new_cert(44, None);
     run(
         &s,
@@ -166,9 +181,7 @@ async fn a_chunk_file_no_record_names_is_reported() {
 async fn certificates_settled_one_by_one_after_a_crash_name_their_chunk_file() {
     // A crash left the chunk's file and no record: `pending resolve` records each
     // certificate alone (issued or abandoned), which finds it in that file.
-    let d = tempfile::tempdir().unwrap();
-    let s = StateDir::new(d.path());
-    s.create_and_lock().unwrap();
+    let (d, s) = fresh_state();
     let news = chunk(&[48, 49]);
     let name = news[0].batch_file.clone().unwrap();
     let text: String = news.iter().map(|n| n.cert_pem.as_str()).collect();
@@ -200,5 +213,90 @@ async fn certificates_settled_one_by_one_after_a_crash_name_their_chunk_file() {
     .unwrap();
     let rec = s.inventory().unwrap().swap_remove(1);
     assert_eq!(rec.cert_file, format!("issued/{}.pem", rec.serial_hex));
+    assert!(s.problems().unwrap().is_empty(), "{:?}", s.problems());
+}
+
+/// Records `new` alone (as `issue` does).
+async fn record_alone(s: &StateDir, new: &NewCertificate) -> Result<(), Error> {
+    let plan = Plan::Certificate(Box::new(new.clone()));
+    run(s, plan, &appended, async |tx| {
+        tx.record_issued(new).map(drop)
+    })
+    .await
+}
+
+/// The names of the files in `inventory.d/`.
+fn chunk_record_files(root: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(root.join("inventory.d"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_chunk_s_records_get_a_file_of_their_own_read_with_the_others_in_order() {
+    let (d, s) = fresh_state();
+    record_alone(&s, &new_cert(51, None)).await.unwrap();
+    let mut taken = TakenSerials::new();
+    let news = chunk(&[52, 53]);
+    record_chunk_taking(&s, &news, &mut taken).await.unwrap();
+    record_alone(&s, &new_cert(54, None)).await.unwrap();
+    let alone: Vec<IssuedRecord> =
+        serde_json::from_slice(&std::fs::read(d.path().join("inventory.json")).unwrap()).unwrap();
+    assert_eq!(
+        alone.len(),
+        2,
+        "the chunk's records are not in inventory.json"
+    );
+    let first = news[0].serial_hex().unwrap();
+    assert_eq!(
+        chunk_record_files(d.path()),
+        [format!("batch-{first}.json")]
+    );
+    let serials: Vec<String> = s
+        .inventory()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.serial_hex)
+        .collect();
+    let expected: Vec<String> = [51, 52, 53, 54]
+        .map(|t| new_cert(t, None).serial_hex().unwrap())
+        .to_vec();
+    assert_eq!(serials, expected, "oldest first");
+    assert!(s.problems().unwrap().is_empty(), "{:?}", s.problems());
+    // A serial recorded alone between two chunks of a run is seen by the next chunk,
+    // and a chunk's serial is seen by a certificate recorded alone.
+    let e = record_chunk_taking(&s, &chunk(&[55, 54]), &mut taken)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already in the inventory"), "{e}");
+    let e = record_alone(&s, &new_cert(53, None)).await.unwrap_err();
+    assert!(e.to_string().contains("already in the inventory"), "{e}");
+    assert_eq!(chunk_record_files(d.path()).len(), 1);
+    assert_eq!(s.inventory().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn an_undone_chunk_leaves_no_records_and_its_serials_free() {
+    let (d, s) = fresh_state();
+    let mut taken = TakenSerials::new();
+    let news = chunk(&[56, 57]);
+    let plan = Plan::Certificates {
+        certificates: news.clone(),
+    };
+    let undone = run(&s, plan, &super::super::tests::refused, async |tx| {
+        tx.record_issued_all(&news, &mut taken).map(drop)
+    })
+    .await;
+    assert!(undone.is_err());
+    assert!(chunk_record_files(d.path()).is_empty());
+    assert!(s.inventory().unwrap().is_empty());
+    // The run's serials notice the undone file: the same chunk records again.
+    record_chunk_taking(&s, &news, &mut taken).await.unwrap();
+    assert_eq!(s.inventory().unwrap().len(), 2);
     assert!(s.problems().unwrap().is_empty(), "{:?}", s.problems());
 }

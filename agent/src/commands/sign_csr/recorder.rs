@@ -1,0 +1,258 @@
+//! The recording side of `sign-csr --batch`: results are recorded one chunk at a time
+//! and in order, each chunk one transaction on the blocking pool while signing goes
+//! on (see `batch.rs`). What a run keeps across chunks (the manifest, the inventory's
+//! serials) travels with the recording task and comes back when it ends.
+
+use std::path::{Path, PathBuf};
+
+use keyward_core::Error;
+use keyward_core::audit::Event;
+use keyward_core::fsutil::{self, Replace};
+use keyward_core::issuance::CaIssuer;
+use keyward_core::store::{IssuedKind, NewCertificate, Operation, Plan, StateDir, TakenSerials};
+use tokio::task::JoinHandle;
+
+use super::bundle;
+use super::manifest::{Manifest, Outcome};
+use super::resume::{Job, Tally};
+use crate::cli::OutputFormat;
+use crate::commands::audit;
+
+/// A CSR signed and not yet recorded, with what recording it takes.
+pub struct Signed {
+    /// The CSR file it was signed for.
+    pub job: Job,
+    /// Its inventory record to be (its `out` set when the chunk is recorded).
+    pub new: NewCertificate,
+    /// Its serial, upper-case hex.
+    pub serial: String,
+    /// Its subject.
+    pub subject: String,
+    /// `pem`: its chain file's content; `jsonl`: its bundle line.
+    pub output: Vec<u8>,
+}
+
+/// Results gathered since the last record.
+#[derive(Default)]
+pub struct Chunk {
+    /// Signed, in the order they finished.
+    pub signed: Vec<Signed>,
+    /// Refused, with the reason.
+    pub refused: Vec<(Job, String)>,
+}
+
+/// Records the results of a run, one chunk at a time and in order, on the blocking
+/// pool while signing goes on.
+pub struct Recorder<'a> {
+    state: &'a StateDir,
+    ca: &'a CaIssuer,
+    out: &'a Path,
+    /// What the run keeps across chunks; with the recording task while one runs.
+    books: Option<Books>,
+    tally: Tally,
+    format: OutputFormat,
+    /// The number of the next bundle file (`jsonl`).
+    next_bundle: u32,
+    /// The chunk being recorded.
+    recording: Option<JoinHandle<Result<Books, Error>>>,
+}
+
+/// What a run keeps across its chunks.
+struct Books {
+    manifest: Manifest,
+    /// The inventory's serials, not read again per chunk.
+    taken: TakenSerials,
+}
+
+impl<'a> Recorder<'a> {
+    /// The recorder of a run into `out` that starts from `manifest` and `tally`.
+    pub fn new(
+        state: &'a StateDir,
+        ca: &'a CaIssuer,
+        out: &'a Path,
+        manifest: Manifest,
+        tally: Tally,
+        format: OutputFormat,
+    ) -> Result<Recorder<'a>, Error> {
+        Ok(Recorder {
+            state,
+            ca,
+            out,
+            books: Some(Books {
+                manifest,
+                taken: TakenSerials::new(),
+            }),
+            tally,
+            format,
+            next_bundle: bundle::files_in(out)?.last().map_or(1, |(n, _)| n + 1),
+            recording: None,
+        })
+    }
+
+    /// Whether no chunk is being recorded.
+    pub fn idle(&self) -> bool {
+        self.recording.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Waits for the chunk being recorded, if any; returns the books.
+    async fn books(&mut self) -> Result<Books, Error> {
+        if let Some(previous) = self.recording.take() {
+            self.books = Some(joined(previous.await)?);
+        }
+        self.books
+            .take()
+            .ok_or_else(|| Error::State("an earlier chunk of the batch was not recorded".into()))
+    }
+
+    /// Records `chunk` once the chunk before it is recorded. Does nothing for an
+    /// empty chunk.
+    pub async fn record(&mut self, chunk: Chunk) -> Result<(), Error> {
+        if chunk.signed.is_empty() && chunk.refused.is_empty() {
+            return Ok(());
+        }
+        let mut books = self.books().await?;
+        let (ca, out, tally) = (self.ca, self.out, &mut self.tally);
+        let bundle = (self.format == OutputFormat::Jsonl && !chunk.signed.is_empty()).then(|| {
+            self.next_bundle += 1;
+            bundle::file_name(self.next_bundle - 1)
+        });
+        let mut news = Vec::with_capacity(chunk.signed.len());
+        let mut listed = Vec::with_capacity(chunk.signed.len());
+        let mut outputs = Vec::with_capacity(chunk.signed.len());
+        for signed in chunk.signed {
+            let Signed {
+                job,
+                mut new,
+                serial,
+                subject,
+                output,
+            } = signed;
+            let file = bundle.clone().unwrap_or(job.cert);
+            let path = out.join(&file);
+            new.out = Some(path.clone());
+            listed.push(serde_json::json!({
+                "serial": serial,
+                "subject": subject,
+                "csr": job.name,
+                "cert": file,
+            }));
+            let outcome = Outcome::Signed { serial, cert: file };
+            books.manifest.set(&job.name, &job.sha256, outcome);
+            outputs.push((path, output));
+            news.push(new);
+        }
+        for (job, reason) in chunk.refused {
+            let outcome = Outcome::Refused {
+                reason: reason.clone(),
+            };
+            books.manifest.set(&job.name, &job.sha256, outcome);
+            tally.refused.push((job.name, reason));
+        }
+        tally.signed += news.len();
+        // Named in the pending record too: after a crash, resolve finds them there.
+        NewCertificate::share_file(&mut news)?;
+        let delivery = match bundle {
+            Some(name) => Delivery::Bundle {
+                path: out.join(name),
+                data: outputs
+                    .into_iter()
+                    .map(|(_, line)| line)
+                    .collect::<Vec<_>>()
+                    .concat(),
+            },
+            None => Delivery::ChainFiles(outputs),
+        };
+        let event = Event::new("certificates_issued")
+            .with("kind", IssuedKind::Csr)
+            .with("out", out.display().to_string())
+            .with("count", news.len())
+            .with("certificates", listed)
+            .key("signing_key", ca.signer().uri());
+        let (state, out) = (self.state.clone(), out.to_path_buf());
+        let handle = tokio::runtime::Handle::current();
+        self.recording = Some(tokio::task::spawn_blocking(move || {
+            handle
+                .block_on(record_chunk(
+                    &state, &out, news, delivery, &mut books, event,
+                ))
+                .map(|()| books)
+        }));
+        Ok(())
+    }
+
+    /// Waits for the last chunk; returns the tally.
+    pub async fn finish(mut self) -> Result<Tally, Error> {
+        if let Some(last) = self.recording.take() {
+            joined(last.await)?;
+        }
+        Ok(self.tally)
+    }
+}
+
+/// How the certificates of a chunk are delivered to OUT.
+enum Delivery {
+    /// Each to its own chain file: path and content.
+    ChainFiles(Vec<(PathBuf, Vec<u8>)>),
+    /// All in one JSON Lines file, written in one step (never replacing a file).
+    Bundle { path: PathBuf, data: Vec<u8> },
+}
+
+/// One transaction: the certificates delivered to `out`, then recorded in the
+/// inventory, the manifest, and the audit record `event`; or, with nothing signed, the
+/// manifest alone.
+async fn record_chunk(
+    state: &StateDir,
+    out: &Path,
+    news: Vec<NewCertificate>,
+    delivery: Delivery,
+    books: &mut Books,
+    event: Event,
+) -> Result<(), Error> {
+    let manifest_path = Manifest::path(out);
+    let manifest = books.manifest.to_json()?;
+    if news.is_empty() {
+        return fsutil::write_atomic(
+            &manifest_path,
+            &manifest,
+            fsutil::PUBLIC_FILE_MODE,
+            Replace::Allow,
+        );
+    }
+    let op = Operation {
+        name: "sign-csr --batch".into(),
+        detail: format!("{} certificates to {}", news.len(), out.display()),
+        plan: Plan::Certificates {
+            certificates: news.clone(),
+        },
+    };
+    let taken = &mut books.taken;
+    state
+        .transaction(op, &|e| audit::record(state, e), async |tx| {
+            tx.defer_sync();
+            match &delivery {
+                Delivery::ChainFiles(files) => {
+                    for (path, chain) in files {
+                        tx.write(path, chain, fsutil::PUBLIC_FILE_MODE, Replace::Allow)?;
+                    }
+                }
+                Delivery::Bundle { path, data } => {
+                    tx.write(path, data, fsutil::PUBLIC_FILE_MODE, Replace::Refuse)?;
+                }
+            }
+            tx.record_issued_all(&news, taken)?;
+            tx.write(
+                &manifest_path,
+                &manifest,
+                fsutil::PUBLIC_FILE_MODE,
+                Replace::Allow,
+            )?;
+            tx.audit(event);
+            Ok(())
+        })
+        .await
+}
+
+/// The result of a recording task.
+fn joined<T>(result: Result<Result<T, Error>, tokio::task::JoinError>) -> Result<T, Error> {
+    result.map_err(|e| Error::State(format!("recording the batch failed: {e}")))?
+}
