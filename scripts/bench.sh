@@ -256,6 +256,7 @@ echo "== [$((SECONDS - STARTED)) s] done" >&2
   echo
   echo "Settings: ${S} s per measurement window, $ROUNDS paired rounds per row (the order of baseline and keyward alternates between rounds; each figure is the median over rounds),"
   echo "issuance at concurrency 1 and $CONC, $TASKS Workload API clients on $THREADS client threads. ratio = keyward rate / baseline rate."
+  echo "Both sides are built by this workspace's release profile ($(awk '/^\[profile\.release\]/ {p = 1; next} /^\[/ {p = 0} p && /=/ {printf "%s%s", sep, $0; sep = ", "}' Cargo.toml))."
   echo "Issuance rows compare single \`CaIssuer::issue_service\` calls (new P-256 leaf key with its PKCS#8, certificate signed by the CA key, keyward's post-issuance check) with the same work done raw per certificate (bench/src/same_work.rs):"
   echo "an aws-lc-rs leaf key, the same certificate profile encoded by rcgen, the CA's signature through the backend's raw interface, its aws-lc-rs verification; both sides run as tokio tasks on the same runtime threads, the raw loops inline (one PKCS#11 session per task)."
   echo "The PKCS#11 rows run SHA-256 + \`C_Sign\` + DER encoding raw, inline on tokio tasks with a session each, beside \`KeySigner::sign\` from as many tasks; keyward's session pool is capped at the core count ($(nproc) here), so at 4 sessions its 4 callers share $(nproc)."
