@@ -17,7 +17,9 @@ bench_agent_build() {
   local root target
   root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   target=${CARGO_TARGET_DIR:-$root/target}
-  (cd "$root" && cargo build --release -q -p keyward --bin keyward --example load) || return 1
+  # Two builds: the binary as `cargo build --release -p keyward` makes it (see bench.sh).
+  (cd "$root" && cargo build --release -q -p keyward --bin keyward &&
+    cargo build --release -q -p keyward --example load) || return 1
   KW=$target/release/keyward
   LOAD=$target/release/examples/load
 }

@@ -13,7 +13,8 @@ connections=${2:-20}
 ttl=${3:-20s}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$root/target}
-(cd "$root" && cargo build --release -q -p keyward --bin keyward --example sds_load)
+(cd "$root" && cargo build --release -q -p keyward --bin keyward &&
+  cargo build --release -q -p keyward --example sds_load)
 kw=$target/release/keyward
 dir=$(mktemp -d)
 agent_pid=

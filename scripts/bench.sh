@@ -37,7 +37,11 @@ done
 
 STARTED=$SECONDS LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== [$((SECONDS - STARTED)) s] building in release (keyward, keyward-bench, the load client)" >&2
-cargo build --release -q -p keyward-bench -p keyward --bins
+# keyward alone first, as `cargo build --release -p keyward` builds it: built together with
+# keyward-bench or an example, its dependencies get more features, the symbol names
+# change, and agent/link/text-order.txt no longer names its functions (agent/build.rs).
+cargo build --release -q -p keyward --bin keyward
+cargo build --release -q -p keyward-bench
 cargo build --release -q -p keyward --example load --example keys_load
 if want tpm; then cargo bench --no-run -q -p keyward-pkcs11 --bench tpm; fi
 
@@ -265,6 +269,7 @@ echo "== [$((SECONDS - STARTED)) s] done" >&2
     echo "Workload API rows: ratio = keyward fetches/s / baseline fetches/s, and in brackets keyward's p99 / the baseline's p99; path+uid entries also name the client's executable, so each call reads the caller's /proc/PID/exe; load client and servers share the machine's $(nproc) cores."
     echo "The memory rows are the exception: ratio = keyward RSS / baseline RSS (lower is better). Their baseline is the raw tonic server of the fetch row (the same gRPC stack holding one response), i.e. what serving the Workload API costs before keyward's own state."
     echo "Workload API errors over all rounds: $errors."
+    echo "The agent's binary lays out first the functions agent/link/text-order.txt lists (agent/build.rs): $(nm --defined-only "$KW" | awk '{print $3}' | sort -u | comm -12 - <(sort -u agent/link/text-order.txt) | wc -l) of its $(wc -l <agent/link/text-order.txt) names are in this binary (fewer means the list is stale: scripts/text-order.sh)."
   fi
   if want keys; then
     echo "KeyService rows (bench/src/keys.rs): one agent granting this uid a SoftHSM and a software P-256 signing key and software, Transit, KMS and PKCS#11 (SoftHSM) KEKs; keys_load clients (a connection each) call \`Sign\` (64-byte message) or \`GenerateDataKey\` through its socket, beside the same key in process and the same work raw, at the same concurrency, in 1 s windows; ratio = socket rate / baseline rate, and in brackets socket p99 / baseline p99."
