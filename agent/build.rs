@@ -41,8 +41,8 @@ fn link_relocations_packed() {
 /// API's serving path, then the rest of what the agent runs at start and under load. Of
 /// the binary's 16 MB of code the agent runs about 2 MB, but the kernel maps code in
 /// blocks of 64 kB and more around each page it runs, so with those functions scattered
-/// most of the text became resident: 13.6-14.4 MB instead of 19.7-19.9 MB of agent RSS at
-/// 1,000 workloads (README, issue 19). The list names symbols; names no longer in the
+/// most of the text became resident: 13.2-13.9 MB instead of 19.1-19.9 MB of agent RSS at
+/// 1,000 workloads after the load (README, issue 19). The list names symbols; names no longer in the
 /// binary are skipped and functions not listed follow the listed ones, so a stale list
 /// costs memory, never correctness. The option is LLD's, rustc's default linker for
 /// x86_64-unknown-linux-gnu since Rust 1.90; a build that picks its own linker through
