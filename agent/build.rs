@@ -40,13 +40,13 @@ fn link_relocations_packed() {
 /// `link/text-order.txt` lists them (`scripts/text-order.sh` writes it): the Workload
 /// API's serving path, then the rest of what the agent runs at start and under load. Of
 /// the binary's 16 MB of code the agent runs about 2 MB, but the kernel maps code in
-/// blocks of 64 kB and more around each page it runs, so with those functions scattered
-/// most of the text became resident: 13.2-13.9 MB instead of 19.1-19.9 MB of agent RSS at
-/// 1,000 workloads after the load (README, issue 19). The list names symbols; names no longer in the
-/// binary are skipped and functions not listed follow the listed ones, so a stale list
-/// costs memory, never correctness. The option is LLD's, rustc's default linker for
-/// x86_64-unknown-linux-gnu since Rust 1.90; a build that picks its own linker through
-/// RUSTFLAGS goes without it.
+/// blocks around each page it runs (large page-cache folios, 36 kB on average here, and
+/// fault-around), so with those functions scattered most of the text became resident:
+/// 13.2-13.9 MB instead of 19.1-19.9 MB of agent RSS at 1,000 workloads after the load
+/// (README, issue 19). The list names symbols; names no longer in the binary are skipped
+/// and functions not listed follow the listed ones, so a stale list costs memory, never
+/// correctness. The option is LLD's, rustc's default linker for x86_64-unknown-linux-gnu
+/// since Rust 1.90; a build that picks its own linker through RUSTFLAGS goes without it.
 fn link_text_order() {
     let var = |name| std::env::var(name).unwrap_or_default();
     println!("cargo:rerun-if-changed=link/text-order.txt");
