@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
 
 # Disk: a CI run once ran out of space building the fuzz targets. Measured on a fresh
-# clone: the debug build takes 7.1 GB, 2.8 GB of it rustc's incremental cache, which
+# clone: the debug build took 6.6 GB, 2.8 GB of it rustc's incremental cache, which
 # one full run gains nothing from; the fuzz build adds 2.0 GB. So no incremental cache
 # unless asked for, and the fuzz build gets the debug build's space when it needs it.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
