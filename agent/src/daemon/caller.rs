@@ -130,7 +130,9 @@ impl CallerGate {
     }
 
     /// Checks, right before key material is sent, that the process that connected
-    /// still runs (a connection whose process exited is served nothing).
+    /// still runs (a connection whose process exited is served nothing). Needed where
+    /// something waited since the caller's last attestation (a signature, a stream's
+    /// next change); an attestation already checks, after its reads.
     pub fn still_there(&self, caller: &Caller) -> Result<(), Status> {
         caller
             .peer
