@@ -11,9 +11,6 @@ step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
 # one full run gains nothing from; the fuzz build adds 2.0 GB. So no incremental cache
 # unless asked for, and the fuzz build gets the debug build's space when it needs it.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
-TARGET_DIR=${CARGO_TARGET_DIR:-target}
-FUZZ_BUILD_MB=3000
-free_mb() { df -Pm "$1" | awk 'NR == 2 { print $4 }'; }
 
 step "formatting and lints"
 cargo fmt --all --check
@@ -29,9 +26,12 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 step "fuzzing (bounded)"
-if [ "$(free_mb .)" -lt "$FUZZ_BUILD_MB" ]; then
-  echo "less than $FUZZ_BUILD_MB MB free for the fuzz build: removing $TARGET_DIR/debug (the tests have run)"
-  rm -rf "$TARGET_DIR/debug"
+# Free MB where the fuzz build writes (fuzz/target), and the debug build's directory.
+free_mb=$(df -Pm fuzz | awk 'NR == 2 { print $4 }')
+debug_dir=${CARGO_TARGET_DIR:-target}/debug
+if [ "$free_mb" -lt 3000 ]; then
+  echo "$free_mb MB free for the fuzz build (2.0 GB): removing $debug_dir (the tests have run)"
+  rm -rf "$debug_dir"
 fi
 scripts/fuzz.sh "${KEYWARD_FUZZ_SECONDS:-20}"
 step "done"
