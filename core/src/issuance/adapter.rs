@@ -92,7 +92,14 @@ pub(crate) async fn sign_on_task<T>(
     let first = encode();
     let plan = guard.finish();
     let pending = match (first, plan) {
-        (Ok(done), _) => return Ok(done),
+        (Ok(done), _) => {
+            // Signed inline: this task has not waited, so it yields once, letting a
+            // loop of issuances leave the runtime's other tasks and timers their turn.
+            // A signer that answered later needs no yield: awaiting it was one, and
+            // another would only wake an idle worker for nothing.
+            tokio::task::yield_now().await;
+            return Ok(done);
+        }
         (Err(rcgen::Error::RemoteKeyError), Plan::Now(Some(pending))) => pending,
         (Err(e), _) => return Err(map_rcgen_error(e, what)),
     };

@@ -159,10 +159,10 @@ impl CaIssuer {
 
     /// Signs `params` for `subject_key`, then checks the result. An EC or Ed25519 CA
     /// key signs on this task (see `adapter::sign_on_task`: about 100 µs of work with a
-    /// software key, no hand-off to another thread), after yielding once so that a
-    /// task issuing in a loop still lets the runtime's other tasks and timers run; an
-    /// RSA CA key signs on the blocking pool, as its signatures take milliseconds in
-    /// software.
+    /// software key, no hand-off to another thread; a key that answers at once is
+    /// followed by one yield, so that a task issuing in a loop still lets the runtime's
+    /// other tasks and timers run); an RSA CA key signs on the blocking pool, as its
+    /// signatures take milliseconds in software.
     async fn issue(
         &self,
         params: rcgen::CertificateParams,
@@ -172,7 +172,6 @@ impl CaIssuer {
         if matches!(inner.key.alg.key_type(), KeyType::Rsa(_)) {
             return blocking(move || sign_and_check(&inner, &params, &subject_key)).await;
         }
-        tokio::task::yield_now().await;
         let cert = sign_on_task(
             || params.signed_by(&subject_key, &inner.issuer),
             "certificate",
