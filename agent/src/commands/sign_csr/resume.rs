@@ -115,7 +115,7 @@ pub fn plan(
             refused.push((job, reason));
             continue;
         }
-        let listed = manifest.csrs.contains_key(&job.name);
+        let listed = manifest.lists(&job.name);
         let candidates = if listed {
             None
         } else {
