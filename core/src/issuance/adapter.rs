@@ -80,9 +80,9 @@ impl Drop for PlanGuard {
 
 /// Runs `encode`, an rcgen call that signs once with an [`RcgenKey`], on the async task
 /// that calls it without blocking its thread on the signer: a signer that answers at
-/// the first poll signs inline; otherwise its signature is awaited and `encode` runs a
-/// second time with it (rcgen encodes the same parameters to the same bytes). `what`
-/// names the object for errors.
+/// the first poll signs inline, and the task then yields once; otherwise its signature
+/// is awaited and `encode` runs a second time with it (rcgen encodes the same
+/// parameters to the same bytes). `what` names the object for errors.
 pub(crate) async fn sign_on_task<T>(
     encode: impl Fn() -> Result<T, rcgen::Error>,
     what: &str,
