@@ -43,10 +43,10 @@ pub struct Chunk {
 
 /// Records the results of a run, one chunk at a time and in order, on the blocking
 /// pool while signing goes on.
-pub struct Recorder<'a> {
-    state: &'a StateDir,
-    ca: &'a CaIssuer,
-    out: &'a Path,
+pub struct Recorder {
+    state: StateDir,
+    ca: CaIssuer,
+    out: PathBuf,
     /// What the run keeps across chunks; with the recording task while one runs.
     books: Option<Books>,
     tally: Tally,
@@ -64,16 +64,17 @@ struct Books {
     taken: TakenSerials,
 }
 
-impl<'a> Recorder<'a> {
+impl Recorder {
     /// The recorder of a run into `out` that starts from `manifest` and `tally`.
     pub fn new(
-        state: &'a StateDir,
-        ca: &'a CaIssuer,
-        out: &'a Path,
+        state: StateDir,
+        ca: CaIssuer,
+        out: PathBuf,
         manifest: Manifest,
         tally: Tally,
         format: OutputFormat,
-    ) -> Result<Recorder<'a>, Error> {
+    ) -> Result<Recorder, Error> {
+        let next_bundle = bundle::files_in(&out)?.last().map_or(1, |(n, _)| n + 1);
         Ok(Recorder {
             state,
             ca,
@@ -84,7 +85,7 @@ impl<'a> Recorder<'a> {
             }),
             tally,
             format,
-            next_bundle: bundle::files_in(out)?.last().map_or(1, |(n, _)| n + 1),
+            next_bundle,
             recording: None,
         })
     }
@@ -111,7 +112,7 @@ impl<'a> Recorder<'a> {
             return Ok(());
         }
         let mut books = self.books().await?;
-        let (ca, out, tally) = (self.ca, self.out, &mut self.tally);
+        let (ca, out, tally) = (&self.ca, self.out.as_path(), &mut self.tally);
         let bundle = (self.format == OutputFormat::Jsonl && !chunk.signed.is_empty()).then(|| {
             self.next_bundle += 1;
             bundle::file_name(self.next_bundle - 1)
