@@ -40,6 +40,8 @@ const CHUNK: usize = 1000;
 const RECORD_INTERVAL: Duration = Duration::from_secs(1);
 /// CSRs being signed at once, per core.
 const IN_FLIGHT_PER_CORE: usize = 8;
+/// CSRs one signing task signs in turn: fewer tasks to spawn, join and wake.
+const PER_TASK: usize = 4;
 /// Once every CSR is started, results are recorded as soon as this many wait (and the
 /// recorder is free), so that little is left to record when signing ends.
 const TAIL_CHUNK: usize = 100;
@@ -191,16 +193,23 @@ impl Signing {
     async fn run(mut self, mut sigint: Signal) -> Result<(Recorder, Progress, usize), Error> {
         let limit =
             std::thread::available_parallelism().map_or(1, usize::from) * IN_FLIGHT_PER_CORE;
-        let mut in_flight: JoinSet<Result<Signed, (Job, String)>> = JoinSet::new();
+        let mut in_flight: JoinSet<Vec<Result<Signed, (Job, String)>>> = JoinSet::new();
+        // CSRs in the tasks of `in_flight`.
+        let mut signing = 0;
         let mut last_record = Instant::now();
         let mut interrupted = false;
         loop {
-            while !interrupted && in_flight.len() < limit {
-                let Some(job) = self.queue.pop_front() else {
-                    break;
-                };
+            while !interrupted && signing < limit && !self.queue.is_empty() {
+                let jobs: Vec<Job> = self.queue.drain(..PER_TASK.min(self.queue.len())).collect();
+                signing += jobs.len();
                 let (preparation, validity) = (self.preparation.clone(), self.validity);
-                in_flight.spawn(async move { preparation.sign(job, validity).await });
+                in_flight.spawn(async move {
+                    let mut results = Vec::with_capacity(jobs.len());
+                    for job in jobs {
+                        results.push(preparation.sign(job, validity).await);
+                    }
+                    results
+                });
             }
             if in_flight.is_empty() {
                 break;
@@ -209,14 +218,17 @@ impl Signing {
                 biased;
                 _ = sigint.recv(), if !interrupted => {
                     interrupted = true;
-                    eprintln!("interrupted: recording the {} CSRs in flight, then stopping", in_flight.len());
+                    eprintln!("interrupted: recording the {signing} CSRs in flight, then stopping");
                 }
                 Some(joined) = in_flight.join_next() => {
-                    let result = joined.map_err(|e| Error::State(format!("a signing task failed: {e}")))?;
-                    self.progress.advance(result.is_err());
-                    match result {
-                        Ok(signed) => self.chunk.signed.push(signed),
-                        Err(refused) => self.chunk.refused.push(refused),
+                    let results = joined.map_err(|e| Error::State(format!("a signing task failed: {e}")))?;
+                    signing -= results.len();
+                    for result in results {
+                        self.progress.advance(result.is_err());
+                        match result {
+                            Ok(signed) => self.chunk.signed.push(signed),
+                            Err(refused) => self.chunk.refused.push(refused),
+                        }
                     }
                 }
             }
