@@ -1,12 +1,13 @@
 //! `keyward sign-csr --batch DIR --out DIR`: bulk provisioning. Every CSR file in DIR
 //! is signed through the same issuance path as `sign-csr` (`CaIssuer::sign_csr`: the
 //! CSR's signature checked, the certificate signed by the CA key and verified), many
-//! at once on all cores; each signing task also prepares what recording its
-//! certificate takes (its PEM, its output, its record's fields). Results are recorded
-//! in chunks on the blocking pool (`recorder.rs`), each one transaction: the chain files in OUT (or,
-//! `--output-format jsonl`, one JSON Lines bundle for the chunk), the certificates in
-//! one file of `issued/` and their records in one new file (see
-//! `keyward_core::store::TakenSerials`), the manifest, and one audit record naming
+//! at once on all cores, by tasks of a few CSRs each that a loop on a runtime worker
+//! starts and collects ([`Signing`]); each signing task also prepares what recording
+//! its certificates take (their PEM, their output, their records' fields). Results are
+//! recorded in chunks on the blocking pool (`recorder.rs`), each one transaction: the
+//! chain files in OUT (or, `--output-format jsonl`, one JSON Lines bundle for the
+//! chunk), the certificates in one file of `issued/` and their records in one new file
+//! (see `keyward_core::store::TakenSerials`), the manifest, and one audit record naming
 //! every certificate of the chunk; files are synced together, not one fsync each. A
 //! bad CSR is refused in the manifest and the batch goes on; SIGINT stops taking new
 //! CSRs, records those in flight and exits.
@@ -179,9 +180,13 @@ struct Signing {
     queue: VecDeque<Job>,
     /// Results not yet recorded.
     chunk: Chunk,
+    /// The run's progress report.
     progress: Progress,
+    /// What every signing task needs.
     preparation: Arc<Preparation>,
+    /// Records the chunks.
     recorder: Recorder,
+    /// The certificates' validity.
     validity: Duration,
 }
 
