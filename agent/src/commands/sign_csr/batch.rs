@@ -149,12 +149,10 @@ pub async fn sign_all(
     // On a worker, not on this thread: each signing task that ends wakes the loop, and
     // a wake-up of the thread that runs `block_on` is a futex call and a context
     // switch (about 1.8 a CSR), where a worker wakes a task of its own in its queue.
-    let (recorder, progress, not_attempted) = tokio::spawn(signing.run(sigint))
+    let (mut tally, progress) = tokio::spawn(signing.run(sigint))
         .await
         .map_err(|e| Error::State(format!("the signing loop failed: {e}")))??;
-    let mut tally = recorder.finish().await?;
     progress.finish();
-    tally.not_attempted = not_attempted;
     tally.refused.sort();
     summary(&tally, dir, &out, format);
     if tally.not_attempted > 0 {
@@ -192,10 +190,9 @@ struct Signing {
 
 impl Signing {
     /// Signs until the queue is done or `sigint` comes (then the CSRs in flight are
-    /// finished); every result handed to the recorder. Returns the recorder (its last
-    /// chunk perhaps still being recorded), the progress and how many CSRs were not
-    /// attempted.
-    async fn run(mut self, mut sigint: Signal) -> Result<(Recorder, Progress, usize), Error> {
+    /// finished) and records every result; returns the run's tally (with the CSRs not
+    /// attempted) and its progress report.
+    async fn run(mut self, mut sigint: Signal) -> Result<(Tally, Progress), Error> {
         let limit =
             std::thread::available_parallelism().map_or(1, usize::from) * IN_FLIGHT_PER_CORE;
         let mut in_flight: JoinSet<Vec<Result<Signed, (Job, String)>>> = JoinSet::new();
@@ -251,7 +248,9 @@ impl Signing {
             }
         }
         self.recorder.record(self.chunk).await?;
-        Ok((self.recorder, self.progress, self.queue.len()))
+        let mut tally = self.recorder.finish().await?;
+        tally.not_attempted = self.queue.len();
+        Ok((tally, self.progress))
     }
 }
 
