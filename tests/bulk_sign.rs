@@ -5,8 +5,9 @@
 //! exactly the good CSRs are signed, once each, in the output, the manifest, the
 //! inventory and the audit log; certificates verify with `openssl verify` and carry the
 //! CSR's key; the 3 refusals are named with their reasons. Also a run with the CA key
-//! in SoftHSM, and batches killed at a write (strace) that `keyward pending resolve`
-//! settles.
+//! in SoftHSM, batches killed at a write (strace) that `keyward pending resolve`
+//! settles, and one killed as its end writes the whole manifest (the next run folds the
+//! manifest's parts in).
 
 mod bulk_common;
 mod common;
@@ -14,13 +15,13 @@ mod crash_common;
 mod inventory_common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bulk_common::*;
 use common::*;
-use crash_common::{Write, assert_resolved_and_clean, kill_at_write};
+use crash_common::{Write, assert_resolved_and_clean, kill_at_write, kill_at_write_to};
 use tempfile::TempDir;
 
 #[test]
@@ -201,26 +202,21 @@ fn batch_killed_at_a_write_is_settled_by_pending_resolve_and_not_signed_again() 
         "0 signed now, 15 signed by an earlier run",
     );
     assert_resolved_and_clean(&state);
-    let signed = signed_in(&manifest(&out));
+    let signed = signed_in(&ended_manifest(&out));
     assert_eq!(signed.keys().cloned().collect::<BTreeSet<_>>(), good);
     assert_eq!(inventory(&state).len(), good.len());
 }
 
-/// A `--output-format jsonl` batch of 15 good CSRs (one chunk) killed at the `n`-th
-/// new file of its transaction and settled by `keyward pending resolve`; returns what
-/// resolve printed and the state, CSR and output directories.
-fn bundle_batch_killed_at_new_file(
+/// A `--output-format jsonl` batch of 15 good CSRs (one chunk) in `tmp`, killed by
+/// `kill` (given the state directory, the arguments and OUT; it says whether it killed
+/// the run); returns the state, CSR and output directories and the good CSRs.
+fn bundle_batch_killed(
     tmp: &Path,
-    n: usize,
-) -> (
-    String,
-    std::path::PathBuf,
-    std::path::PathBuf,
-    std::path::PathBuf,
-) {
+    kill: impl FnOnce(&Path, &[&str], &Path) -> bool,
+) -> (PathBuf, PathBuf, PathBuf, BTreeSet<String>) {
     let state = root_ca(tmp, &software_key(tmp), "ecdsa-p256");
     let (csrs, out) = (tmp.join("csrs"), tmp.join("out"));
-    make_csrs(&csrs, 15);
+    let good = make_csrs(&csrs, 15);
     let (c, o) = (csrs.to_str().unwrap(), out.to_str().unwrap());
     let args = [
         "sign-csr",
@@ -231,10 +227,17 @@ fn bundle_batch_killed_at_new_file(
         "--output-format",
         "jsonl",
     ];
-    assert!(
-        kill_at_write(&state, &args, Write::New, n),
-        "the batch was not killed"
-    );
+    assert!(kill(&state, &args, &out), "the batch was not killed");
+    (state, csrs, out, good)
+}
+
+/// [`bundle_batch_killed`] at the `n`-th new file of its transaction, and settled by
+/// `keyward pending resolve`; returns what resolve printed and the state, CSR and
+/// output directories.
+fn bundle_batch_killed_at_new_file(tmp: &Path, n: usize) -> (String, PathBuf, PathBuf, PathBuf) {
+    let (state, csrs, out, _) = bundle_batch_killed(tmp, |state, args, _| {
+        kill_at_write(state, args, Write::New, n)
+    });
     let listed = keyward_ok(&state, &["pending"]);
     assert!(listed.contains("sign-csr --batch"), "{listed}");
     let resolved = keyward_ok(&state, &["pending", "resolve"]);
@@ -267,16 +270,9 @@ fn bundle_batch_killed_after_its_bundle_is_finished_by_resolve_and_not_signed_ag
     let (resolved, state, csrs, out) = bundle_batch_killed_at_new_file(tmp.path(), 2);
     assert!(resolved.contains("finished"), "{resolved}");
     assert_eq!(inventory(&state).len(), 15);
-    run_succeeds_with(
-        &state,
-        &csrs,
-        &out,
-        Format::Jsonl,
-        "0 signed now, 15 signed by an earlier run",
-    );
-    assert_settled(&state);
+    next_jsonl_run_signs_none_again(&state, &csrs, &out);
     // Recorded by resolve (its audit record names them), then taken into the manifest.
-    let (signed, inventory) = (signed_in(&manifest(&out)), inventory(&state));
+    let (signed, inventory) = (signed_in(&ended_manifest(&out)), inventory(&state));
     assert_eq!(signed.len(), 15);
     let serials: BTreeSet<&String> = inventory.iter().map(|(s, _)| s).collect();
     assert_eq!(
@@ -306,4 +302,69 @@ fn bundle_batch_killed_before_its_bundle_is_abandoned_by_resolve_and_signed_agai
     );
     assert_settled(&state);
     assert_eq!(assert_bundles_consistent(&state, &out).len(), 15);
+}
+
+/// [`bundle_batch_killed`] by `kill` at its end, where it writes the whole manifest
+/// (the chunk recorded with its part); checks that nothing is pending, that the manifest
+/// read as a run reads it lists the 15 as signed, and that the next run signs nothing
+/// again and folds the part in. Returns what was in OUT after the kill:
+/// (`manifest.json`, `manifest.d/part-000001.json`).
+fn bundle_batch_killed_at_its_end(
+    kill: impl FnOnce(&Path, &[&str], &Path) -> bool,
+) -> (bool, bool) {
+    let tmp = TempDir::new().unwrap();
+    let (state, csrs, out, good) = bundle_batch_killed(tmp.path(), kill);
+    let left = (
+        out.join("manifest.json").exists(),
+        out.join("manifest.d/part-000001.json").is_file(),
+    );
+    assert_settled(&state);
+    let listed = manifest(&out);
+    assert_eq!(listed.len(), 15, "{listed:?}");
+    assert_eq!(
+        signed_in(&listed).into_keys().collect::<BTreeSet<_>>(),
+        good
+    );
+    next_jsonl_run_signs_none_again(&state, &csrs, &out);
+    assert_eq!(assert_bundles_consistent(&state, &out).len(), 15);
+    left
+}
+
+/// The next `--output-format jsonl` run over the 15 CSRs of [`bundle_batch_killed`]
+/// finds them all signed, and leaves the state settled.
+fn next_jsonl_run_signs_none_again(state: &Path, csrs: &Path, out: &Path) {
+    run_succeeds_with(
+        state,
+        csrs,
+        out,
+        Format::Jsonl,
+        "0 signed now, 15 signed by an earlier run",
+    );
+    assert_settled(state);
+}
+
+#[test]
+fn batch_killed_before_its_whole_manifest_is_written_is_read_from_its_part() {
+    // The run's renames: its pending record, the audit log's head, then (the third) the
+    // whole manifest.
+    let left = bundle_batch_killed_at_its_end(|state, args, _| {
+        kill_at_write(state, args, Write::Replacing, 3)
+    });
+    assert_eq!(
+        left,
+        (false, true),
+        "(manifest.json, its part) after the kill"
+    );
+}
+
+#[test]
+fn batch_killed_as_it_removes_the_manifests_parts_is_read_the_same() {
+    let left = bundle_batch_killed_at_its_end(|state, args, out| {
+        kill_at_write_to(state, args, Write::Replacing, &out.join("manifest.d"))
+    });
+    assert_eq!(
+        left,
+        (true, true),
+        "(manifest.json, its part) after the kill"
+    );
 }

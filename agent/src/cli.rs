@@ -196,7 +196,8 @@ pub enum AuditCommand {
     the reason, the verify result and the old log's last line."
     )]
     Recover {
-        /// The live log (default: STATE/audit.jsonl; the agent's is its [audit] path).
+        /// The live log (default: STATE/audit.jsonl; the agent's is the path in its
+        /// `[audit]` table).
         #[arg(long)]
         log: Option<PathBuf>,
     },
@@ -423,7 +424,8 @@ pub struct SignCsrArgs {
     pub csr: Option<PathBuf>,
     /// Sign every CSR (PEM or DER) in this directory: `--out` is then a directory that
     /// gets NAME.pem per CSR file NAME.EXT (or JSON Lines bundles, `--output-format`)
-    /// and manifest.json, which a second run reads to sign only what is missing.
+    /// and manifest.json (its parts in manifest.d/ while the run goes on), which a
+    /// second run reads to sign only what is missing.
     #[arg(long, value_name = "DIR")]
     pub batch: Option<PathBuf>,
     /// Validity, e.g. 90d.

@@ -106,14 +106,43 @@ pub fn run_succeeds_with(state: &Path, csrs: &Path, out: &Path, format: Format, 
     assert!(stdout.contains(summary), "{stdout}");
 }
 
-/// The manifest: CSR file name → (status, serial if signed, reason if refused).
+/// The manifest as a run reads it: CSR file name → (status, serial if signed, reason if
+/// refused), from `manifest.json` and the parts a run not yet ended left in
+/// `manifest.d/`, read over it in order.
 pub fn manifest(out: &Path) -> BTreeMap<String, serde_json::Value> {
-    let text = std::fs::read(out.join("manifest.json")).unwrap_or_default();
-    if text.is_empty() {
-        return BTreeMap::new();
+    let mut files = vec![out.join("manifest.json")];
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(out.join("manifest.d"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    parts.retain(|p| {
+        p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("part-")
+    });
+    parts.sort();
+    files.extend(parts);
+    let mut entries = BTreeMap::new();
+    for file in files {
+        let text = std::fs::read(&file).unwrap_or_default();
+        if text.is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&text).expect("manifest is JSON");
+        let csrs: BTreeMap<String, serde_json::Value> =
+            serde_json::from_value(v["csrs"].clone()).expect("manifest csrs");
+        entries.extend(csrs);
     }
-    let v: serde_json::Value = serde_json::from_slice(&text).expect("manifest is JSON");
-    serde_json::from_value(v["csrs"].clone()).expect("manifest csrs")
+    entries
+}
+
+/// The manifest of a run that ended (also on SIGINT): `manifest.json` alone, its parts
+/// folded in and removed.
+pub fn ended_manifest(out: &Path) -> BTreeMap<String, serde_json::Value> {
+    for left in ["manifest.d", ".manifest.d.done"] {
+        assert!(!out.join(left).exists(), "{left} left after the run's end");
+    }
+    manifest(out)
 }
 
 /// CSR file names the manifest lists as signed, with their serials.
@@ -164,7 +193,7 @@ fn assert_records_agree(
     state: &Path,
     out: &Path,
 ) -> (BTreeMap<String, String>, Vec<(String, PathBuf)>) {
-    let signed = signed_in(&manifest(out));
+    let signed = signed_in(&ended_manifest(out));
     let inventory = inventory(state);
     let audited = audited_serials(state);
     let manifest_serials: BTreeSet<&String> = signed.values().collect();

@@ -93,9 +93,33 @@ impl Write {
 /// enters its `n`-th write of kind `write` (1-based; that write does not happen).
 /// Returns whether it was killed (false: it finished first, successfully).
 pub fn kill_at_write(state: &Path, args: &[&str], write: Write, n: usize) -> bool {
+    kill_under_strace(state, args, write, n, None)
+}
+
+/// [`kill_at_write`] at the first call of kind `write` whose first path is `path`
+/// (absolute, as keyward names it): a rename of `path`, not one onto it (strace's `-P`
+/// looks at the first path of `rename` and `link` only).
+pub fn kill_at_write_to(state: &Path, args: &[&str], write: Write, path: &Path) -> bool {
+    kill_under_strace(state, args, write, 1, Some(path))
+}
+
+/// `keyward ARGS` under strace, killed at the `n`-th write of kind `write` (of those
+/// naming `path`, when given).
+fn kill_under_strace(
+    state: &Path,
+    args: &[&str],
+    write: Write,
+    n: usize,
+    path: Option<&Path>,
+) -> bool {
     let set = write.syscalls();
-    let status = Command::new("strace")
-        .args(["-f", "-qq", "-o", "/dev/null", "-e"])
+    let mut strace = Command::new("strace");
+    strace.args(["-f", "-qq", "-o", "/dev/null"]);
+    if let Some(path) = path {
+        strace.arg("-P").arg(path);
+    }
+    let status = strace
+        .arg("-e")
         .arg(format!("trace={set}"))
         .arg("-e")
         .arg(format!("inject={set}:signal=KILL:when={n}"))

@@ -7,7 +7,8 @@
 //! recorded in chunks on the blocking pool (`recorder.rs`), each one transaction: the
 //! chain files in OUT (or, `--output-format jsonl`, one JSON Lines bundle for the
 //! chunk), the certificates in one file of `issued/` and their records in one new file
-//! (see `keyward_core::store::TakenSerials`), the manifest, and one audit record naming
+//! (see `keyward_core::store::TakenSerials`), a part of the manifest (`manifest.rs`; the
+//! whole manifest is written once, when the run ends), and one audit record naming
 //! every certificate of the chunk; files are synced together, not one fsync each. A
 //! bad CSR is refused in the manifest and the batch goes on; SIGINT stops taking new
 //! CSRs, records those in flight and exits.

@@ -12,10 +12,13 @@ use keyward_core::check::pem_to_ders;
 use keyward_core::issuance::IssuedCertificate;
 use serde::{Deserialize, Serialize};
 
-/// The start of a bundle file's name.
-const PREFIX: &str = "certificates-";
-/// The end of a bundle file's name.
-const SUFFIX: &str = ".jsonl";
+use super::numbered::NumberedFiles;
+
+/// The bundle files: `certificates-NNNNNN.jsonl`.
+const BUNDLES: NumberedFiles = NumberedFiles {
+    prefix: "certificates-",
+    suffix: ".jsonl",
+};
 
 /// One certificate of a bundle: one line of the file.
 #[derive(Debug, Serialize, Deserialize)]
@@ -67,34 +70,24 @@ impl Line {
 
 /// The file name of bundle number `n`.
 pub fn file_name(n: u32) -> String {
-    format!("{PREFIX}{n:06}{SUFFIX}")
-}
-
-/// The number of the bundle file named `name`, when it is one.
-fn number_of(name: &str) -> Option<u32> {
-    let digits = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
-    (digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
-        .flatten()
+    BUNDLES.name(n)
 }
 
 /// Whether `path` names a bundle file (rather than one CSR's chain file).
 pub fn is_bundle(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| number_of(n).is_some())
+        .is_some_and(|n| BUNDLES.number_of(n).is_some())
 }
 
 /// The bundle files in `out`, by number.
 pub fn files_in(out: &Path) -> Result<Vec<(u32, PathBuf)>, Error> {
-    let entries = std::fs::read_dir(out)
-        .map_err(|e| Error::io(format!("cannot read {}", out.display()), e))?;
-    let mut files: Vec<(u32, PathBuf)> = entries
-        .flatten()
-        .filter_map(|e| Some((number_of(e.file_name().to_str()?)?, e.path())))
-        .collect();
-    files.sort();
-    Ok(files)
+    BUNDLES.in_dir(out)
+}
+
+/// The number the next bundle file in `out` gets.
+pub fn next_in(out: &Path) -> Result<u32, Error> {
+    BUNDLES.next_in(out)
 }
 
 /// The lines of the bundle file at `path`.
@@ -133,7 +126,7 @@ mod tests {
     #[test]
     fn only_numbered_jsonl_files_are_bundles() {
         assert_eq!(file_name(42), "certificates-000042.jsonl");
-        assert_eq!(number_of(&file_name(42)), Some(42));
+        assert_eq!(BUNDLES.number_of(&file_name(42)), Some(42));
         assert!(is_bundle(Path::new("/out/certificates-000001.jsonl")));
         for name in [
             "certificates-1.jsonl",
@@ -142,7 +135,7 @@ mod tests {
             "dev-0001.pem",
             "manifest.json",
         ] {
-            assert_eq!(number_of(name), None, "{name}");
+            assert_eq!(BUNDLES.number_of(name), None, "{name}");
         }
     }
 

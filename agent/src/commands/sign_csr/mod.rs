@@ -4,6 +4,7 @@
 mod batch;
 pub mod bundle;
 mod manifest;
+mod numbered;
 mod progress;
 mod recorder;
 mod resume;

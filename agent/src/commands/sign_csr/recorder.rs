@@ -1,7 +1,8 @@
 //! The recording side of `sign-csr --batch`: results are recorded one chunk at a time
 //! and in order, each chunk one transaction on the blocking pool while signing goes
 //! on (see `batch.rs`). What a run keeps across chunks (the manifest, the inventory's
-//! serials) travels with the recording task and comes back when it ends.
+//! serials) travels with the recording task and comes back when it ends; the run's end
+//! writes the whole manifest ([`Recorder::finish`]).
 
 use std::path::{Path, PathBuf};
 
@@ -74,7 +75,7 @@ impl Recorder {
         tally: Tally,
         format: OutputFormat,
     ) -> Result<Recorder, Error> {
-        let next_bundle = bundle::files_in(&out)?.last().map_or(1, |(n, _)| n + 1);
+        let next_bundle = bundle::next_in(&out)?;
         Ok(Recorder {
             state,
             ca,
@@ -181,11 +182,12 @@ impl Recorder {
         Ok(())
     }
 
-    /// Waits for the last chunk; returns the tally.
+    /// Waits for the last chunk, then writes the whole manifest (its parts folded in);
+    /// returns the tally.
     pub async fn finish(mut self) -> Result<Tally, Error> {
-        if let Some(last) = self.recording.take() {
-            joined(last.await)?;
-        }
+        let mut books = self.books().await?;
+        let out = self.out;
+        joined(tokio::task::spawn_blocking(move || books.manifest.compact(&out)).await)?;
         Ok(self.tally)
     }
 }
@@ -199,8 +201,8 @@ enum Delivery {
 }
 
 /// One transaction: the certificates delivered to `out`, then recorded in the
-/// inventory, the manifest, and the audit record `event`; or, with nothing signed, the
-/// manifest alone.
+/// inventory, a part of the manifest, and the audit record `event`; or, with nothing
+/// signed, the manifest's part alone.
 async fn record_chunk(
     state: &StateDir,
     out: &Path,
@@ -209,15 +211,14 @@ async fn record_chunk(
     books: &mut Books,
     event: Event,
 ) -> Result<(), Error> {
-    let manifest_path = Manifest::path(out);
-    let manifest = books.manifest.to_json()?;
+    let part = books.manifest.next_part(out)?;
     if news.is_empty() {
-        return fsutil::write_atomic(
-            &manifest_path,
-            &manifest,
-            fsutil::PUBLIC_FILE_MODE,
-            Replace::Allow,
-        );
+        return match part {
+            Some((path, json)) => {
+                fsutil::write_atomic(&path, &json, fsutil::PUBLIC_FILE_MODE, Replace::Refuse)
+            }
+            None => Ok(()),
+        };
     }
     let op = Operation {
         name: "sign-csr --batch".into(),
@@ -241,12 +242,9 @@ async fn record_chunk(
                 }
             }
             tx.record_issued_all(&news, taken)?;
-            tx.write(
-                &manifest_path,
-                &manifest,
-                fsutil::PUBLIC_FILE_MODE,
-                Replace::Allow,
-            )?;
+            if let Some((path, json)) = &part {
+                tx.write(path, json, fsutil::PUBLIC_FILE_MODE, Replace::Refuse)?;
+            }
             tx.audit(event);
             Ok(())
         })

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use keyward_core::Error;
 use keyward_core::check::{pem_to_ders, summarize};
-use keyward_core::fsutil::{self, Replace};
 use keyward_core::store::{StateDir, sha256_hex};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::prelude::FromDer;
@@ -75,7 +74,7 @@ pub struct Todo {
 /// The CSR files of `dir` (regular files, not hidden, by name) to sign into `out`.
 /// A file is refused before signing when it cannot be read or (`pem`) another file has
 /// its output name. Certificates found delivered and recorded are added to
-/// `manifest`, which is then written.
+/// `manifest`, which the run writes (with its first chunk, or at its end).
 pub fn plan(
     state: &StateDir,
     dir: &Path,
@@ -95,7 +94,6 @@ pub fn plan(
         bundled: None,
         in_out: None,
     };
-    let mut adopted = false;
     let mut queue = VecDeque::new();
     let mut refused = Vec::new();
     let mut outputs: HashMap<String, String> = HashMap::new();
@@ -141,19 +139,9 @@ pub fn plan(
         if let Some((serial, cert)) = delivered.find(&job, candidates)? {
             manifest.set(&job.name, &job.sha256, Outcome::Signed { serial, cert });
             tally.earlier += 1;
-            adopted = true;
             continue;
         }
         queue.push_back(job);
-    }
-    if adopted {
-        let path = Manifest::path(out);
-        fsutil::write_atomic(
-            &path,
-            &manifest.to_json()?,
-            fsutil::PUBLIC_FILE_MODE,
-            Replace::Allow,
-        )?;
     }
     Ok(Todo {
         queue,
