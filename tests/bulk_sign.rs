@@ -6,8 +6,8 @@
 //! inventory and the audit log; certificates verify with `openssl verify` and carry the
 //! CSR's key; the 3 refusals are named with their reasons. Also a run with the CA key
 //! in SoftHSM, batches killed at a write (strace) that `keyward pending resolve`
-//! settles, and one killed as its end writes the whole manifest (the next run folds the
-//! manifest's parts in).
+//! settles, and two killed at the run's end, as it writes the whole manifest and as it
+//! removes the manifest's parts (the next run reads the parts and folds them in).
 
 mod bulk_common;
 mod common;

@@ -79,9 +79,9 @@ pub struct Manifest {
     /// The names set since the last part.
     #[serde(skip)]
     unwritten: Vec<String>,
-    /// The number of the next part.
+    /// The number of the last part (0: none).
     #[serde(skip)]
-    next_part: u32,
+    last_part: u32,
     /// Whether `manifest.json` lacks anything: parts, or entries set since.
     #[serde(skip)]
     changed: bool,
@@ -102,7 +102,7 @@ impl Manifest {
             let part: Manifest = fsutil::read_json(path)?.unwrap_or_default();
             manifest.csrs.extend(part.csrs);
         }
-        manifest.next_part = parts.last().map_or(1, |(n, _)| n + 1);
+        manifest.last_part = parts.last().map_or(0, |(n, _)| *n);
         manifest.changed = !parts.is_empty();
         Ok(manifest)
     }
@@ -145,11 +145,11 @@ impl Manifest {
         let entries = names
             .iter()
             .filter_map(|name| self.csrs.get_key_value(name.as_str()));
-        let json = encode(entries)?;
+        let json = encode(entries, names.len())?;
         let dir = out.join(PARTS_DIR);
         fsutil::create_private_dir(&dir)?;
-        let path = dir.join(PARTS.name(self.next_part));
-        self.next_part += 1;
+        self.last_part += 1;
+        let path = dir.join(PARTS.name(self.last_part));
         Ok(Some((path, json)))
     }
 
@@ -182,22 +182,26 @@ impl Manifest {
             gone(std::fs::remove_dir_all(&folded), &folded)?;
         }
         self.unwritten.clear();
-        self.next_part = 1;
+        self.last_part = 0;
         self.changed = false;
         Ok(())
     }
 
     /// The whole manifest: `{"csrs":{...}}`, each entry encoded once.
     pub fn to_json(&self) -> Result<Vec<u8>, Error> {
-        encode(self.csrs.iter())
+        encode(self.csrs.iter(), self.csrs.len())
     }
 }
 
-/// `{"csrs":{...}}` with `entries`, each entry's JSON made once and kept.
-fn encode<'a>(entries: impl Iterator<Item = (&'a String, &'a Entry)>) -> Result<Vec<u8>, Error> {
+/// `{"csrs":{...}}` with `entries` (`count` of them), each entry's JSON made once and
+/// kept.
+fn encode<'a>(
+    entries: impl Iterator<Item = (&'a String, &'a Entry)>,
+    count: usize,
+) -> Result<Vec<u8>, Error> {
     let encode_error =
         |e: serde_json::Error| Error::State(format!("cannot encode the batch manifest: {e}"));
-    let mut out = Vec::with_capacity(16 + entries.size_hint().0 * 160);
+    let mut out = Vec::with_capacity(16 + count * 200);
     out.extend_from_slice(b"{\"csrs\":{");
     for (i, (name, entry)) in entries.enumerate() {
         if i > 0 {
@@ -297,7 +301,7 @@ mod tests {
         assert_eq!(read.to_json().unwrap(), run.to_json().unwrap());
         assert!(read.is_signed("c.csr", &"cc".repeat(32)));
         assert!(!read.is_signed("a.csr", &"aa".repeat(32)));
-        assert_eq!(read.next_part, 3, "numbered on");
+        assert_eq!(read.last_part, 2, "numbered on");
 
         // The next run's end folds them.
         let kept = std::fs::read(&last).unwrap();
