@@ -9,8 +9,8 @@
 //! parts read over it in order, so a run stopped at any point (killed, or crashed) leaves
 //! it naming exactly what was signed, and the next run folds the parts in. Writing the
 //! whole file with every chunk instead made a run's writes grow with the square of its
-//! size (ten 2 MB files at 10,000 CSRs, each read back first for the transaction's undo;
-//! a million CSRs would have written 100 GB).
+//! size (at 10,000 CSRs eleven files growing to 1.9 MB, each read back first for the
+//! transaction's undo; at a million, about 100 GB).
 //!
 //! The parts go in one step: after `manifest.json` is written, their directory is renamed
 //! to `.manifest.d.done` and then deleted, so they are either all there (and folding them
