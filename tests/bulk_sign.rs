@@ -6,8 +6,9 @@
 //! inventory and the audit log; certificates verify with `openssl verify` and carry the
 //! CSR's key; the 3 refusals are named with their reasons. Also a run with the CA key
 //! in SoftHSM, batches killed at a write (strace) that `keyward pending resolve`
-//! settles, and two killed at the run's end, as it writes the whole manifest and as it
-//! removes the manifest's parts (the next run reads the parts and folds them in).
+//! settles, two killed at the run's end, as it writes the whole manifest and as it
+//! removes the manifest's parts (the next run reads the parts and folds them in), and
+//! one where uid 65534 planted the parts' directory as a link in a shared OUT.
 
 mod bulk_common;
 mod common;
@@ -367,4 +368,44 @@ fn batch_killed_as_it_removes_the_manifests_parts_is_read_the_same() {
         (true, true),
         "(manifest.json, its part) after the kill"
     );
+}
+
+#[test]
+fn a_parts_directory_planted_as_a_link_by_another_user_is_refused_before_signing() {
+    let tmp = TempDir::new().unwrap();
+    let state = root_ca(tmp.path(), &software_key(tmp.path()), "ecdsa-p256");
+    let csrs = tmp.path().join("csrs");
+    make_csrs(&csrs, 15);
+    // An OUT the user made writable by others, and a directory of root's that the
+    // attacker (uid 65534) wants root's files in.
+    let (out, target) = (tmp.path().join("out"), tmp.path().join("target"));
+    std::fs::create_dir(&out).unwrap();
+    std::fs::create_dir(&target).unwrap();
+    let mode = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap()
+    };
+    mode(tmp.path(), 0o755);
+    mode(&out, 0o777);
+    let planted = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "ln",
+            "-s",
+        ])
+        .arg(&target)
+        .arg(out.join("manifest.d"))
+        .status()
+        .unwrap();
+    assert!(planted.success(), "uid 65534 could not plant the link");
+
+    let run = batch(&state, &csrs, &out, Format::Jsonl).output().unwrap();
+    let (stdout, stderr) = text(&run);
+    assert!(!run.status.success(), "{stdout}{stderr}");
+    assert!(stderr.contains("manifest.d is not a directory"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(std::fs::read_dir(&target).unwrap().next().is_none());
+    assert!(bundle_lines(&out).is_empty(), "nothing signed");
+    assert!(inventory(&state).is_empty(), "nothing recorded");
 }

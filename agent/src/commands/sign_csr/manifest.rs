@@ -15,7 +15,8 @@
 //! The parts go in one step: after `manifest.json` is written, their directory is renamed
 //! to `.manifest.d.done` and then deleted, so they are either all there (and folding them
 //! again changes nothing) or gone. A `.manifest.d.done` a crash left is deleted by the
-//! next run's end.
+//! next run's end. A `manifest.d` that is not a directory of its own (a symbolic link
+//! someone who can write OUT planted) is refused, never written through.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -97,7 +98,10 @@ impl Manifest {
     /// is none yet.
     pub fn load(out: &Path) -> Result<Manifest, Error> {
         let mut manifest: Manifest = fsutil::read_json(&Self::path(out))?.unwrap_or_default();
-        let parts = PARTS.in_dir(&out.join(PARTS_DIR))?;
+        let parts = match parts_dir(out)? {
+            Some(dir) => PARTS.in_dir(&dir)?,
+            None => Vec::new(),
+        };
         for (_, path) in &parts {
             let part: Manifest = fsutil::read_json(path)?.unwrap_or_default();
             manifest.csrs.extend(part.csrs);
@@ -146,8 +150,16 @@ impl Manifest {
             .iter()
             .filter_map(|name| self.csrs.get_key_value(name.as_str()));
         let json = encode(entries, names.len())?;
-        let dir = out.join(PARTS_DIR);
-        fsutil::create_private_dir(&dir)?;
+        if parts_dir(out)?.is_none() {
+            fsutil::create_private_dir(&out.join(PARTS_DIR))?;
+        }
+        // Checked again: what was created (or found) is a directory of its own.
+        let dir = parts_dir(out)?.ok_or_else(|| {
+            Error::State(format!(
+                "{} vanished as it was made",
+                out.join(PARTS_DIR).display()
+            ))
+        })?;
         self.last_part += 1;
         let path = dir.join(PARTS.name(self.last_part));
         Ok(Some((path, json)))
@@ -190,6 +202,22 @@ impl Manifest {
     /// The whole manifest: `{"csrs":{...}}`, each entry encoded once.
     pub fn to_json(&self) -> Result<Vec<u8>, Error> {
         encode(self.csrs.iter(), self.csrs.len())
+    }
+}
+
+/// `out`'s parts directory, when there is one; refused when `manifest.d` is a symbolic
+/// link or anything but a directory: parts are never written through a link someone
+/// who can write OUT planted (into a directory of their choosing).
+fn parts_dir(out: &Path) -> Result<Option<PathBuf>, Error> {
+    let dir = out.join(PARTS_DIR);
+    match std::fs::symlink_metadata(&dir) {
+        Ok(meta) if meta.is_dir() => Ok(Some(dir)),
+        Ok(_) => Err(Error::InvalidInput(format!(
+            "{} is not a directory (a symbolic link or a file): the manifest's parts go only into a directory of their own; remove it",
+            dir.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("cannot read {}", dir.display()), e)),
     }
 }
 
@@ -319,5 +347,33 @@ mod tests {
         after_crash.compact(out).unwrap();
         assert!(!out.join(PARTS_DIR).exists() && !out.join(FOLDED_DIR).exists());
         assert_eq!(std::fs::read(Manifest::path(out)).unwrap(), whole);
+    }
+
+    /// A `manifest.d` that is a symbolic link is refused when the manifest is read and
+    /// when a part is to be written, and nothing goes where it points.
+    #[test]
+    fn a_parts_directory_that_is_a_link_is_refused_and_not_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (out, elsewhere) = (tmp.path().join("out"), tmp.path().join("elsewhere"));
+        std::fs::create_dir(&out).unwrap();
+        std::fs::create_dir(&elsewhere).unwrap();
+        let link = out.join(PARTS_DIR);
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        let e = Manifest::load(&out).unwrap_err().to_string();
+        assert!(e.contains("manifest.d is not a directory"), "{e}");
+
+        std::fs::remove_file(&link).unwrap();
+        let mut m = Manifest::load(&out).unwrap();
+        m.set(
+            "a.csr",
+            &"aa".repeat(32),
+            Outcome::Refused {
+                reason: "bad".into(),
+            },
+        );
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        let e = m.next_part(&out).unwrap_err().to_string();
+        assert!(e.contains("manifest.d is not a directory"), "{e}");
+        assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none());
     }
 }
