@@ -83,9 +83,6 @@ pub struct Manifest {
     /// The number of the last part (0: none).
     #[serde(skip)]
     last_part: u32,
-    /// Whether `manifest.json` lacks anything: parts, or entries set since.
-    #[serde(skip)]
-    changed: bool,
 }
 
 impl Manifest {
@@ -107,7 +104,6 @@ impl Manifest {
             manifest.csrs.extend(part.csrs);
         }
         manifest.last_part = parts.last().map_or(0, |(n, _)| *n);
-        manifest.changed = !parts.is_empty();
         Ok(manifest)
     }
 
@@ -134,7 +130,6 @@ impl Manifest {
             },
         );
         self.unwritten.push(name.to_string());
-        self.changed = true;
     }
 
     /// The next part of `out`'s manifest, with the entries set since the last one: its
@@ -176,7 +171,8 @@ impl Manifest {
             _ => Ok(()),
         };
         gone(std::fs::remove_dir_all(&folded), &folded)?;
-        if !self.changed {
+        // `manifest.json` lacks nothing without parts and without entries set since.
+        if self.last_part == 0 && self.unwritten.is_empty() {
             return Ok(());
         }
         let json = self.to_json()?;
@@ -195,7 +191,6 @@ impl Manifest {
         }
         self.unwritten.clear();
         self.last_part = 0;
-        self.changed = false;
         Ok(())
     }
 
