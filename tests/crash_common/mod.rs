@@ -97,8 +97,8 @@ pub fn kill_at_write(state: &Path, args: &[&str], write: Write, n: usize) -> boo
 }
 
 /// [`kill_at_write`] at the first call of kind `write` whose first path is `path`
-/// (absolute, as keyward names it): a rename of `path`, not one onto it (strace's `-P`
-/// looks at the first path of `rename` and `link` only).
+/// (absolute, as keyward names it): a rename of `path`, not one onto it (strace 6.1's
+/// `-P` did not match a `rename` by its second path when tried).
 pub fn kill_at_write_to(state: &Path, args: &[&str], write: Write, path: &Path) -> bool {
     kill_under_strace(state, args, write, 1, Some(path))
 }
