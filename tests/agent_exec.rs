@@ -3,7 +3,9 @@
 //! python-hyper's hyperframe and hpack) is attested as the granted executable on its
 //! first call, then changes on the same connection before a second call: it exec()s an
 //! executable the entry does not name (refused, no DATA frame), exec()s the granted
-//! executable again (served), or, run as root, drops to uid 65534 (refused).
+//! executable again (served), or, run as root, drops to uid 65534 (refused). The agent
+//! sees these changes through the kernel's process events (the fingerprint's two stat
+//! calls are tested in the agent's unit tests).
 
 mod agent_common;
 mod common;
@@ -73,6 +75,14 @@ fn agent_granting(uid: u32) -> (Agent, PathBuf, PathBuf) {
         granted.display()
     ));
     agent.start();
+    // Run as root, the agent checks a kept attestation against the kernel's process
+    // events (not the fingerprint): these tests are what shows they see an exec and
+    // an id change.
+    let log = agent.log();
+    assert!(
+        log.contains("checked against the kernel's process events"),
+        "the agent does not use process events:\n{log}"
+    );
     (agent, granted, other)
 }
 

@@ -15,13 +15,18 @@
 //! is checked again afterwards, so everything read belonged to the process that
 //! connected (a PID is not reused while its process runs).
 //!
-//! The attestation is kept on the connection with a fingerprint taken just before the
-//! reads: the owner of `/proc/PID` and the device, inode, size, modification and change
-//! times of the file `/proc/PID/exe` names, from a `/proc/PID` directory held open. A
-//! later call takes the fingerprint again (two `statx` calls) and then checks the
-//! pidfd; if the fingerprint is unchanged the facts are reused, else
-//! everything is read again and refused exactly as on a first call. A call that needs
-//! more (a `sha256` after a `path`) reads everything again too.
+//! The attestation is kept on the connection for its later calls, with what tells
+//! whether it still holds (`remembered`). Where the kernel sends the agent its process
+//! events (`proc_events`: root, in the initial namespaces), that is the absence of an
+//! exec, uid or gid event for the process since just before the reads: the kernel
+//! queues such an event inside the system call, before the process runs on, and every
+//! later call reads the queue first. Elsewhere, and for a `sha256` (a write to the
+//! executable is no process event), it is a fingerprint taken just before the reads: the
+//! owner of `/proc/PID` and the device, inode, size, modification and change times of
+//! the file `/proc/PID/exe` names, from a `/proc/PID` directory held open, taken again
+//! by every later call (two `statx` calls). Either way the pidfd is checked after; if
+//! the process changed, everything is read again and refused exactly as on a first
+//! call. A call that needs more (a `sha256` after a `path`) reads everything again too.
 //!
 //! What the fingerprint sees: procfs gives `/proc/PID` (the directory itself, unlike
 //! the files in it) the effective uid and gid of the process even when it is not
@@ -35,11 +40,13 @@
 //! for the moment of the read); the real-id rule is against a set-user-ID program run by
 //! another user, which takes an exec, and that exec changes the effective id. An exec
 //! of the same file with the same ids (no change of either) is seen as nothing: the
-//! process is what was attested.
+//! process is what was attested. Process events see more (every exec, of the same file
+//! too, and a change of any of the ids); the all-alike rule holds for both.
 
 mod digest;
 mod peer;
 mod proc;
+mod proc_events;
 mod remembered;
 
 use std::fs::{File, Metadata};
@@ -49,7 +56,8 @@ use std::path::{Path, PathBuf};
 use digest::FileVersion;
 pub use digest::{DEFAULT_MAX_HASH_BYTES, DigestCache, DigestError};
 pub use peer::{Peer, boot_ticks};
-use remembered::{Attested, ProcDir};
+pub use proc_events::ProcEvents;
+use remembered::{Attested, Check, Fingerprint, ProcDir};
 
 /// What attestation must find out about a caller for a set of entries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -132,11 +140,13 @@ impl std::fmt::Display for AttestError {
 }
 
 /// Attests the caller bound as `peer`, reading from `/proc` only what `needs` asks for
-/// and only what the connection's last attestation cannot vouch for.
+/// and only what the connection's last attestation cannot vouch for (checked through
+/// `events` where the kernel sends them, else by fingerprint).
 pub async fn attest(
     peer: &Peer,
     needs: Needs,
     digests: &DigestCache,
+    events: Option<&ProcEvents>,
 ) -> Result<Facts, AttestError> {
     if !needs.path && !needs.sha256 {
         peer.check_alive()?;
@@ -150,7 +160,7 @@ pub async fn attest(
     // Every way through `/proc` checks through the pidfd after its reads (so not
     // before them too); a caller whose process has exited is told so, whichever read
     // failed first.
-    attest_from_proc(peer, needs, digests)
+    attest_from_proc(peer, needs, digests, events)
         .await
         .map_err(|e| peer.check_alive().err().unwrap_or(e))
 }
@@ -166,6 +176,7 @@ async fn attest_from_proc(
     peer: &Peer,
     needs: Needs,
     digests: &DigestCache,
+    events: Option<&ProcEvents>,
 ) -> Result<Facts, AttestError> {
     let pid = known_pid(peer)?;
     let last = peer.remembered.get();
@@ -179,23 +190,35 @@ async fn attest_from_proc(
         sha256: needs.sha256 || last.needs.sha256,
     });
     peer.remembered.set(None);
-    let (facts, attested) = attest_exe(peer, pid, needs, digests).await?;
+    let (facts, attested) = attest_exe(peer, pid, needs, digests, events).await?;
     peer.remembered.set(attested);
     Ok(facts)
 }
 
 /// Reads the caller's ids and executable from `/proc/PID` (see the module header);
-/// also returns them as an attestation later calls may reuse, when the fingerprint
-/// taken before the reads shows what they found and the ids cannot change unseen.
+/// also returns them as an attestation later calls may reuse, when no process event
+/// came during the reads (or the fingerprint taken before them shows what they found)
+/// and the ids cannot change unseen.
 async fn attest_exe(
     peer: &Peer,
     pid: i32,
     needs: Needs,
     digests: &DigestCache,
+    events: Option<&ProcEvents>,
 ) -> Result<(Facts, Option<Attested>), AttestError> {
     let dir = ProcDir::open(pid).map_err(AttestError::Mismatch)?;
-    // Taken before the reads; kept only if it shows what they found.
-    let print = dir.fingerprint().ok();
+    // Taken before the reads; kept only if nothing changed during them. A digest is
+    // checked by fingerprint (a write to the executable is no process event).
+    let before = match events.filter(|_| !needs.sha256) {
+        Some(events) => {
+            let (watch, stamp) = events.watch(pid);
+            Some(Check::Events(watch, stamp))
+        }
+        None => dir
+            .fingerprint()
+            .ok()
+            .map(|print| Check::Fingerprint(dir, print)),
+    };
     let ids = proc::ids(pid).map_err(AttestError::Mismatch)?;
     ids.check(peer.uid, peer.gid)
         .map_err(AttestError::Mismatch)?;
@@ -232,13 +255,14 @@ async fn attest_exe(
             sha256,
         }),
     };
-    let attested = print
-        .filter(|p| {
-            ids.all_alike() && p.owner == (peer.uid, peer.gid) && p.exe == FileVersion::of(&meta)
-        })
-        .map(|print| Attested {
-            dir,
-            print,
+    let read = Fingerprint {
+        owner: (peer.uid, peer.gid),
+        exe: FileVersion::of(&meta),
+    };
+    let attested = before
+        .filter(|check| ids.all_alike() && check.holds_for(&read))
+        .map(|check| Attested {
+            check,
             facts: facts.clone(),
             needs,
         });
@@ -286,7 +310,9 @@ pub(super) mod tests {
             path: true,
             sha256: true,
         };
-        let f = attest(&peer, both, &DigestCache::default()).await.unwrap();
+        let f = attest(&peer, both, &DigestCache::default(), None)
+            .await
+            .unwrap();
         let exe = f.exe.expect("executable read");
         let current = std::env::current_exe().unwrap();
         assert_eq!(Some(exe.file), FileKey::at(&current));
@@ -304,7 +330,9 @@ pub(super) mod tests {
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&current, &link).unwrap();
         let (peer, _keep) = me();
-        let f = attest(&peer, PATH, &DigestCache::default()).await.unwrap();
+        let f = attest(&peer, PATH, &DigestCache::default(), None)
+            .await
+            .unwrap();
         let exe = f.exe.unwrap();
         assert_ne!(Some(exe.file), FileKey::at(&copy), "same name, other file");
         assert_eq!(
@@ -320,11 +348,11 @@ pub(super) mod tests {
     async fn uid_only_attestation_reads_nothing_from_proc() {
         // A pid that does not exist: /proc would fail, and is not read.
         let (peer, _keep) = bound(Some(7), Some(i32::MAX));
-        let f = attest(&peer, Needs::default(), &DigestCache::default())
+        let f = attest(&peer, Needs::default(), &DigestCache::default(), None)
             .await
             .unwrap();
         assert_eq!((f.uid, f.exe), (7, None));
-        let e = attest(&peer, PATH, &DigestCache::default())
+        let e = attest(&peer, PATH, &DigestCache::default(), None)
             .await
             .unwrap_err();
         assert!(matches!(e, AttestError::Mismatch(_)), "{e}");
@@ -334,7 +362,7 @@ pub(super) mod tests {
     async fn a_process_running_as_another_uid_is_refused() {
         let uid = std::fs::metadata("/proc/self").unwrap().uid();
         let (peer, _keep) = bound(Some(uid + 1), None);
-        let e = attest(&peer, PATH, &DigestCache::default())
+        let e = attest(&peer, PATH, &DigestCache::default(), None)
             .await
             .unwrap_err();
         assert!(e.to_string().contains("not as the uid"), "{e}");
@@ -343,7 +371,7 @@ pub(super) mod tests {
     #[tokio::test]
     async fn an_executable_over_the_limit_is_refused_by_name() {
         let (peer, _keep) = me();
-        let e = attest(&peer, SHA256, &DigestCache::new(1024))
+        let e = attest(&peer, SHA256, &DigestCache::new(1024), None)
             .await
             .unwrap_err();
         assert!(matches!(e, AttestError::TooLarge(_)), "{e}");

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use keyward_core::audit::{Caller as AuditCaller, Event};
 use tonic::{Request, Status};
 
-use super::attest::{self, AttestError, DigestCache, Facts, FileKey, Peer};
+use super::attest::{self, AttestError, DigestCache, Facts, FileKey, Peer, ProcEvents};
 use super::audit::Audit;
 use super::config::Config;
 use super::limits::{CallInProgress, ConnInfo};
@@ -26,6 +26,8 @@ pub struct CallerGate {
     audit: Audit,
     metrics: Metrics,
     digests: DigestCache,
+    /// The kernel's process events, when it sends them to the agent.
+    events: Option<ProcEvents>,
 }
 
 /// The attested caller of one call.
@@ -56,10 +58,25 @@ impl CallerGate {
                 tracing::warn!(spiffe_id = %w.spiffe_id, path = %path.display(), "the path selector names no file; no caller matches until it exists");
             }
         }
+        let events = match ProcEvents::open() {
+            Ok(events) => {
+                tracing::info!(
+                    "a connection's remembered attestation is checked against the kernel's process events"
+                );
+                Some(events)
+            }
+            Err(why) => {
+                tracing::info!(
+                    "{why}; a connection's remembered attestation is checked by two stat calls per call instead"
+                );
+                None
+            }
+        };
         CallerGate {
             audit,
             metrics,
             digests: DigestCache::new(config.agent.max_hash_bytes),
+            events,
         }
     }
 
@@ -166,7 +183,8 @@ impl CallerGate {
 
     /// Attests `peer` for the entries its uid can match in `snap`.
     async fn attest(&self, peer: &Peer, snap: &Snapshot) -> Result<Facts, Status> {
-        attest::attest(peer, snap.by_uid.needs(peer.uid), &self.digests)
+        let needs = snap.by_uid.needs(peer.uid);
+        attest::attest(peer, needs, &self.digests, self.events.as_ref())
             .await
             .map_err(|e| self.refuse(peer, &e))
     }

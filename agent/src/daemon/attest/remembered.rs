@@ -1,8 +1,10 @@
 //! A connection's attestation, kept for its later calls (h2 streams on one connection
-//! share it), and the fingerprint that tells, in two stat calls, whether it still
-//! holds: the owner of the caller's `/proc/PID` directory (its effective uid and gid)
+//! share it), and what tells whether it still holds: the kernel's process events for
+//! the caller (`proc_events`: no exec, uid or gid event since), or, where the kernel
+//! does not send them or the facts include a digest, a fingerprint taken in two stat
+//! calls: the owner of the caller's `/proc/PID` directory (its effective uid and gid)
 //! and the version of the file its `/proc/PID/exe` names. See the `attest` module for
-//! what the fingerprint can and cannot see.
+//! what each can and cannot see.
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
@@ -10,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags, open, statx};
 
 use super::digest::FileVersion;
+use super::proc_events::{Stamp, Watch};
 use super::{Facts, Needs};
 
 /// The caller's `/proc/PID` directory, held open (`O_PATH`): it stays bound to the
@@ -52,25 +55,47 @@ pub(super) struct Fingerprint {
     pub(super) exe: FileVersion,
 }
 
-/// An attestation of a connection's caller and the fingerprint it was made under.
+/// An attestation of a connection's caller and what tells whether it still holds.
 #[derive(Debug)]
 pub(super) struct Attested {
-    /// The caller's `/proc/PID`.
-    pub(super) dir: ProcDir,
-    /// The fingerprint when the facts were read.
-    pub(super) print: Fingerprint,
+    /// How a later call checks that the facts still hold.
+    pub(super) check: Check,
     /// What was established.
     pub(super) facts: Facts,
     /// What was asked for.
     pub(super) needs: Needs,
 }
 
+/// How a remembered attestation is checked before its facts are reused.
+#[derive(Debug)]
+pub(super) enum Check {
+    /// No exec, uid or gid event for the process since the stamp, from before the reads.
+    Events(Watch, Stamp),
+    /// The caller's `/proc/PID` and its fingerprint when the facts were read.
+    Fingerprint(ProcDir, Fingerprint),
+}
+
+impl Check {
+    /// Whether the process is unchanged since the check was taken: no event for it
+    /// since, or a fingerprint that shows `read` (what the reads found).
+    pub(super) fn holds_for(&self, read: &Fingerprint) -> bool {
+        match self {
+            Check::Events(watch, stamp) => watch.stamp() == *stamp,
+            Check::Fingerprint(_, print) => print == read,
+        }
+    }
+}
+
 impl Attested {
-    /// The facts again, if they cover `needs` and the fingerprint is unchanged. The
-    /// caller checks through the pidfd, afterwards, that the process still runs.
+    /// The facts again, if they cover `needs` and the process has not changed since.
+    /// The caller checks through the pidfd, afterwards, that the process still runs.
     pub(super) fn reuse(&self, needs: Needs) -> Option<Facts> {
         let covered = (self.needs.path || !needs.path) && (self.needs.sha256 || !needs.sha256);
-        (covered && self.dir.fingerprint().ok()? == self.print).then(|| self.facts.clone())
+        let unchanged = || match &self.check {
+            Check::Events(watch, stamp) => watch.stamp() == *stamp,
+            Check::Fingerprint(dir, print) => dir.fingerprint().ok() == Some(*print),
+        };
+        (covered && unchanged()).then(|| self.facts.clone())
     }
 }
 
@@ -104,12 +129,13 @@ mod tests {
         let last = peer.remembered.get().expect("remembered");
         let mut facts = last.facts.clone();
         facts.exe.as_mut().unwrap().shown_as = Some(PathBuf::from("/marked"));
-        let mut print = last.print;
+        let Check::Fingerprint(_, mut print) = last.check else {
+            panic!("remembered by fingerprint")
+        };
         edit(&mut print);
         let dir = ProcDir::open(std::process::id() as i32).unwrap();
         peer.remembered.set(Some(Attested {
-            dir,
-            print,
+            check: Check::Fingerprint(dir, print),
             facts,
             needs: last.needs,
         }));
@@ -139,16 +165,16 @@ mod tests {
     async fn an_unchanged_fingerprint_reuses_the_facts_and_a_changed_one_reads_again() {
         let (peer, _keep) = me();
         let digests = DigestCache::default();
-        let first = attest(&peer, PATH, &digests).await.unwrap();
+        let first = attest(&peer, PATH, &digests, None).await.unwrap();
         mark(&peer, |_| {});
-        let again = attest(&peer, PATH, &digests).await.unwrap();
+        let again = attest(&peer, PATH, &digests, None).await.unwrap();
         assert_eq!(shown_as(&again), Some(PathBuf::from("/marked")), "reused");
 
         mark(&peer, |p| p.owner.0 = p.owner.0.wrapping_add(1));
-        let read = attest(&peer, PATH, &digests).await.unwrap();
+        let read = attest(&peer, PATH, &digests, None).await.unwrap();
         assert_eq!(read, first, "another effective uid: read again");
         mark(&peer, |p| p.exe = other_file());
-        let read = attest(&peer, PATH, &digests).await.unwrap();
+        let read = attest(&peer, PATH, &digests, None).await.unwrap();
         assert_eq!(read, first, "another executable: read again");
         assert_eq!(
             peer.remembered.get().unwrap().facts,
@@ -161,10 +187,10 @@ mod tests {
     async fn needs_that_grow_are_read_and_then_remembered() {
         let (peer, _keep) = me();
         let digests = DigestCache::default();
-        let path = attest(&peer, PATH, &digests).await.unwrap();
+        let path = attest(&peer, PATH, &digests, None).await.unwrap();
         assert_eq!(path.exe.as_ref().unwrap().sha256, None);
         mark(&peer, |_| {});
-        let both = attest(&peer, SHA256, &digests).await.unwrap();
+        let both = attest(&peer, SHA256, &digests, None).await.unwrap();
         assert!(both.exe.as_ref().unwrap().sha256.is_some(), "hashed");
         assert_ne!(
             shown_as(&both),
@@ -172,23 +198,68 @@ mod tests {
             "read again"
         );
         mark(&peer, |_| {});
-        let again = attest(&peer, PATH, &digests).await.unwrap();
+        let again = attest(&peer, PATH, &digests, None).await.unwrap();
         assert_eq!(shown_as(&again), Some(PathBuf::from("/marked")), "covered");
         assert!(again.exe.unwrap().sha256.is_some());
     }
 
     #[tokio::test]
+    async fn with_process_events_the_facts_are_reused_until_an_event_for_the_caller() {
+        let events = super::super::ProcEvents::open().expect("process events (run as root)");
+        let (peer, _keep) = me();
+        let digests = DigestCache::default();
+        let first = attest(&peer, PATH, &digests, Some(&events)).await.unwrap();
+        let last = peer.remembered.get().expect("remembered");
+        let Check::Events(watch, stamp) = &last.check else {
+            panic!("remembered by process events: {:?}", last.check)
+        };
+        assert_eq!(watch.stamp(), *stamp);
+        // The remembered facts marked, under a watch of its own from now.
+        let marked = |peer: &Peer| {
+            let last = peer.remembered.get().unwrap();
+            let mut facts = last.facts.clone();
+            facts.exe.as_mut().unwrap().shown_as = Some(PathBuf::from("/marked"));
+            let (watch, stamp) = events.watch(std::process::id() as i32);
+            peer.remembered.set(Some(Attested {
+                check: Check::Events(watch, stamp),
+                facts,
+                needs: last.needs,
+            }));
+        };
+        marked(&peer);
+        let again = attest(&peer, PATH, &digests, Some(&events)).await.unwrap();
+        assert_eq!(shown_as(&again), Some(PathBuf::from("/marked")), "reused");
+        events.note_event_for(std::process::id() as i32);
+        let read = attest(&peer, PATH, &digests, Some(&events)).await.unwrap();
+        assert_eq!(read, first, "an event for the caller: read again");
+        let hashed = attest(&peer, SHA256, &digests, Some(&events))
+            .await
+            .unwrap();
+        assert!(hashed.exe.unwrap().sha256.is_some());
+        assert!(
+            matches!(peer.remembered.get().unwrap().check, Check::Fingerprint(..)),
+            "a digest is checked by fingerprint"
+        );
+    }
+
+    #[tokio::test]
     async fn a_process_that_has_exited_gets_nothing_remembered() {
         let (peer, _keep) = me();
-        attest(&peer, PATH, &DigestCache::default()).await.unwrap();
+        attest(&peer, PATH, &DigestCache::default(), None)
+            .await
+            .unwrap();
         let gone = Peer::unknown("the process that connected has exited");
         gone.remembered.set(peer.remembered.get().map(|a| Attested {
-            dir: ProcDir::open(std::process::id() as i32).unwrap(),
-            print: a.print,
+            check: match &a.check {
+                Check::Fingerprint(_, print) => {
+                    Check::Fingerprint(ProcDir::open(std::process::id() as i32).unwrap(), *print)
+                }
+                Check::Events(..) => panic!("remembered by fingerprint"),
+            },
             facts: a.facts.clone(),
             needs: a.needs,
         }));
-        let e = attest(&gone, PATH, &DigestCache::default())
+        let e = attest(&gone, PATH, &DigestCache::default(), None)
             .await
             .unwrap_err();
         assert!(matches!(e, AttestError::Gone(_)), "{e}");

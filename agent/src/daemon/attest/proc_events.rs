@@ -1,0 +1,450 @@
+//! The kernel's process events (the proc connector, `NETLINK_CONNECTOR`), so a
+//! connection's remembered attestation is checked by one read of a socket rather than
+//! by stat calls on `/proc` for every call.
+//!
+//! The kernel queues an exec event (`PROC_EVENT_EXEC`) on this socket inside `execve`,
+//! before the new program runs, and a uid or gid event (`PROC_EVENT_UID`,
+//! `PROC_EVENT_GID`) inside every `set*id` call, before it returns. So whatever a
+//! process sends after an exec or an id change, its event is already queued when the
+//! agent reads the call: draining the socket then (under one lock, which every reader
+//! takes) sees it. A watched process whose event is seen gets a new generation, and a
+//! remembered attestation is reused only while the generation it was made under holds.
+//! Events the kernel could not queue (a full buffer) are reported as `ENOBUFS` on the
+//! next read; that ends every remembered attestation at once (a new epoch).
+//!
+//! The kernel serves these events only to a process with `CAP_NET_ADMIN` in the
+//! initial user and PID namespaces, and says so with an acknowledgement; without one,
+//! [`ProcEvents::open`] fails and the agent checks fingerprints instead (`remembered`).
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use rustix::event::{PollFd, PollFlags, Timespec, poll};
+use rustix::io::Errno;
+use rustix::net::netlink::{self, SocketAddrNetlink};
+use rustix::net::{
+    AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType, bind, recv, recvfrom, sendto,
+    sockopt,
+};
+
+/// The connector's index and value for process events (`CN_IDX_PROC`, `CN_VAL_PROC`).
+const CN_IDX_PROC: u32 = 1;
+const CN_VAL_PROC: u32 = 1;
+/// `NLMSG_DONE`, the type of every connector message.
+const NLMSG_DONE: u16 = 3;
+/// `PROC_CN_MCAST_LISTEN`.
+const MCAST_LISTEN: u32 = 1;
+/// The events that change what an attestation found (`enum proc_cn_event`).
+const EVENT_ACK: u32 = 0;
+const EVENT_EXEC: u32 = 0x2;
+const EVENT_UID: u32 = 0x4;
+const EVENT_GID: u32 = 0x40;
+/// Offsets in a message: `struct nlmsghdr` (16 bytes), then `struct cn_msg` (20), then
+/// `struct proc_event`: `what` (4), `cpu` (4), `timestamp_ns` (8), then its data.
+const NLMSG_HDR: usize = 16;
+const CN_MSG: usize = 20;
+const EVENT: usize = NLMSG_HDR + CN_MSG;
+const EVENT_DATA: usize = EVENT + 16;
+/// The receive buffer asked for: room for thousands of events between two reads.
+const RECV_BUFFER: usize = 4 << 20;
+/// How long the kernel's acknowledgement of the subscription is waited for.
+const ACK_WAIT: Duration = Duration::from_millis(500);
+
+/// The agent's subscription to the kernel's process events; clones share it.
+#[derive(Clone, Debug)]
+pub struct ProcEvents(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    socket: OwnedFd,
+    state: Mutex<State>,
+}
+
+/// What the events have said so far about the watched processes.
+#[derive(Debug, Default)]
+struct State {
+    /// Incremented whenever events may have been lost.
+    epoch: u64,
+    /// Per watched process (thread-group id): how many watches, and its generation.
+    watched: HashMap<i32, (usize, u64)>,
+}
+
+/// Where a watched process stood when a stamp was taken; equal stamps mean no exec, uid
+/// or gid event for it came in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Stamp {
+    epoch: u64,
+    generation: u64,
+}
+
+/// A process watched for as long as this lives.
+#[derive(Debug)]
+pub(super) struct Watch {
+    events: ProcEvents,
+    pid: i32,
+}
+
+impl ProcEvents {
+    /// Subscribes to exec, uid and gid events; an error names why the kernel will not
+    /// send them. A thread also drains the socket while no call does.
+    pub fn open() -> Result<ProcEvents, String> {
+        let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
+        let socket = rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::DGRAM,
+            flags,
+            Some(netlink::CONNECTOR),
+        )
+        .map_err(|e| format!("no process-events socket: {e}"))?;
+        if sockopt::set_socket_recv_buffer_size_force(&socket, RECV_BUFFER).is_err() {
+            // Without CAP_NET_ADMIN the subscription fails below anyway.
+            let _ = sockopt::set_socket_recv_buffer_size(&socket, RECV_BUFFER);
+        }
+        bind(&socket, &SocketAddrNetlink::new(0, CN_IDX_PROC))
+            .map_err(|e| format!("cannot join the process-events group: {e}"))?;
+        // The kernel acknowledges the plain subscription (every event); then the
+        // filter (Linux 6.6+; older kernels ignore the message, and the events this
+        // does not need are skipped as they are read). A filtered subscriber gets no
+        // acknowledgement: the filter drops it too.
+        subscribe(&socket)?;
+        send_listen(&socket, Some(EVENT_EXEC | EVENT_UID | EVENT_GID))?;
+        let events = ProcEvents(Arc::new(Shared {
+            socket,
+            state: Mutex::default(),
+        }));
+        let shared = Arc::downgrade(&events.0);
+        std::thread::Builder::new()
+            .name("proc-events".into())
+            .spawn(move || ProcEvents::drain_while_idle(shared))
+            .map_err(|e| format!("cannot start the process-events reader: {e}"))?;
+        Ok(events)
+    }
+
+    /// Watches `pid` from now on; the stamp is where it stands now.
+    pub(super) fn watch(&self, pid: i32) -> (Watch, Stamp) {
+        let mut state = self.drained();
+        state.watched.entry(pid).or_insert((0, 0)).0 += 1;
+        let stamp = state.stamp(pid);
+        let watch = Watch {
+            events: self.clone(),
+            pid,
+        };
+        (watch, stamp)
+    }
+
+    /// Reads every queued event, then returns the state.
+    fn drained(&self) -> MutexGuard<'_, State> {
+        let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buf = [0u8; 1024];
+        loop {
+            match recv(&self.0.socket, &mut buf, RecvFlags::DONTWAIT) {
+                Ok((n, _)) => state.apply(&buf[..n.min(buf.len())]),
+                Err(Errno::AGAIN) => break,
+                Err(Errno::INTR) => {}
+                // Events the kernel could not queue: nothing remembered can be
+                // vouched for; the rest of the queue is read on.
+                Err(Errno::NOBUFS) => state.lost_events(),
+                // A socket that no longer reads: every later read fails the same way.
+                Err(_) => {
+                    state.lost_events();
+                    break;
+                }
+            }
+        }
+        state
+    }
+
+    /// Drains the socket whenever it is readable, so events for processes nobody asks
+    /// about do not fill it between calls; ends once every handle is dropped.
+    fn drain_while_idle(shared: Weak<Shared>) {
+        let second = Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        while let Some(shared) = shared.upgrade() {
+            let mut fds = [PollFd::new(&shared.socket, PollFlags::IN)];
+            if poll(&mut fds, Some(&second)).is_ok_and(|ready| ready > 0) {
+                drop(ProcEvents(shared).drained());
+            }
+        }
+    }
+}
+
+impl Watch {
+    /// Where the watched process stands now, after every queued event is read.
+    pub(super) fn stamp(&self) -> Stamp {
+        self.events.drained().stamp(self.pid)
+    }
+}
+
+#[cfg(test)]
+impl ProcEvents {
+    /// Counts an event for `pid` as if the kernel had sent one.
+    pub(super) fn note_event_for(&self, pid: i32) {
+        if let Some(w) = self.drained().watched.get_mut(&pid) {
+            w.1 += 1;
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut state = self
+            .events
+            .0
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((count, _)) = state.watched.get_mut(&self.pid) {
+            *count -= 1;
+            if *count == 0 {
+                state.watched.remove(&self.pid);
+            }
+        }
+    }
+}
+
+impl State {
+    /// Ends every stamp taken so far.
+    fn lost_events(&mut self) {
+        self.epoch += 1;
+        if self.epoch % 1024 == 1 {
+            tracing::warn!("process events were lost; remembered attestations are read again");
+        }
+    }
+
+    fn stamp(&self, pid: i32) -> Stamp {
+        Stamp {
+            epoch: self.epoch,
+            generation: self.watched.get(&pid).map_or(0, |w| w.1),
+        }
+    }
+
+    /// Applies one datagram: exec, uid and gid events of watched processes.
+    fn apply(&mut self, mut datagram: &[u8]) {
+        while datagram.len() >= NLMSG_HDR {
+            let len = u32_at(datagram, 0) as usize;
+            if len < NLMSG_HDR || len > datagram.len() {
+                return;
+            }
+            if let Some((what, tgid)) = event(&datagram[..len])
+                && matches!(what, EVENT_EXEC | EVENT_UID | EVENT_GID)
+                && let Some(w) = self.watched.get_mut(&tgid)
+            {
+                w.1 += 1;
+            }
+            datagram = &datagram[len.next_multiple_of(4).min(datagram.len())..];
+        }
+    }
+}
+
+/// The kind of a process event and the thread-group id it is about (its first field
+/// for exec, uid and gid events, or an acknowledgement's error number).
+fn event(message: &[u8]) -> Option<(u32, i32)> {
+    let header_ok = message.len() >= EVENT_DATA + 8
+        && u16::from_ne_bytes([message[4], message[5]]) == NLMSG_DONE
+        && u32_at(message, NLMSG_HDR) == CN_IDX_PROC
+        && u32_at(message, NLMSG_HDR + 4) == CN_VAL_PROC;
+    header_ok.then(|| {
+        let what = u32_at(message, EVENT);
+        let field = if what == EVENT_ACK { 0 } else { 4 };
+        (what, u32_at(message, EVENT_DATA + field) as i32)
+    })
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Sends `PROC_CN_MCAST_LISTEN` (with an event filter, or in the older form without)
+/// and returns the number the kernel's acknowledgement answers, one higher.
+fn send_listen(socket: &OwnedFd, filter: Option<u32>) -> Result<u32, String> {
+    let nonce = std::process::id();
+    let data_len: u16 = if filter.is_some() { 8 } else { 4 };
+    let mut msg = Vec::with_capacity(EVENT + 8);
+    let total = (EVENT + usize::from(data_len)) as u32;
+    msg.extend_from_slice(&total.to_ne_bytes());
+    msg.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
+    msg.extend_from_slice(&0u16.to_ne_bytes()); // flags
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // sequence number
+    msg.extend_from_slice(&nonce.to_ne_bytes());
+    // The connector's id, its sequence number (the kernel numbers its own messages)
+    // and `ack`, which the acknowledgement answers.
+    for word in [CN_IDX_PROC, CN_VAL_PROC, 0, nonce] {
+        msg.extend_from_slice(&word.to_ne_bytes());
+    }
+    msg.extend_from_slice(&data_len.to_ne_bytes());
+    msg.extend_from_slice(&0u16.to_ne_bytes()); // flags
+    msg.extend_from_slice(&MCAST_LISTEN.to_ne_bytes());
+    if let Some(events) = filter {
+        msg.extend_from_slice(&events.to_ne_bytes());
+    }
+    sendto(
+        socket,
+        &msg,
+        SendFlags::empty(),
+        &SocketAddrNetlink::new(0, 0),
+    )
+    .map_err(|e| format!("cannot subscribe to process events: {e}"))?;
+    Ok(nonce.wrapping_add(1))
+}
+
+/// Subscribes to every process event and waits for the kernel's acknowledgement.
+fn subscribe(socket: &OwnedFd) -> Result<(), String> {
+    let answer = send_listen(socket, None)?;
+    let deadline = Instant::now() + ACK_WAIT;
+    let mut buf = [0u8; 1024];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let wait = Timespec {
+            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(socket, PollFlags::IN)];
+        if poll(&mut fds, Some(&wait)).unwrap_or(0) == 0 {
+            continue;
+        }
+        let Ok((n, _, from)) = recvfrom(socket.as_fd(), &mut buf, RecvFlags::DONTWAIT) else {
+            continue;
+        };
+        let message = &buf[..n.min(buf.len())];
+        // An acknowledgement comes from the kernel (port 0) and answers our `ack`.
+        let from_kernel = from
+            .and_then(|a| SocketAddrNetlink::try_from(a).ok())
+            .is_some_and(|a| a.pid() == 0);
+        if from_kernel
+            && let Some((EVENT_ACK, err)) = event(message)
+            && u32_at(message, NLMSG_HDR + 12) == answer
+        {
+            return match err {
+                0 => Ok(()),
+                e => Err(format!(
+                    "the kernel refused process events: {}",
+                    Errno::from_raw_os_error(e)
+                )),
+            };
+        }
+    }
+    Err("the kernel did not acknowledge the process-events subscription (it serves them only to a process with CAP_NET_ADMIN in the initial namespaces)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// A shell that has started (so its own exec's event is queued) and, once a line
+    /// arrives on its input, execs another shell, which prints a line and waits.
+    fn waiting_shell() -> std::process::Child {
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                "echo started; read line; exec sh -c 'echo ran; read line'",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        assert_eq!(line_from(&mut child), "started\n");
+        child
+    }
+
+    /// The next line `child` prints. (Reads byte by byte: nothing is buffered past it.)
+    fn line_from(child: &mut std::process::Child) -> String {
+        let out = child.stdout.as_mut().unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8];
+        while line.last() != Some(&b'\n') && std::io::Read::read(out, &mut byte).unwrap() == 1 {
+            line.push(byte[0]);
+        }
+        String::from_utf8(line).unwrap()
+    }
+
+    /// Lets `child` go on (to its exec or id change) and waits until it has run on
+    /// (the event is queued before that).
+    fn let_it_go_on(child: &mut std::process::Child) {
+        writeln!(child.stdin.as_mut().unwrap()).unwrap();
+        assert_eq!(line_from(child), "ran\n");
+    }
+
+    // Needs CAP_NET_ADMIN in the initial namespaces (the test suite runs as root).
+    #[test]
+    fn an_exec_of_a_watched_process_changes_its_stamp_and_no_other() {
+        let events = ProcEvents::open().expect("process events (run as root)");
+        let mut child = waiting_shell();
+        let mut other = waiting_shell();
+        let (watch, stamp) = events.watch(child.id() as i32);
+        let (unmoved, unmoved_stamp) = events.watch(std::process::id() as i32);
+        assert_eq!(watch.stamp(), stamp, "nothing happened yet");
+        let_it_go_on(&mut other);
+        assert_eq!(watch.stamp(), stamp, "another process's exec");
+        let_it_go_on(&mut child);
+        assert_ne!(watch.stamp(), stamp, "its exec");
+        assert_eq!(unmoved.stamp(), unmoved_stamp);
+        for c in [&mut child, &mut other] {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_uid_change_of_a_watched_process_changes_its_stamp() {
+        let events = ProcEvents::open().expect("process events (run as root)");
+        let script = "import os,sys; print('started',flush=True); sys.stdin.readline(); \
+                      os.setresuid(65534,65534,65534); print('ran',flush=True); sys.stdin.readline()";
+        let mut child = Command::new("python3")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        assert_eq!(line_from(&mut child), "started\n");
+        let (watch, stamp) = events.watch(child.id() as i32);
+        assert_eq!(watch.stamp(), stamp, "nothing happened yet");
+        let_it_go_on(&mut child);
+        assert_ne!(watch.stamp(), stamp, "its setresuid");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_lost_event_ends_every_stamp_and_a_watch_ends_with_its_last_holder() {
+        let mut state = State::default();
+        state.watched.insert(7, (1, 0));
+        let before = state.stamp(7);
+        state.lost_events();
+        assert_ne!(state.stamp(7), before);
+
+        let events = ProcEvents::open().expect("process events (run as root)");
+        let (a, _) = events.watch(42);
+        let (b, _) = events.watch(42);
+        drop(a);
+        assert!(events.0.state.lock().unwrap().watched.contains_key(&42));
+        drop(b);
+        assert!(!events.0.state.lock().unwrap().watched.contains_key(&42));
+    }
+
+    #[test]
+    fn datagrams_that_are_not_process_events_change_nothing() {
+        let mut state = State::default();
+        state.watched.insert(7, (1, 0));
+        let mut exec = vec![0u8; EVENT_DATA + 8];
+        let len = exec.len() as u32;
+        exec[..4].copy_from_slice(&len.to_ne_bytes());
+        exec[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
+        exec[NLMSG_HDR..NLMSG_HDR + 4].copy_from_slice(&CN_IDX_PROC.to_ne_bytes());
+        exec[NLMSG_HDR + 4..NLMSG_HDR + 8].copy_from_slice(&CN_VAL_PROC.to_ne_bytes());
+        exec[EVENT..EVENT + 4].copy_from_slice(&EVENT_EXEC.to_ne_bytes());
+        exec[EVENT_DATA + 4..EVENT_DATA + 8].copy_from_slice(&7i32.to_ne_bytes());
+        let mut other_index = exec.clone();
+        other_index[NLMSG_HDR] = 9;
+        for bad in [&exec[..20], &other_index[..], &[0xff; 64][..], &[][..]] {
+            state.apply(bad);
+        }
+        assert_eq!(state.watched[&7].1, 0);
+        state.apply(&exec);
+        assert_eq!(state.watched[&7].1, 1);
+    }
+}
