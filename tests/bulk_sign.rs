@@ -371,13 +371,14 @@ fn batch_killed_as_it_removes_the_manifests_parts_is_read_the_same() {
 }
 
 #[test]
-fn a_parts_directory_planted_as_a_link_by_another_user_is_refused_before_signing() {
+fn an_out_every_user_may_write_is_refused_before_signing_whatever_was_planted_in_it() {
     let tmp = TempDir::new().unwrap();
     let state = root_ca(tmp.path(), &software_key(tmp.path()), "ecdsa-p256");
     let csrs = tmp.path().join("csrs");
     make_csrs(&csrs, 15);
-    // An OUT the user made writable by others, and a directory of root's that the
-    // attacker (uid 65534) wants root's files in.
+    // An OUT the user made writable by every user, and a directory of root's that the
+    // attacker (uid 65534) wants root's files in: it plants `manifest.d` as a link
+    // there (a part or a forged manifest would do as well).
     let (out, target) = (tmp.path().join("out"), tmp.path().join("target"));
     std::fs::create_dir(&out).unwrap();
     std::fs::create_dir(&target).unwrap();
@@ -403,7 +404,7 @@ fn a_parts_directory_planted_as_a_link_by_another_user_is_refused_before_signing
     let run = batch(&state, &csrs, &out, Format::Jsonl).output().unwrap();
     let (stdout, stderr) = text(&run);
     assert!(!run.status.success(), "{stdout}{stderr}");
-    assert!(stderr.contains("manifest.d is not a directory"), "{stderr}");
+    assert!(stderr.contains("can be written by every user"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     assert!(std::fs::read_dir(&target).unwrap().next().is_none());
     assert!(bundle_lines(&out).is_empty(), "nothing signed");

@@ -13,24 +13,17 @@ fn fails_unchanged(state: &std::path::Path, args: &[&str], needle: &str) {
     assert_eq!(snapshot(state), before, "state changed by failing {args:?}");
 }
 
+/// `issue --name a --dns a.internal --out OUT`.
+fn issue_a(out: &str) -> [&str; 7] {
+    ["issue", "--name", "a", "--dns", "a.internal", "--out", out]
+}
+
 #[test]
 fn before_any_ca() {
     let tmp = TempDir::new().unwrap();
     let state = tmp.path().join("state");
     let out = tmp.path().join("out");
-    fails_unchanged(
-        &state,
-        &[
-            "issue",
-            "--name",
-            "a",
-            "--dns",
-            "a.internal",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        "ca init",
-    );
+    fails_unchanged(&state, &issue_a(out.to_str().unwrap()), "ca init");
     assert!(
         !state.exists() && !out.exists(),
         "issue before ca init created files"
@@ -239,4 +232,43 @@ fn interrupted_operation_is_reported() {
         stderr.contains("00ff.pem is not in the inventory"),
         "{stderr}"
     );
+}
+
+/// The attack as uid 65534 on a state directory a careless `chmod` opened to every user:
+/// it can plant files there (or swap the CA's record); keyward then refuses to write, by
+/// name, and changes nothing until the mode is mended.
+#[test]
+fn a_state_directory_every_user_may_write_is_refused_and_left_as_it_is() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new().unwrap();
+    let state = root_ca(tmp.path(), &software_key(tmp.path()), "ecdsa-p256");
+    let out = tmp.path().join("out");
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    let issue = issue_a(out.to_str().unwrap());
+    mode(tmp.path(), 0o755);
+    for (dir, what) in [
+        (state.clone(), "the state directory"),
+        (state.join("ca"), "the CA directory"),
+    ] {
+        mode(&state, 0o755);
+        mode(&dir, 0o777);
+        let planted = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "touch"])
+            .arg(dir.join("planted-by-65534"))
+            .status()
+            .unwrap();
+        assert!(
+            planted.success(),
+            "uid 65534 could not write {}",
+            dir.display()
+        );
+        let line = keyward_fails(&state, &issue, "can be written by every user");
+        assert!(line.contains(what), "{line}");
+        fails_unchanged(&state, &issue, "chmod o-w");
+        assert!(!out.exists(), "issued into {}", out.display());
+        mode(&dir, 0o700);
+    }
+    keyward_ok(&state, &issue);
 }

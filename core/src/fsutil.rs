@@ -311,6 +311,21 @@ pub fn mode_of(path: &Path) -> Result<u32, Error> {
         .map_err(|e| Error::io(format!("cannot stat {}", path.display()), e))
 }
 
+/// Refuses a directory every user may write (mode `o+w`, sticky or not): any local user
+/// could replace or plant what keyward reads back from it (a key, the CA's record, a
+/// batch manifest). `what` names the directory in the one-line error. A group-writable
+/// directory is left to its owner's choice of group.
+pub fn refuse_world_writable_dir(dir: &Path, what: &str) -> Result<(), Error> {
+    let mode = mode_of(dir)?;
+    if mode & 0o002 != 0 {
+        return Err(Error::State(format!(
+            "{what} {} can be written by every user (mode {mode:04o}): any of them could replace what keyward reads back from it; run chmod o-w on it",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The directory `path` is in (`.` for a bare file name).
 pub fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
@@ -328,6 +343,32 @@ fn unique() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_every_user_may_write_is_refused_by_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        for (mode, refused) in [
+            (0o700, false),
+            (0o770, false),
+            (0o755, false),
+            (0o777, true),
+            (0o1777, true),
+            (0o703, true),
+        ] {
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode)).unwrap();
+            let got = refuse_world_writable_dir(dir, "the test directory");
+            assert_eq!(got.is_err(), refused, "mode {mode:o}: {got:?}");
+            if let Err(e) = got {
+                let e = e.to_string();
+                assert!(
+                    e.contains("the test directory") && e.contains("chmod o-w"),
+                    "{e}"
+                );
+            }
+        }
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+    }
 
     #[test]
     fn refuse_keeps_the_existing_file_and_no_write_leaves_a_temporary() {

@@ -105,6 +105,7 @@ impl StateDir {
 
     /// Creates the directory (0700) if needed and takes the write lock.
     pub fn create_and_lock(&self) -> Result<StateLock, Error> {
+        self.refuse_world_writable()?;
         for sub in ["ca", "issued", "pending"] {
             fsutil::create_private_dir(&self.root.join(sub))?;
         }
@@ -112,7 +113,8 @@ impl StateDir {
     }
 
     /// Takes the write lock on an existing directory, waiting for another keyward
-    /// process to finish. Fails (changing nothing) if the directory does not exist.
+    /// process to finish. Fails (changing nothing) if the directory does not exist, or
+    /// if every user may write it or its `ca` directory.
     pub fn lock(&self) -> Result<StateLock, Error> {
         if !self.exists() {
             return Err(Error::State(format!(
@@ -120,6 +122,7 @@ impl StateDir {
                 self.root.display()
             )));
         }
+        self.refuse_world_writable()?;
         let path = self.root.join(".lock");
         let file = fs::OpenOptions::new()
             .create(true)
@@ -142,6 +145,21 @@ impl StateDir {
             }
         }
         Ok(StateLock { _file: file })
+    }
+
+    /// Refuses the directory, or its `ca` directory, where they exist and every user
+    /// may write them: any user could swap the CA's record for their own.
+    fn refuse_world_writable(&self) -> Result<(), Error> {
+        let ca = self.root.join("ca");
+        for (dir, what) in [
+            (&self.root, "the state directory"),
+            (&ca, "the CA directory"),
+        ] {
+            if dir.is_dir() {
+                fsutil::refuse_world_writable_dir(dir, what)?;
+            }
+        }
+        Ok(())
     }
 
     /// Where the agent's record `which` is.

@@ -266,6 +266,8 @@ fn prepare_out(dir: &Path, out: &Path) -> Result<PathBuf, Error> {
         )));
     }
     fsutil::create_private_dir(&out)?;
+    // Any user could otherwise plant certificates or mark CSRs as signed.
+    fsutil::refuse_world_writable_dir(&out, "--out")?;
     let same = std::fs::canonicalize(dir).map_err(|e| bad(dir, e))?
         == std::fs::canonicalize(&out).map_err(|e| bad(&out, e))?;
     if same {
