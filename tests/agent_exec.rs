@@ -77,7 +77,11 @@ fn agent_granting(uid: u32) -> (Agent, PathBuf, PathBuf) {
     agent.start();
     // Run as root, the agent checks a kept attestation against the kernel's process
     // events (not the fingerprint): these tests are what shows they see an exec and
-    // an id change.
+    // an id change. It says which once its socket serves (after it is bound).
+    let said = "a connection's remembered attestation is checked";
+    wait_for(said, std::time::Duration::from_secs(10), || {
+        agent.log().contains(said)
+    });
     let log = agent.log();
     assert!(
         log.contains("checked against the kernel's process events"),
