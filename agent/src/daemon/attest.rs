@@ -206,7 +206,6 @@ async fn attest_exe(
     digests: &DigestCache,
     events: Option<&ProcEvents>,
 ) -> Result<(Facts, Option<Attested>), AttestError> {
-    let dir = ProcDir::open(pid).map_err(AttestError::Mismatch)?;
     // Taken before the reads; kept only if nothing changed during them. A digest is
     // checked by fingerprint (a write to the executable is no process event).
     let before = match events.filter(|_| !needs.sha256) {
@@ -214,10 +213,12 @@ async fn attest_exe(
             let (watch, stamp) = events.watch(pid);
             Some(Check::Events(watch, stamp))
         }
-        None => dir
-            .fingerprint()
-            .ok()
-            .map(|print| Check::Fingerprint(dir, print)),
+        None => {
+            let dir = ProcDir::open(pid).map_err(AttestError::Mismatch)?;
+            dir.fingerprint()
+                .ok()
+                .map(|print| Check::Fingerprint(dir, print))
+        }
     };
     let ids = proc::ids(pid).map_err(AttestError::Mismatch)?;
     ids.check(peer.uid, peer.gid)

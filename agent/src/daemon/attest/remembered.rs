@@ -77,10 +77,19 @@ pub(super) enum Check {
 
 impl Check {
     /// Whether the process is unchanged since the check was taken: no event for it
-    /// since, or a fingerprint that shows `read` (what the reads found).
-    pub(super) fn holds_for(&self, read: &Fingerprint) -> bool {
+    /// since, or the same fingerprint now.
+    fn holds(&self) -> bool {
         match self {
             Check::Events(watch, stamp) => watch.stamp() == *stamp,
+            Check::Fingerprint(dir, print) => dir.fingerprint().ok() == Some(*print),
+        }
+    }
+
+    /// Whether the check, taken before reads that found `read`, vouches for them: no
+    /// event for the process since, or a fingerprint that shows what was read.
+    pub(super) fn holds_for(&self, read: &Fingerprint) -> bool {
+        match self {
+            Check::Events(..) => self.holds(),
             Check::Fingerprint(_, print) => print == read,
         }
     }
@@ -91,11 +100,7 @@ impl Attested {
     /// The caller checks through the pidfd, afterwards, that the process still runs.
     pub(super) fn reuse(&self, needs: Needs) -> Option<Facts> {
         let covered = (self.needs.path || !needs.path) && (self.needs.sha256 || !needs.sha256);
-        let unchanged = || match &self.check {
-            Check::Events(watch, stamp) => watch.stamp() == *stamp,
-            Check::Fingerprint(dir, print) => dir.fingerprint().ok() == Some(*print),
-        };
-        (covered && unchanged()).then(|| self.facts.clone())
+        (covered && self.check.holds()).then(|| self.facts.clone())
     }
 }
 
