@@ -26,7 +26,8 @@ pub struct CallerGate {
     audit: Audit,
     metrics: Metrics,
     digests: DigestCache,
-    /// The kernel's process events, when it sends them to the agent.
+    /// The kernel's process events, when an entry at start named a program and the
+    /// kernel sends them to the agent.
     events: Option<ProcEvents>,
 }
 
@@ -58,14 +59,21 @@ impl CallerGate {
                 tracing::warn!(spiffe_id = %w.spiffe_id, path = %path.display(), "the path selector names no file; no caller matches until it exists");
             }
         }
-        let events = match ProcEvents::open() {
-            Ok(events) => {
+        // Only entries that name a program read `/proc` and keep what they read; an
+        // agent without them does not take every exec on the machine.
+        let names_a_program = config
+            .workloads
+            .iter()
+            .any(|w| w.selectors.names_a_program());
+        let events = match names_a_program.then(ProcEvents::open) {
+            None => None,
+            Some(Ok(events)) => {
                 tracing::info!(
                     "a connection's remembered attestation is checked against the kernel's process events"
                 );
                 Some(events)
             }
-            Err(why) => {
+            Some(Err(why)) => {
                 tracing::info!(
                     "{why}; a connection's remembered attestation is checked by two stat calls per call instead"
                 );
