@@ -20,13 +20,14 @@
 //! events (`proc_events`: root, in the initial namespaces), that is the absence of an
 //! exec, uid or gid event for the process since just before the reads: the kernel
 //! queues such an event inside the system call, before the process runs on, and every
-//! later call reads the queue first. Elsewhere, and for a `sha256` (a write to the
-//! executable is no process event), it is a fingerprint taken just before the reads: the
-//! owner of `/proc/PID` and the device, inode, size, modification and change times of
-//! the file `/proc/PID/exe` names, from a `/proc/PID` directory held open, taken again
-//! by every later call (two `statx` calls). Either way the pidfd is checked after; if
-//! the process changed, everything is read again and refused exactly as on a first
-//! call. A call that needs more (a `sha256` after a `path`) reads everything again too.
+//! later call checks the queue first (one `poll` of it and the pidfd). Elsewhere, and
+//! for a `sha256` (a write to the executable is no process event), it is a fingerprint
+//! taken just before the reads: the owner of `/proc/PID` and the device, inode, size,
+//! modification and change times of the file `/proc/PID/exe` names, from a `/proc/PID`
+//! directory held open, taken again by every later call (two `statx` calls), and the
+//! pidfd is checked after. If the process changed, everything is read again and refused
+//! exactly as on a first call. A call that needs more (a `sha256` after a `path`) reads
+//! everything again too.
 //!
 //! What the fingerprint sees: procfs gives `/proc/PID` (the directory itself, unlike
 //! the files in it) the effective uid and gid of the process even when it is not
@@ -180,9 +181,9 @@ async fn attest_from_proc(
 ) -> Result<Facts, AttestError> {
     let pid = known_pid(peer)?;
     let last = peer.remembered.get();
-    if let Some(facts) = last.as_ref().and_then(|last| last.reuse(needs)) {
-        // Still running: the fingerprint read above was that process's.
-        peer.check_alive()?;
+    if let Some(last) = &last
+        && let Some(facts) = last.reuse(needs, peer)?
+    {
         return Ok(facts);
     }
     let needs = last.map_or(needs, |last| Needs {

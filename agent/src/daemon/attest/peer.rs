@@ -87,6 +87,15 @@ impl Peer {
             Err(why) => Err(AttestError::Gone(why.clone())),
         }
     }
+
+    /// The pidfd of the process that connected (to poll beside another descriptor);
+    /// the same error as [`Peer::check_alive`] when there is none.
+    pub(super) fn pidfd(&self) -> Result<BorrowedFd<'_>, AttestError> {
+        self.pidfd
+            .as_ref()
+            .map(AsFd::as_fd)
+            .map_err(|why| AttestError::Gone(why.clone()))
+    }
 }
 
 /// A pidfd for `pid` opened now, kept only if that process started no later than the

@@ -1,23 +1,26 @@
 //! The kernel's process events (the proc connector, `NETLINK_CONNECTOR`), so a
-//! connection's remembered attestation is checked by one read of a socket rather than
-//! by stat calls on `/proc` for every call.
+//! connection's remembered attestation is checked by one `poll` (of this socket and
+//! the caller's pidfd) rather than by stat calls on `/proc` for every call.
 //!
 //! The kernel queues an exec event (`PROC_EVENT_EXEC`) on this socket inside `execve`,
 //! before the new program runs, and a uid or gid event (`PROC_EVENT_UID`,
 //! `PROC_EVENT_GID`) inside every `set*id` call, before it returns. So whatever a
 //! process sends after an exec or an id change, its event is already queued when the
 //! agent reads the call: draining the socket then (under one lock, which every reader
-//! takes) sees it. A watched process whose event is seen gets a new generation, and a
-//! remembered attestation is reused only while the generation it was made under holds.
-//! Events the kernel could not queue (a full buffer) are reported as `ENOBUFS` on the
-//! next read; that ends every remembered attestation at once (a new epoch).
+//! takes) sees it; a call that finds the socket empty waits for any reader that took
+//! an event and has not applied it yet (see [`Watch::stamp_and_exit`]). A watched process whose event is seen
+//! gets a new generation, and a remembered attestation is reused only while the
+//! generation it was made under holds. Events the kernel could not queue (a full
+//! buffer) are reported as `ENOBUFS` on the next read; that ends every remembered
+//! attestation at once (a new epoch).
 //!
 //! The kernel serves these events only to a process with `CAP_NET_ADMIN` in the
 //! initial user and PID namespaces, and says so with an acknowledgement; without one,
 //! [`ProcEvents::open`] fails and the agent checks fingerprints instead (`remembered`).
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -60,15 +63,29 @@ pub struct ProcEvents(Arc<Shared>);
 struct Shared {
     socket: OwnedFd,
     state: Mutex<State>,
+    /// Readers that may hold events taken from the socket and not yet applied: counted
+    /// from before a reader's first `recv` until after its last event is applied (see
+    /// [`Watch::stamp_and_exit`]).
+    draining: AtomicUsize,
+    /// Incremented whenever events may have been lost (under the state's lock).
+    epoch: AtomicU64,
 }
 
 /// What the events have said so far about the watched processes.
 #[derive(Debug, Default)]
 struct State {
-    /// Incremented whenever events may have been lost.
-    epoch: u64,
-    /// Per watched process (thread-group id): how many watches, and its generation.
-    watched: HashMap<i32, (usize, u64)>,
+    /// Per watched process (thread-group id).
+    watched: HashMap<i32, Watched>,
+}
+
+/// One watched process.
+#[derive(Debug, Default)]
+struct Watched {
+    /// How many watches are held.
+    holders: usize,
+    /// Incremented (under the state's lock) on each of its events; also read without
+    /// the lock, by [`Watch::stamp_and_exit`].
+    generation: Arc<AtomicU64>,
 }
 
 /// Where a watched process stood when a stamp was taken; equal stamps mean no exec, uid
@@ -84,12 +101,25 @@ pub(super) struct Stamp {
 pub(super) struct Watch {
     events: ProcEvents,
     pid: i32,
+    /// The process's generation (shared with the state's entry for it).
+    generation: Arc<AtomicU64>,
 }
 
 impl ProcEvents {
     /// Subscribes to exec, uid and gid events; an error names why the kernel will not
     /// send them. A thread also drains the socket while no call does.
     pub fn open() -> Result<ProcEvents, String> {
+        let events = ProcEvents::subscribed()?;
+        let shared = Arc::downgrade(&events.0);
+        std::thread::Builder::new()
+            .name("proc-events".into())
+            .spawn(move || ProcEvents::drain_while_idle(shared))
+            .map_err(|e| format!("cannot start the process-events reader: {e}"))?;
+        Ok(events)
+    }
+
+    /// The subscription alone: nothing reads the socket until a call does.
+    fn subscribed() -> Result<ProcEvents, String> {
         let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
         let socket = rustix::net::socket_with(
             AddressFamily::NETLINK,
@@ -110,49 +140,50 @@ impl ProcEvents {
         // acknowledgement: the filter drops it too.
         subscribe(&socket)?;
         send_listen(&socket, Some(EVENT_EXEC | EVENT_UID | EVENT_GID))?;
-        let events = ProcEvents(Arc::new(Shared {
+        Ok(ProcEvents(Arc::new(Shared {
             socket,
             state: Mutex::default(),
-        }));
-        let shared = Arc::downgrade(&events.0);
-        std::thread::Builder::new()
-            .name("proc-events".into())
-            .spawn(move || ProcEvents::drain_while_idle(shared))
-            .map_err(|e| format!("cannot start the process-events reader: {e}"))?;
-        Ok(events)
+            draining: AtomicUsize::new(0),
+            epoch: AtomicU64::new(0),
+        })))
     }
 
     /// Watches `pid` from now on; the stamp is where it stands now.
     pub(super) fn watch(&self, pid: i32) -> (Watch, Stamp) {
         let mut state = self.drained();
-        state.watched.entry(pid).or_insert((0, 0)).0 += 1;
-        let stamp = state.stamp(pid);
+        let watched = state.watched.entry(pid).or_default();
+        watched.holders += 1;
         let watch = Watch {
             events: self.clone(),
             pid,
+            generation: watched.generation.clone(),
         };
+        let stamp = watch.current();
         (watch, stamp)
     }
 
-    /// Reads every queued event, then returns the state.
+    /// Reads every queued event, then returns the state (every event read is applied).
     fn drained(&self) -> MutexGuard<'_, State> {
-        let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        let shared = &*self.0;
+        shared.draining.fetch_add(1, SeqCst);
+        let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut buf = [0u8; 1024];
         loop {
-            match recv(&self.0.socket, &mut buf, RecvFlags::DONTWAIT) {
+            match recv(&shared.socket, &mut buf, RecvFlags::DONTWAIT) {
                 Ok((n, _)) => state.apply(&buf[..n.min(buf.len())]),
                 Err(Errno::AGAIN) => break,
                 Err(Errno::INTR) => {}
                 // Events the kernel could not queue: nothing remembered can be
                 // vouched for; the rest of the queue is read on.
-                Err(Errno::NOBUFS) => state.lost_events(),
+                Err(Errno::NOBUFS) => shared.lost_events(),
                 // A socket that no longer reads: every later read fails the same way.
                 Err(_) => {
-                    state.lost_events();
+                    shared.lost_events();
                     break;
                 }
             }
         }
+        shared.draining.fetch_sub(1, SeqCst);
         state
     }
 
@@ -172,10 +203,65 @@ impl ProcEvents {
     }
 }
 
+impl Shared {
+    /// Ends every stamp taken so far (events may have been lost).
+    fn lost_events(&self) {
+        let epoch = self.epoch.fetch_add(1, SeqCst) + 1;
+        if epoch % 1024 == 1 {
+            tracing::warn!("process events were lost; remembered attestations are read again");
+        }
+    }
+}
+
 impl Watch {
     /// Where the watched process stands now, after every queued event is read.
     pub(super) fn stamp(&self) -> Stamp {
-        self.events.drained().stamp(self.pid)
+        let _drained = self.events.drained();
+        self.current()
+    }
+
+    /// Where the watched process stands now, and whether `pidfd` polled readable (its
+    /// process has exited; a failed poll counts as exited), from one `poll` of both
+    /// `pidfd` and the events socket: what a later call on a connection does, in one
+    /// system call (and without the lock) where no event is waiting.
+    ///
+    /// Every event the kernel queued before the poll has been applied when the stamp is
+    /// read: either it is still queued, so the socket polls readable and the queue is
+    /// drained here, or a reader took it before the poll; that reader counted itself in
+    /// `draining` before its `recv` and uncounts itself only after applying what it
+    /// read, so a `draining` of zero, read after the poll, means it is applied, and
+    /// anything else means the lock is waited for.
+    pub(super) fn stamp_and_exit(&self, pidfd: BorrowedFd<'_>) -> (Stamp, bool) {
+        let shared = &*self.events.0;
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let (waiting, exited) = loop {
+            let mut fds = [
+                PollFd::new(&shared.socket, PollFlags::IN),
+                PollFd::from_borrowed_fd(pidfd, PollFlags::IN),
+            ];
+            match poll(&mut fds, Some(&now)) {
+                Ok(_) => break (!fds[0].revents().is_empty(), !fds[1].revents().is_empty()),
+                Err(Errno::INTR) => {}
+                Err(_) => break (true, true),
+            }
+        };
+        let stamp = if waiting || shared.draining.load(SeqCst) != 0 {
+            self.stamp()
+        } else {
+            self.current()
+        };
+        (stamp, exited)
+    }
+
+    /// The stamp from what has been applied so far.
+    fn current(&self) -> Stamp {
+        Stamp {
+            epoch: self.events.0.epoch.load(SeqCst),
+            generation: self.generation.load(SeqCst),
+        }
     }
 }
 
@@ -183,8 +269,8 @@ impl Watch {
 impl ProcEvents {
     /// Counts an event for `pid` as if the kernel had sent one.
     pub(super) fn note_event_for(&self, pid: i32) {
-        if let Some(w) = self.drained().watched.get_mut(&pid) {
-            w.1 += 1;
+        if let Some(w) = self.drained().watched.get(&pid) {
+            w.generation.fetch_add(1, SeqCst);
         }
     }
 }
@@ -197,9 +283,9 @@ impl Drop for Watch {
             .state
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some((count, _)) = state.watched.get_mut(&self.pid) {
-            *count -= 1;
-            if *count == 0 {
+        if let Some(watched) = state.watched.get_mut(&self.pid) {
+            watched.holders -= 1;
+            if watched.holders == 0 {
                 state.watched.remove(&self.pid);
             }
         }
@@ -207,21 +293,6 @@ impl Drop for Watch {
 }
 
 impl State {
-    /// Ends every stamp taken so far.
-    fn lost_events(&mut self) {
-        self.epoch += 1;
-        if self.epoch % 1024 == 1 {
-            tracing::warn!("process events were lost; remembered attestations are read again");
-        }
-    }
-
-    fn stamp(&self, pid: i32) -> Stamp {
-        Stamp {
-            epoch: self.epoch,
-            generation: self.watched.get(&pid).map_or(0, |w| w.1),
-        }
-    }
-
     /// Applies one datagram: exec, uid and gid events of watched processes.
     fn apply(&mut self, mut datagram: &[u8]) {
         while datagram.len() >= NLMSG_HDR {
@@ -231,9 +302,9 @@ impl State {
             }
             if let Some((what, tgid)) = event(&datagram[..len])
                 && matches!(what, EVENT_EXEC | EVENT_UID | EVENT_GID)
-                && let Some(w) = self.watched.get_mut(&tgid)
+                && let Some(w) = self.watched.get(&tgid)
             {
-                w.1 += 1;
+                w.generation.fetch_add(1, SeqCst);
             }
             datagram = &datagram[len.next_multiple_of(4).min(datagram.len())..];
         }

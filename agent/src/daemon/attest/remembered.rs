@@ -13,7 +13,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags, open, statx};
 
 use super::digest::FileVersion;
 use super::proc_events::{Stamp, Watch};
-use super::{Facts, Needs};
+use super::{AttestError, Facts, Needs, Peer};
 
 /// The caller's `/proc/PID` directory, held open (`O_PATH`): it stays bound to the
 /// process it was opened for, whatever process holds the PID later.
@@ -96,11 +96,34 @@ impl Check {
 }
 
 impl Attested {
-    /// The facts again, if they cover `needs` and the process has not changed since.
-    /// The caller checks through the pidfd, afterwards, that the process still runs.
-    pub(super) fn reuse(&self, needs: Needs) -> Option<Facts> {
+    /// The facts again, if they cover `needs`, the process has not changed since and it
+    /// still runs (through `peer`'s pidfd: so the fingerprint read was that process's);
+    /// an error once it has exited. With process events both are asked in one `poll`.
+    pub(super) fn reuse(&self, needs: Needs, peer: &Peer) -> Result<Option<Facts>, AttestError> {
         let covered = (self.needs.path || !needs.path) && (self.needs.sha256 || !needs.sha256);
-        (covered && self.check.holds()).then(|| self.facts.clone())
+        if !covered {
+            return Ok(None);
+        }
+        let unchanged = match &self.check {
+            Check::Events(watch, stamp) => {
+                let (now, exited) = watch.stamp_and_exit(peer.pidfd()?);
+                if exited {
+                    // Named as a check of its own would name it (a failed poll that
+                    // does not recur reads everything again instead).
+                    peer.check_alive()?;
+                    return Ok(None);
+                }
+                now == *stamp
+            }
+            Check::Fingerprint(..) => {
+                if !self.check.holds() {
+                    return Ok(None);
+                }
+                peer.check_alive()?;
+                true
+            }
+        };
+        Ok(unchanged.then(|| self.facts.clone()))
     }
 }
 

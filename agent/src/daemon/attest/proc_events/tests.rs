@@ -59,6 +59,58 @@ fn an_exec_of_a_watched_process_changes_its_stamp_and_no_other() {
     }
 }
 
+/// A pidfd for `child`.
+fn pidfd(child: &std::process::Child) -> OwnedFd {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap()
+}
+
+#[test]
+fn a_later_calls_single_poll_sees_an_exec_queued_before_it_and_an_exit() {
+    // No idle reader: the exec's event waits in the queue until the poll.
+    let events = ProcEvents::subscribed().expect("process events (run as root)");
+    let mut child = waiting_shell();
+    let fd = pidfd(&child);
+    let (watch, stamp) = events.watch(child.id() as i32);
+    assert_eq!(watch.stamp_and_exit(fd.as_fd()), (stamp, false));
+    let_it_go_on(&mut child);
+    let (after, exited) = watch.stamp_and_exit(fd.as_fd());
+    assert!(!exited);
+    assert_ne!(after, stamp, "its exec, queued before the poll");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(watch.stamp_and_exit(fd.as_fd()).1, "its exit");
+}
+
+#[test]
+fn a_later_calls_poll_waits_for_a_reader_that_may_hold_an_event() {
+    let events = ProcEvents::open().expect("process events (run as root)");
+    let child = waiting_shell();
+    let fd = pidfd(&child);
+    let (watch, stamp) = events.watch(child.id() as i32);
+    // A reader that took an event for the process from the socket (the queue is empty
+    // now) and has not applied it yet: counted in `draining`, holding the lock.
+    let held = events.0.state.lock().unwrap();
+    events.0.draining.fetch_add(1, SeqCst);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| done.send(watch.stamp_and_exit(fd.as_fd())).unwrap());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(finished.try_recv().is_err(), "the poll did not wait");
+        held.watched[&(child.id() as i32)]
+            .generation
+            .fetch_add(1, SeqCst);
+        events.0.draining.fetch_sub(1, SeqCst);
+        drop(held);
+        let (after, exited) = finished.recv().unwrap();
+        assert!(!exited);
+        assert_ne!(after, stamp, "the reader's event");
+    });
+    let mut child = child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn a_uid_change_of_a_watched_process_changes_its_stamp() {
     let events = ProcEvents::open().expect("process events (run as root)");
@@ -81,13 +133,12 @@ fn a_uid_change_of_a_watched_process_changes_its_stamp() {
 
 #[test]
 fn a_lost_event_ends_every_stamp_and_a_watch_ends_with_its_last_holder() {
-    let mut state = State::default();
-    state.watched.insert(7, (1, 0));
-    let before = state.stamp(7);
-    state.lost_events();
-    assert_ne!(state.stamp(7), before);
-
     let events = ProcEvents::open().expect("process events (run as root)");
+    let (watch, before) = events.watch(7);
+    events.0.lost_events();
+    assert_ne!(watch.stamp(), before);
+    assert_ne!(watch.current(), before, "read without the lock too");
+
     let (a, _) = events.watch(42);
     let (b, _) = events.watch(42);
     drop(a);
@@ -121,7 +172,8 @@ fn events_the_kernel_could_not_queue_end_every_stamp() {
 #[test]
 fn datagrams_that_are_not_process_events_change_nothing() {
     let mut state = State::default();
-    state.watched.insert(7, (1, 0));
+    state.watched.insert(7, Watched::default());
+    let generation = |state: &State| state.watched[&7].generation.load(SeqCst);
     let mut exec = vec![0u8; EVENT_DATA + 8];
     let len = exec.len() as u32;
     exec[..4].copy_from_slice(&len.to_ne_bytes());
@@ -135,7 +187,7 @@ fn datagrams_that_are_not_process_events_change_nothing() {
     for bad in [&exec[..20], &other_index[..], &[0xff; 64][..], &[][..]] {
         state.apply(bad);
     }
-    assert_eq!(state.watched[&7].1, 0);
+    assert_eq!(generation(&state), 0);
     state.apply(&exec);
-    assert_eq!(state.watched[&7].1, 1);
+    assert_eq!(generation(&state), 1);
 }
