@@ -7,12 +7,12 @@
 //! `PROC_EVENT_GID`) inside every `set*id` call, before it returns. So whatever a
 //! process sends after an exec or an id change, its event is already queued when the
 //! agent reads the call: draining the socket then (under one lock, which every reader
-//! takes) sees it; a call that finds the socket empty waits for any reader that took
-//! an event and has not applied it yet (see [`Watch::stamp_and_exit`]). A watched process whose event is seen
-//! gets a new generation, and a remembered attestation is reused only while the
-//! generation it was made under holds. Events the kernel could not queue (a full
-//! buffer) are reported as `ENOBUFS` on the next read; that ends every remembered
-//! attestation at once (a new epoch).
+//! takes) sees it; a call that finds the socket empty waits for any reader that took an
+//! event and has not applied it yet (see [`Watch::stamp_and_exit`]). A watched process
+//! whose event is seen gets a new generation, and a remembered attestation is reused
+//! only while the generation it was made under holds. Events the kernel could not queue
+//! (a full buffer) are reported as `ENOBUFS` on the next read; that ends every
+//! remembered attestation at once (a new epoch).
 //!
 //! The kernel serves these events only to a process with `CAP_NET_ADMIN` in the
 //! initial user and PID namespaces, and says so with an acknowledgement; without one,
@@ -248,6 +248,9 @@ impl Watch {
                 Err(_) => break (true, true),
             }
         };
+        // The poll's look at the queue comes before the look at `draining` (on every
+        // architecture, not only on x86's ordered loads).
+        std::sync::atomic::fence(SeqCst);
         let stamp = if waiting || shared.draining.load(SeqCst) != 0 {
             self.stamp()
         } else {
