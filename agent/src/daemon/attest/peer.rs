@@ -116,16 +116,21 @@ pub(super) fn open_pidfd(pid: i32, accepted_ticks: u64) -> Result<OwnedFd, Strin
 /// Whether the process behind `pidfd` has exited: a pidfd polls readable then. A
 /// failed poll counts as exited, so an error never lets a caller through.
 fn exited(pidfd: BorrowedFd<'_>) -> bool {
+    polled_ready(&mut [PollFd::from_borrowed_fd(pidfd, PollFlags::IN)])[0]
+}
+
+/// Which of `fds` are ready now (a poll with no wait, retried when interrupted); all
+/// of them when the poll fails, so a failure is never taken for "nothing happened".
+pub(super) fn polled_ready<const N: usize>(fds: &mut [PollFd<'_>; N]) -> [bool; N] {
     let now = Timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     loop {
-        let mut fds = [PollFd::from_borrowed_fd(pidfd, PollFlags::IN)];
-        match poll(&mut fds, Some(&now)) {
-            Ok(ready) => return ready > 0,
+        match poll(fds, Some(&now)) {
+            Ok(_) => return std::array::from_fn(|i| !fds[i].revents().is_empty()),
             Err(rustix::io::Errno::INTR) => {}
-            Err(_) => return true,
+            Err(_) => return [true; N],
         }
     }
 }

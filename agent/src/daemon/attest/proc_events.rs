@@ -32,6 +32,8 @@ use rustix::net::{
     sockopt,
 };
 
+use super::peer::polled_ready;
+
 /// The connector's index and value for process events (`CN_IDX_PROC`, `CN_VAL_PROC`).
 const CN_IDX_PROC: u32 = 1;
 const CN_VAL_PROC: u32 = 1;
@@ -233,21 +235,10 @@ impl Watch {
     /// anything else means the lock is waited for.
     pub(super) fn stamp_and_exit(&self, pidfd: BorrowedFd<'_>) -> (Stamp, bool) {
         let shared = &*self.events.0;
-        let now = Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        let (waiting, exited) = loop {
-            let mut fds = [
-                PollFd::new(&shared.socket, PollFlags::IN),
-                PollFd::from_borrowed_fd(pidfd, PollFlags::IN),
-            ];
-            match poll(&mut fds, Some(&now)) {
-                Ok(_) => break (!fds[0].revents().is_empty(), !fds[1].revents().is_empty()),
-                Err(Errno::INTR) => {}
-                Err(_) => break (true, true),
-            }
-        };
+        let [waiting, exited] = polled_ready(&mut [
+            PollFd::new(&shared.socket, PollFlags::IN),
+            PollFd::from_borrowed_fd(pidfd, PollFlags::IN),
+        ]);
         // The poll's look at the queue comes before the look at `draining` (on every
         // architecture, not only on x86's ordered loads).
         std::sync::atomic::fence(SeqCst);

@@ -85,7 +85,7 @@ fn a_later_calls_single_poll_sees_an_exec_queued_before_it_and_an_exit() {
 #[test]
 fn a_later_calls_poll_waits_for_a_reader_that_may_hold_an_event() {
     let events = ProcEvents::open().expect("process events (run as root)");
-    let child = waiting_shell();
+    let mut child = waiting_shell();
     let fd = pidfd(&child);
     let (watch, stamp) = events.watch(child.id() as i32);
     // A reader that took an event for the process from the socket (the queue is empty
@@ -106,7 +106,6 @@ fn a_later_calls_poll_waits_for_a_reader_that_may_hold_an_event() {
         assert!(!exited);
         assert_ne!(after, stamp, "the reader's event");
     });
-    let mut child = child;
     child.kill().unwrap();
     child.wait().unwrap();
 }
