@@ -191,7 +191,10 @@ async fn attest_from_proc(
         sha256: needs.sha256 || last.needs.sha256,
     });
     peer.remembered.set(None);
-    let (facts, attested) = attest_exe(peer, pid, needs, digests, events).await?;
+    // Boxed: the reads are the rare way through (a connection's first call, or a
+    // change), and inline they would make every call's future, and the stream that
+    // follows it, too big for the allocator's per-thread cache.
+    let (facts, attested) = Box::pin(attest_exe(peer, pid, needs, digests, events)).await?;
     peer.remembered.set(attested);
     Ok(facts)
 }
