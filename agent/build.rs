@@ -1,8 +1,12 @@
 //! Compiles the SPIFFE Workload API proto, keyward's KeyService proto and Envoy's Secret Discovery Service protos
 //! (vendored under proto/, see proto/README.md) with protox (no `protoc` needed) and
-//! generates the tonic servers and clients into OUT_DIR; and links the `keyward` binary
+//! generates the tonic servers and clients into OUT_DIR (all with the codec of
+//! daemon/grpc_codec.rs); and links the `keyward` binary
 //! with packed relative relocations (see [`link_relocations_packed`]) and, in release
 //! builds, its functions in the order the agent runs them (see [`link_text_order`]).
+
+/// The codec every generated service and client uses (daemon/grpc_codec.rs).
+const GRPC_CODEC: &str = "crate::daemon::grpc_codec::SmallReads";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     link_relocations_packed();
@@ -10,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/workload.proto");
     let fds = protox::compile(["workload.proto"], ["proto"])?;
     tonic_prost_build::configure()
+        .codec_path(GRPC_CODEC)
         .build_server(true)
         .build_client(true)
         .generate_default_stubs(true)
@@ -75,6 +80,7 @@ fn compile_key_service() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/keyward");
     let fds = protox::compile(["keyward/v1/keys.proto"], ["proto"])?;
     tonic_prost_build::configure()
+        .codec_path(GRPC_CODEC)
         .build_server(true)
         .build_client(true)
         .generate_default_stubs(true)
@@ -106,6 +112,7 @@ fn compile_envoy_sds() -> Result<(), Box<dyn std::error::Error>> {
         ["proto"],
     )?;
     tonic_prost_build::configure()
+        .codec_path(GRPC_CODEC)
         .build_server(true)
         .build_client(true)
         .generate_default_stubs(true)

@@ -9,6 +9,7 @@ pub mod config;
 mod crl;
 pub(crate) mod enroll;
 pub(crate) mod generations;
+mod grpc_codec;
 mod h2_authority;
 pub mod jwt;
 mod kek_rotation;

@@ -1,0 +1,91 @@
+//! The protobuf codec of every gRPC service the agent serves, and of the clients
+//! generated beside them (build.rs names it): prost's, with a small first buffer for
+//! the messages a call reads.
+//!
+//! tonic starts each call's read buffer at 8 KiB, while the requests on the socket are
+//! tens of bytes (an empty `X509SVIDRequest`, a key name and a digest). An allocation
+//! that big bypasses glibc's per-thread cache (which keeps chunks up to 1,032 bytes), so
+//! with the agent's one malloc arena (`commands::arenas`) every call took the arena's
+//! lock to allocate it and again to free it, and the two runtime workers queued on that
+//! lock under load. A 1 KiB buffer is served from the cache; a bigger message grows it
+//! as it arrives. What a call writes keeps tonic's buffer (8 KiB): an SVID response
+//! is over 1 KiB anyway.
+
+use std::marker::PhantomData;
+
+use tonic::codec::{BufferSettings, Codec};
+use tonic_prost::ProstCodec;
+
+/// The read buffer a call starts with: the largest allocation glibc's per-thread cache
+/// keeps, rounded down to a power of two.
+const READ_BUFFER: usize = 1024;
+/// How much tonic encodes before it hands a write on (its default).
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
+/// Prost's codec with a [`READ_BUFFER`] read buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct SmallReads<T, U>(PhantomData<(T, U)>);
+
+impl<T, U> Default for SmallReads<T, U> {
+    fn default() -> Self {
+        SmallReads(PhantomData)
+    }
+}
+
+impl<T, U> Codec for SmallReads<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = <ProstCodec<T, U> as Codec>::Encoder;
+    type Decoder = <ProstCodec<T, U> as Codec>::Decoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstCodec::<T, U>::raw_encoder(BufferSettings::default())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstCodec::<T, U>::raw_decoder(BufferSettings::new(READ_BUFFER, YIELD_THRESHOLD))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::codec::{Decoder, Encoder};
+
+    #[test]
+    fn reads_start_small_and_writes_keep_tonics_buffer() {
+        let mut codec = SmallReads::<prost_types::Duration, prost_types::Duration>::default();
+        let reads = format!("{:?}", codec.decoder().buffer_settings());
+        assert!(reads.contains("buffer_size: 1024,"), "{reads}");
+        let writes = format!("{:?}", codec.encoder().buffer_settings());
+        assert_eq!(writes, format!("{:?}", BufferSettings::default()));
+    }
+
+    #[tokio::test]
+    async fn a_request_bigger_than_the_first_buffer_is_read_whole() {
+        use prost::Message;
+        use prost_types::{ListValue, Value, value::Kind};
+        // 50 strings of 100 bytes: 5,200 bytes encoded, every byte ASCII (so the frame
+        // can be a `String` body, which http-body implements).
+        let value = Value {
+            kind: Some(Kind::StringValue("a".repeat(100))),
+        };
+        let list = ListValue {
+            values: vec![value; 50],
+        };
+        let message = list.encode_to_vec();
+        assert!(message.len() > 5 * READ_BUFFER);
+        let mut frame = vec![0u8];
+        frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+        frame.extend_from_slice(&message);
+        let body = String::from_utf8(frame).expect("an ASCII frame");
+        let mut codec = SmallReads::<ListValue, ListValue>::default();
+        let mut reads = tonic::Streaming::new_request(codec.decoder(), body, None, None);
+        assert_eq!(reads.message().await.unwrap(), Some(list));
+        assert_eq!(reads.message().await.unwrap(), None);
+    }
+}
