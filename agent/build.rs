@@ -6,7 +6,7 @@
 //! builds, its functions in the order the agent runs them (see [`link_text_order`]).
 
 /// The codec every generated service and client uses (daemon/grpc_codec.rs).
-const GRPC_CODEC: &str = "crate::daemon::grpc_codec::SmallReads";
+const GRPC_CODEC: &str = "crate::daemon::grpc_codec::SmallBuffers";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     link_relocations_packed();
