@@ -59,19 +59,21 @@ fn an_exec_of_a_watched_process_changes_its_stamp_and_no_other() {
     }
 }
 
-/// A pidfd for `child`.
-fn pidfd(child: &std::process::Child) -> OwnedFd {
+/// A [`waiting_shell`] watched through `events`, with a pidfd for it and the stamp
+/// the watch started at.
+fn watched_shell(events: &ProcEvents) -> (std::process::Child, OwnedFd, Watch, Stamp) {
+    let child = waiting_shell();
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap()
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+    let (watch, stamp) = events.watch(child.id() as i32);
+    (child, fd, watch, stamp)
 }
 
 #[test]
 fn a_later_calls_single_poll_sees_an_exec_queued_before_it_and_an_exit() {
     // No idle reader: the exec's event waits in the queue until the poll.
     let events = ProcEvents::subscribed().expect("process events (run as root)");
-    let mut child = waiting_shell();
-    let fd = pidfd(&child);
-    let (watch, stamp) = events.watch(child.id() as i32);
+    let (mut child, fd, watch, stamp) = watched_shell(&events);
     assert_eq!(watch.stamp_and_exit(fd.as_fd()), (stamp, false));
     let_it_go_on(&mut child);
     let (after, exited) = watch.stamp_and_exit(fd.as_fd());
@@ -85,9 +87,7 @@ fn a_later_calls_single_poll_sees_an_exec_queued_before_it_and_an_exit() {
 #[test]
 fn a_later_calls_poll_waits_for_a_reader_that_may_hold_an_event() {
     let events = ProcEvents::open().expect("process events (run as root)");
-    let mut child = waiting_shell();
-    let fd = pidfd(&child);
-    let (watch, stamp) = events.watch(child.id() as i32);
+    let (mut child, fd, watch, stamp) = watched_shell(&events);
     // A reader that took an event for the process from the socket (the queue is empty
     // now) and has not applied it yet: counted in `draining`, holding the lock.
     let held = events.0.state.lock().unwrap();
