@@ -96,7 +96,7 @@ pub async fn intermediate(
         plan: Plan::Ca,
     };
     state
-        .transaction(op, &|e| audit::record(state, e), async |tx| {
+        .transaction(&op, &|e| audit::record(state, e), async |tx| {
             tx.install_intermediate(&cert.der, signer.uri())?;
             tx.audit(
                 Event::issued("ca_intermediate_created", &cert.der, &root_key)

@@ -100,7 +100,7 @@ pub(super) async fn deliver(
         plan: Plan::Certificate(Box::new(new.clone())),
     };
     state
-        .transaction(op, &|e| audit::record(state, e), async |tx| {
+        .transaction(&op, &|e| audit::record(state, e), async |tx| {
             if let Some((path, pem)) = key {
                 tx.create_dir(fsutil::parent_dir(path))?;
                 tx.write(

@@ -132,7 +132,7 @@ async fn resolve_one(
         },
     };
     state
-        .transaction(op, &|e| audit::record(state, e), async |tx| {
+        .transaction(&op, &|e| audit::record(state, e), async |tx| {
             if !rec.file.exists() {
                 return Ok(None);
             }

@@ -46,7 +46,7 @@ pub async fn revoke(state: &StateDir, backends: &Backends, args: &RevokeArgs) ->
         },
     };
     let (entry, list, next_update) = state
-        .transaction(op, &|e| audit::record(state, e), async |tx| {
+        .transaction(&op, &|e| audit::record(state, e), async |tx| {
             let mut list = tx.state().revocations()?;
             if let Some(r) = list.find(&record.serial_hex) {
                 return Err(already_revoked(r));
@@ -91,7 +91,7 @@ pub async fn crl(state: &StateDir, backends: &Backends, args: &CrlArgs) -> Resul
         plan: Plan::Revocations { serial_hex: None },
     };
     let (list, next_update) = state
-        .transaction(op, &|e| audit::record(state, e), async |tx| {
+        .transaction(&op, &|e| audit::record(state, e), async |tx| {
             let mut list = tx.state().revocations()?;
             let next_update = save_next_crl(tx, &issuer, &mut list, validity).await?;
             tx.audit(Event::new("crl_signed").with("crl_number", list.crl_number));

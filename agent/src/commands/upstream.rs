@@ -63,7 +63,7 @@ async fn vault_pki(
         plan: Plan::Ca,
     };
     state
-        .transaction(op, &|e| super::audit::record(state, e), async |tx| {
+        .transaction(&op, &|e| super::audit::record(state, e), async |tx| {
             tx.install_upstream(inter_der, issuer.chain_der(), signer.uri())?;
             tx.audit(
                 keyward_core::audit::Event::issued(

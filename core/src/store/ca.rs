@@ -157,7 +157,7 @@ impl StateDir {
             detail: format!("root with key {}", signer.uri()),
             plan: Plan::Ca,
         };
-        self.transaction(op, audit, async |tx| {
+        self.transaction(&op, audit, async |tx| {
             if tx.state().ca()?.is_some() {
                 return Ok(None);
             }

@@ -68,6 +68,18 @@ pub struct PendingRecord {
     pub file: PathBuf,
 }
 
+/// A [`PendingRecord`] as a transaction writes it: the same fields, the operation's
+/// plan borrowed rather than copied (a `sign-csr --batch` chunk's plan holds a thousand
+/// certificates).
+#[derive(Serialize)]
+struct WrittenRecord<'a> {
+    operation: &'a str,
+    detail: &'a str,
+    #[serde(with = "time::serde::rfc3339")]
+    started_at: OffsetDateTime,
+    plan: &'a Plan,
+}
+
 impl PendingRecord {
     /// One line for a person: what did not finish and what to run.
     pub fn describe(&self) -> String {
@@ -94,12 +106,11 @@ impl StateDir {
         let dir = self.root.join("pending");
         fsutil::create_private_dir(&dir)?;
         let now = OffsetDateTime::now_utc();
-        let rec = PendingRecord {
-            operation: op.name.clone(),
-            detail: op.detail.clone(),
+        let rec = WrittenRecord {
+            operation: &op.name,
+            detail: &op.detail,
             started_at: now,
-            plan: Some(op.plan.clone()),
-            file: PathBuf::new(),
+            plan: &op.plan,
         };
         let name = format!(
             "{}-{}-{}.json",

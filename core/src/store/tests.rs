@@ -57,7 +57,7 @@ pub(super) async fn run(
     audit: &AuditAppend<'_>,
     work: impl AsyncFnOnce(&mut Transaction<'_>) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    s.transaction(op("test", plan), audit, async |tx| {
+    s.transaction(&op("test", plan), audit, async |tx| {
         work(tx).await?;
         tx.audit(Event::new("tested"));
         Ok(())
@@ -260,7 +260,7 @@ async fn failed_work_is_undone_and_a_change_without_an_audit_record_is_refused()
     );
     assert_eq!(fsutil::read_json::<u32>(&path).unwrap(), Some(1));
     let e = s
-        .transaction(op("silent", Plan::Ca), &appended, async |tx| {
+        .transaction(&op("silent", Plan::Ca), &appended, async |tx| {
             tx.write_json(&path, &3)
         })
         .await
@@ -268,7 +268,7 @@ async fn failed_work_is_undone_and_a_change_without_an_audit_record_is_refused()
     assert!(e.to_string().contains("without an audit record"), "{e}");
     assert_eq!(fsutil::read_json::<u32>(&path).unwrap(), Some(1));
     // Nothing changed and nothing to record: fine.
-    s.transaction(op("look", Plan::Ca), &refused, async |_| Ok(()))
+    s.transaction(&op("look", Plan::Ca), &refused, async |_| Ok(()))
         .await
         .unwrap();
     assert!(s.unfinished().unwrap().is_empty());
@@ -281,10 +281,13 @@ async fn a_pending_record_keeps_its_plan() {
     s.create_and_lock().unwrap();
     let new = new_cert(8, Some(d.path().join("out")));
     let plan = Plan::Certificate(Box::new(new.clone()));
-    s.transaction(op("issue", plan), &appended, async |tx| {
+    s.transaction(&op("issue", plan), &appended, async |tx| {
         let left = tx.state().unfinished().unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].operation, "issue");
+        assert_eq!(left[0].detail, "test issue");
+        let age = time::OffsetDateTime::now_utc() - left[0].started_at;
+        assert!(age.whole_seconds() < 60, "started {}", left[0].started());
         match &left[0].plan {
             Some(Plan::Certificate(c)) => {
                 assert_eq!(

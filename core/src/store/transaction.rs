@@ -66,7 +66,7 @@ impl StateDir {
     /// made through the transaction is undone and the error returned.
     pub async fn transaction<T>(
         &self,
-        op: Operation,
+        op: &Operation,
         audit: &AuditAppend<'_>,
         work: impl AsyncFnOnce(&mut Transaction<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
@@ -75,7 +75,7 @@ impl StateDir {
         } else {
             self.lock()?
         };
-        let record = self.write_pending(&op)?;
+        let record = self.write_pending(op)?;
         let mut tx = Transaction {
             state: self,
             _lock: lock,

@@ -7,10 +7,12 @@
 use std::path::{Path, PathBuf};
 
 use keyward_core::Error;
+use keyward_core::KeyUri;
 use keyward_core::audit::Event;
 use keyward_core::fsutil::{self, Replace};
 use keyward_core::issuance::CaIssuer;
 use keyward_core::store::{IssuedKind, NewCertificate, Operation, Plan, StateDir, TakenSerials};
+use serde::Serialize;
 use tokio::task::JoinHandle;
 
 use super::bundle;
@@ -107,72 +109,27 @@ impl Recorder {
     }
 
     /// Records `chunk` once the chunk before it is recorded. Does nothing for an
-    /// empty chunk.
+    /// empty chunk. Only the tally is kept here: the chunk's records are made on the
+    /// blocking pool, so the signing loop goes back to starting CSRs at once.
     pub async fn record(&mut self, chunk: Chunk) -> Result<(), Error> {
         if chunk.signed.is_empty() && chunk.refused.is_empty() {
             return Ok(());
         }
         let mut books = self.books().await?;
-        let (ca, out, tally) = (&self.ca, self.out.as_path(), &mut self.tally);
         let bundle = (self.format == OutputFormat::Jsonl && !chunk.signed.is_empty()).then(|| {
             self.next_bundle += 1;
             bundle::file_name(self.next_bundle - 1)
         });
-        let mut news = Vec::with_capacity(chunk.signed.len());
-        let mut listed = Vec::with_capacity(chunk.signed.len());
-        let mut outputs = Vec::with_capacity(chunk.signed.len());
-        for signed in chunk.signed {
-            let Signed {
-                job,
-                mut new,
-                serial,
-                subject,
-                output,
-            } = signed;
-            let file = bundle.clone().unwrap_or(job.cert);
-            let path = out.join(&file);
-            new.out = Some(path.clone());
-            listed.push(serde_json::json!({
-                "serial": serial,
-                "subject": subject,
-                "csr": job.name,
-                "cert": file,
-            }));
-            let outcome = Outcome::Signed { serial, cert: file };
-            books.manifest.set(&job.name, &job.sha256, outcome);
-            outputs.push((path, output));
-            news.push(new);
-        }
-        for (job, reason) in chunk.refused {
-            let outcome = Outcome::Refused {
-                reason: reason.clone(),
-            };
-            books.manifest.set(&job.name, &job.sha256, outcome);
-            tally.refused.push((job.name, reason));
-        }
-        tally.signed += news.len();
-        // Named in the pending record too: after a crash, resolve finds them there.
-        NewCertificate::share_file(&mut news)?;
-        let delivery = match bundle {
-            Some(name) => Delivery::Bundle {
-                path: out.join(name),
-                data: outputs
-                    .into_iter()
-                    .map(|(_, line)| line)
-                    .collect::<Vec<_>>()
-                    .concat(),
-            },
-            None => Delivery::ChainFiles(outputs),
-        };
-        let event = Event::new("certificates_issued")
-            .with("kind", IssuedKind::Csr)
-            .with("out", out.display().to_string())
-            .with("count", news.len())
-            .with("certificates", listed)
-            .key("signing_key", ca.signer().uri());
-        let (state, out) = (self.state.clone(), out.to_path_buf());
+        self.tally.signed += chunk.signed.len();
+        let refused = chunk.refused.iter();
+        self.tally
+            .refused
+            .extend(refused.map(|(job, reason)| (job.name.clone(), reason.clone())));
+        let (state, out) = (self.state.clone(), self.out.clone());
+        let ca_key = self.ca.signer().uri().clone();
         let handle = tokio::runtime::Handle::current();
         self.recording = Some(tokio::task::spawn_blocking(move || {
+            let (news, delivery, event) = prepare(chunk, bundle, &out, &ca_key, &mut books)?;
             handle
                 .block_on(record_chunk(
                     &state, &out, news, delivery, &mut books, event,
@@ -190,6 +147,80 @@ impl Recorder {
         joined(tokio::task::spawn_blocking(move || books.manifest.compact(&out)).await)?;
         Ok(self.tally)
     }
+}
+
+/// One certificate as the chunk's audit record lists it.
+#[derive(Serialize)]
+struct Listed {
+    serial: String,
+    subject: String,
+    csr: String,
+    cert: String,
+}
+
+/// What recording `chunk` takes: its inventory records to be, its delivery (the
+/// bundle file `bundle`, or a chain file each) and its audit record; the manifest in
+/// `books` is told every outcome.
+fn prepare(
+    chunk: Chunk,
+    bundle: Option<String>,
+    out: &Path,
+    ca_key: &KeyUri,
+    books: &mut Books,
+) -> Result<(Vec<NewCertificate>, Delivery, Event), Error> {
+    let mut news = Vec::with_capacity(chunk.signed.len());
+    let mut listed = Vec::with_capacity(chunk.signed.len());
+    let mut outputs = Vec::with_capacity(chunk.signed.len());
+    for signed in chunk.signed {
+        let Signed {
+            job,
+            mut new,
+            serial,
+            subject,
+            output,
+        } = signed;
+        let file = bundle.clone().unwrap_or(job.cert);
+        let path = out.join(&file);
+        new.out = Some(path.clone());
+        let outcome = Outcome::Signed {
+            serial: serial.clone(),
+            cert: file.clone(),
+        };
+        books.manifest.set(&job.name, &job.sha256, outcome);
+        listed.push(Listed {
+            serial,
+            subject,
+            csr: job.name,
+            cert: file,
+        });
+        outputs.push((path, output));
+        news.push(new);
+    }
+    for (job, reason) in chunk.refused {
+        books
+            .manifest
+            .set(&job.name, &job.sha256, Outcome::Refused { reason });
+    }
+    // Named in the pending record too: after a crash, resolve finds them there.
+    NewCertificate::share_file(&mut news)?;
+    let delivery = match bundle {
+        Some(name) => Delivery::Bundle {
+            path: out.join(name),
+            data: outputs
+                .into_iter()
+                .map(|(_, line)| line)
+                .collect::<Vec<_>>()
+                .concat(),
+        },
+        None => Delivery::ChainFiles(outputs),
+    };
+    let event = Event::new("certificates_issued")
+        .with("kind", IssuedKind::Csr)
+        .with("out", out.display().to_string())
+        .with("count", news.len())
+        .with("certificates", listed)
+        .key("signing_key", ca_key);
+    Ok((news, delivery, event))
 }
 
 /// How the certificates of a chunk are delivered to OUT.
@@ -223,13 +254,15 @@ async fn record_chunk(
     let op = Operation {
         name: "sign-csr --batch".into(),
         detail: format!("{} certificates to {}", news.len(), out.display()),
-        plan: Plan::Certificates {
-            certificates: news.clone(),
-        },
+        plan: Plan::Certificates { certificates: news },
+    };
+    // The certificates are recorded from the plan, not from a copy of it.
+    let Plan::Certificates { certificates: news } = &op.plan else {
+        unreachable!("the plan was made above")
     };
     let taken = &mut books.taken;
     state
-        .transaction(op, &|e| audit::record(state, e), async |tx| {
+        .transaction(&op, &|e| audit::record(state, e), async |tx| {
             tx.defer_sync();
             match &delivery {
                 Delivery::ChainFiles(files) => {
@@ -241,7 +274,7 @@ async fn record_chunk(
                     tx.write(path, data, fsutil::PUBLIC_FILE_MODE, Replace::Refuse)?;
                 }
             }
-            tx.record_issued_all(&news, taken)?;
+            tx.record_issued_all(news, taken)?;
             if let Some((path, json)) = &part {
                 tx.write(path, json, fsutil::PUBLIC_FILE_MODE, Replace::Refuse)?;
             }

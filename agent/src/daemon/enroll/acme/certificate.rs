@@ -173,7 +173,7 @@ async fn issue(st: &AcmeState, order: &Order, csr: &[u8]) -> Result<String, Erro
         chain_pem: acme_chain_pem(&view.issuer, &cert.der),
     };
     st.state
-        .transaction(op, &audit, async |tx| {
+        .transaction(&op, &audit, async |tx| {
             tx.record_issued(&new)?;
             tx.audit(
                 Event::issued("certificate_issued", &cert.der, &new.ca_key)
@@ -294,7 +294,7 @@ async fn revoke_serial(
     };
     let result = st
         .state
-        .transaction(op, &audit, async |tx| {
+        .transaction(&op, &audit, async |tx| {
             let mut list = tx.state().revocations()?;
             if list.find(serial_hex).is_some() {
                 return Err(Error::AlreadyExists(format!(

@@ -295,7 +295,7 @@ async fn issue(
         Ok(())
     };
     st.state
-        .transaction(op, &audit, async |tx| {
+        .transaction(&op, &audit, async |tx| {
             if let Some(device) = device {
                 bootstrap::mark_used(tx, device, &cert.serial_hex)?;
             }
