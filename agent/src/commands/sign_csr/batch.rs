@@ -44,8 +44,9 @@ const RECORD_INTERVAL: Duration = Duration::from_secs(1);
 const IN_FLIGHT_PER_CORE: usize = 8;
 /// CSRs one signing task signs in turn: fewer tasks to spawn, join and wake.
 const PER_TASK: usize = 4;
-/// Once every CSR is started, results are recorded as soon as this many wait (and the
-/// recorder is free), so that little is left to record when signing ends.
+/// Once fewer CSRs than a chunk are left to start, results are recorded as soon as
+/// this many wait (and the recorder is free): the last chunks are recorded while the
+/// last CSRs are signed, and little is left to record when signing ends.
 const TAIL_CHUNK: usize = 100;
 
 /// What every signing task of a run needs to prepare its certificate's recording.
@@ -117,6 +118,7 @@ pub async fn sign_all(
     // Registered first: a SIGINT from now on is ours, never the default exit.
     let sigint = signal(SignalKind::interrupt())
         .map_err(|e| Error::io("cannot catch SIGINT".to_string(), e))?;
+    seed_random_generator();
     let out = prepare_out(dir, out)?;
     let mut manifest = Manifest::load(&out)?;
     let Todo {
@@ -171,6 +173,14 @@ pub async fn sign_all(
         )));
     }
     Ok(())
+}
+
+/// Seeds aws-lc's random generator on a thread of its own. Its first use in a process
+/// seeds it from CPU jitter, which takes one core about 25 ms here, and every signing
+/// task waits for that; started first, the seeding runs while the batch directory is
+/// read and the CA loaded, which need no randomness.
+fn seed_random_generator() {
+    std::thread::spawn(|| aws_lc_rs::rand::fill(&mut [0u8; 1]));
 }
 
 /// A run's signing loop: CSRs signed many at once, results recorded chunk by chunk.
@@ -238,7 +248,7 @@ impl Signing {
             let waiting = self.chunk.signed.len() + self.chunk.refused.len();
             let due = waiting >= CHUNK
                 || last_record.elapsed() >= RECORD_INTERVAL
-                || (self.queue.is_empty() && waiting >= TAIL_CHUNK);
+                || (self.queue.len() < CHUNK && waiting >= TAIL_CHUNK);
             // While the chunk before is still being recorded, signing goes on and this
             // chunk grows.
             if due && self.recorder.idle() {
