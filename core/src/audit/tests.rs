@@ -88,6 +88,35 @@ fn an_edit_with_a_recomputed_hash_is_named_at_the_edited_line() {
     assert!(f.what.contains("does not match"), "{f}");
 }
 
+/// What the writer reads of the last line before continuing the chain
+/// (`Record::decode_seq`) refuses what the full decoding refuses.
+#[test]
+fn the_last_line_is_checked_as_fully_as_by_decoding() {
+    let d = tempfile::tempdir().unwrap();
+    let log = log_with(d.path(), 3);
+    let line = lines(log.path()).pop().unwrap();
+    let r = Record::decode(line.as_bytes()).unwrap();
+    assert_eq!(Record::decode_seq(line.as_bytes()), Ok(3));
+    let sealed = |body: &str| {
+        let hash = crate::store::sha256_hex(format!("{body}}}").as_bytes());
+        format!("{body},\"hash\":\"{hash}\"}}")
+    };
+    let cut = line.rfind(",\"hash\"").unwrap();
+    let bad = [
+        line.replace("\"i\":2", "\"i\":7"),
+        line[..line.len() - 2].to_string(),
+        line.replacen("\"seq\":3", "\"seq\":\"3\"", 1),
+        sealed(&line[..cut].replacen(",\"prev\"", ",\"extra\":1,\"prev\"", 1)),
+        sealed(&line[..cut].replacen(&format!(",\"prev\":\"{}\"", r.prev), "", 1)),
+        format!("{line} "),
+        "not json".to_string(),
+    ];
+    for b in bad {
+        assert!(Record::decode(b.as_bytes()).is_err(), "{b}");
+        assert!(Record::decode_seq(b.as_bytes()).is_err(), "{b}");
+    }
+}
+
 #[test]
 fn a_removed_line_is_a_gap_at_its_place() {
     let d = tempfile::tempdir().unwrap();

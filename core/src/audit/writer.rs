@@ -212,14 +212,14 @@ impl AuditLog {
         let pred = match line {
             None => None,
             Some(l) => {
-                let rec = Record::decode(&l).map_err(|why| {
+                let seq = Record::decode_seq(&l).map_err(|why| {
                     Error::State(format!(
                         "the last line of the audit log {} is damaged ({why}); {recover} sets the log aside and starts a new chain",
                         from.display()
                     ))
                 })?;
                 Some(Predecessor {
-                    seq: rec.seq,
+                    seq,
                     hash: line_hash(&l),
                 })
             }

@@ -250,7 +250,7 @@ impl Transaction<'_> {
         let mut in_chunk = HashSet::with_capacity(news.len());
         let mut data = String::with_capacity(news.iter().map(|n| n.cert_pem.len()).sum());
         for new in news {
-            if !is_one_block(new.cert_pem.as_bytes()) {
+            if !is_one_block(&new.cert_pem) {
                 return Err(Error::InvalidInput(format!(
                     "the certificate for {} is not one PEM block",
                     new.name

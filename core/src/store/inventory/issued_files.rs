@@ -13,7 +13,9 @@ use crate::Error;
 use crate::store::{StateDir, sha256_hex};
 
 /// Where every PEM block of a file starts.
-const BEGIN: &[u8] = b"-----BEGIN ";
+const BEGIN: &str = "-----BEGIN ";
+/// A block starting on a line after the first.
+const NEXT_BEGIN: &str = "\n-----BEGIN ";
 
 /// The certificate files of the inventory, each read on first need and kept.
 #[derive(Debug)]
@@ -57,7 +59,7 @@ impl FileBlocks {
 /// one (or the end).
 fn block_ranges(data: &[u8]) -> Vec<Range<usize>> {
     let starts: Vec<usize> = (0..data.len())
-        .filter(|&i| (i == 0 || data[i - 1] == b'\n') && data[i..].starts_with(BEGIN))
+        .filter(|&i| (i == 0 || data[i - 1] == b'\n') && data[i..].starts_with(BEGIN.as_bytes()))
         .collect();
     let ends = starts.iter().skip(1).copied().chain([data.len()]);
     starts.iter().zip(ends).map(|(&s, e)| s..e).collect()
@@ -65,9 +67,10 @@ fn block_ranges(data: &[u8]) -> Vec<Range<usize>> {
 
 /// Whether `pem` is one whole PEM block that can be concatenated with others and found
 /// again: it starts with `-----BEGIN `, holds no other block and ends with a newline.
-pub(super) fn is_one_block(pem: &[u8]) -> bool {
-    matches!(block_ranges(pem).as_slice(), [only] if *only == (0..pem.len()))
-        && pem.ends_with(b"\n")
+/// Checked for every certificate a chunk stores, so with a substring search rather
+/// than [`block_ranges`]' walk over every byte.
+pub(super) fn is_one_block(pem: &str) -> bool {
+    pem.starts_with(BEGIN) && !pem.contains(NEXT_BEGIN) && pem.ends_with('\n')
 }
 
 /// Why a record's certificate cannot be read.
@@ -197,5 +200,31 @@ impl StateDir {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{block_ranges, is_one_block};
+
+    /// The check a chunk makes agrees with how the file is read back: exactly one block,
+    /// from the start to the end, ending with a newline.
+    #[test]
+    fn one_block_is_what_the_reader_finds_as_one() {
+        let one = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let cases = [
+            (one.to_string(), true),
+            (format!("{one}{one}"), false),
+            (one.trim_end().to_string(), false),
+            (format!("junk\n{one}"), false),
+            (format!("{one}x-----BEGIN X\n"), true),
+            (String::new(), false),
+        ];
+        for (pem, expected) in cases {
+            assert_eq!(is_one_block(&pem), expected, "{pem:?}");
+            let whole =
+                matches!(block_ranges(pem.as_bytes()).as_slice(), [r] if *r == (0..pem.len()));
+            assert_eq!(whole && pem.ends_with('\n'), expected, "{pem:?}");
+        }
     }
 }
