@@ -180,6 +180,8 @@ fn prepare(
     let mut news = Vec::with_capacity(chunk.signed.len());
     let mut listed = Vec::with_capacity(chunk.signed.len());
     let mut outputs = Vec::with_capacity(chunk.signed.len());
+    // Every certificate of a bundle goes to the same file.
+    let bundle_path = bundle.as_ref().map(|name| out.join(name));
     for signed in chunk.signed {
         let Signed {
             job,
@@ -189,7 +191,7 @@ fn prepare(
             output,
         } = signed;
         let file = bundle.clone().unwrap_or(job.cert);
-        let path = out.join(&file);
+        let path = bundle_path.clone().unwrap_or_else(|| out.join(&file));
         new.out = Some(path.clone());
         let outcome = Outcome::Signed {
             serial: serial.clone(),
@@ -212,9 +214,9 @@ fn prepare(
     }
     // Named in the pending record too: after a crash, resolve finds them there.
     NewCertificate::share_file(&mut news)?;
-    let delivery = match bundle {
-        Some(name) => Delivery::Bundle {
-            path: out.join(name),
+    let delivery = match bundle_path {
+        Some(path) => Delivery::Bundle {
+            path,
             data: outputs
                 .into_iter()
                 .map(|(_, line)| line)
