@@ -148,8 +148,9 @@ impl Recorder {
             tokio::task::spawn_blocking(move || {
                 let compacted = books.manifest.compact(&out);
                 // Freeing a manifest of ten thousand entries takes milliseconds of one
-                // core; the run does not wait for it.
-                std::thread::spawn(move || drop(books));
+                // core; the run does not wait for it (nor fails when no thread can be
+                // made: the books are then freed here).
+                let _ = std::thread::Builder::new().spawn(move || drop(books));
                 compacted
             })
             .await,
