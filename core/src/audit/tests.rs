@@ -89,9 +89,10 @@ fn an_edit_with_a_recomputed_hash_is_named_at_the_edited_line() {
 }
 
 /// What the writer reads of the last line before continuing the chain
-/// (`Record::decode_seq`) refuses what the full decoding refuses.
+/// (`Record::decode_seq`) refuses these damaged lines as the full decoding does (it
+/// does not check the types of the members it skips).
 #[test]
-fn the_last_line_is_checked_as_fully_as_by_decoding() {
+fn a_damaged_last_line_is_refused_as_by_decoding() {
     let d = tempfile::tempdir().unwrap();
     let log = log_with(d.path(), 3);
     let line = lines(log.path()).pop().unwrap();
