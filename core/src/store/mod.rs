@@ -225,8 +225,8 @@ impl StateDir {
     }
 }
 
-/// Lower-case hex SHA-256 of `data`. Encoded through a buffer: `hex::encode` collects
-/// one `char` at a time, several times slower, and a `sign-csr --batch` run takes three
+/// Lower-case hex SHA-256 of `data`. Encoded through a buffer, where `hex::encode`
+/// collects one `char` at a time into its string: a `sign-csr --batch` run takes three
 /// of these a certificate.
 pub fn sha256_hex(data: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
