@@ -118,7 +118,6 @@ pub async fn sign_all(
     // Registered first: a SIGINT from now on is ours, never the default exit.
     let sigint = signal(SignalKind::interrupt())
         .map_err(|e| Error::io("cannot catch SIGINT".to_string(), e))?;
-    seed_random_generator();
     let out = prepare_out(dir, out)?;
     let mut manifest = Manifest::load(&out)?;
     let Todo {
@@ -173,15 +172,6 @@ pub async fn sign_all(
         )));
     }
     Ok(())
-}
-
-/// Seeds aws-lc's random generator on a thread of its own. Its first use in a process
-/// seeds it from CPU jitter, which takes one core about 25 ms here, and every signing
-/// task waits for that; started first, the seeding runs while the batch directory is
-/// read and the CA loaded, which need no randomness. When no thread can be made, the
-/// first signature seeds it, as without this.
-fn seed_random_generator() {
-    let _ = std::thread::Builder::new().spawn(|| aws_lc_rs::rand::fill(&mut [0u8; 1]));
 }
 
 /// A run's signing loop: CSRs signed many at once, results recorded chunk by chunk.
