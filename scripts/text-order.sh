@@ -33,7 +33,7 @@ native=$KW
 cat >"$tmp/under-callgrind" <<EOF
 #!/bin/sh
 if [ "\$1" = agent ]; then
-  exec env MALLOC_ARENA_MAX=1 valgrind --tool=callgrind --demangle=no \
+  exec env MALLOC_ARENA_MAX=2 valgrind --tool=callgrind --demangle=no \
     --callgrind-out-file="$tmp/start.callgrind" "$native" "\$@"
 fi
 exec "$native" "\$@"

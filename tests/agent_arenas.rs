@@ -1,5 +1,5 @@
-//! End-to-end: `keyward agent` runs with one glibc malloc arena (it executes itself
-//! once with `MALLOC_ARENA_MAX=1`, keeping its process id, arguments and other
+//! End-to-end: `keyward agent` runs with two glibc malloc arenas (it executes itself
+//! once with `MALLOC_ARENA_MAX=2`, keeping its process id, arguments and other
 //! variables), serves as usual, stops on SIGTERM, and leaves a limit the caller set alone.
 //! And the binary's other memory setting: it stays position-independent (ASLR) with its
 //! relative relocations packed (RELR, agent/build.rs), read with binutils' `readelf`.
@@ -76,14 +76,14 @@ fn stop(mut agent: Running) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_reexecutes_with_one_arena_and_serves() {
+async fn agent_reexecutes_with_two_arenas_and_serves() {
     let uid = nix_uid();
     let agent = Agent::new(&entry("svc", uid, "1h", ""));
     let child = spawn(&agent, None);
     let env = environ(child.0.id());
     assert!(
-        env.iter().any(|v| v == "MALLOC_ARENA_MAX=1"),
-        "the running agent (same pid as spawned) has MALLOC_ARENA_MAX=1: {env:?}"
+        env.iter().any(|v| v == "MALLOC_ARENA_MAX=2"),
+        "the running agent (same pid as spawned) has MALLOC_ARENA_MAX=2: {env:?}"
     );
     assert!(
         env.iter().any(|v| v == "KEYWARD_ARENA_TEST_MARK=kept"),

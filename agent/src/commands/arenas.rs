@@ -1,13 +1,18 @@
-//! One malloc arena for the long-running commands (`keyward agent`, `keyward up`).
+//! Two malloc arenas for the long-running commands (`keyward agent`, `keyward up`).
 //!
 //! glibc gives each new thread its own malloc arena (up to eight per core), and memory
 //! freed in one arena is never reused by threads of another. The agent parses its
 //! configuration on the main thread (tens of megabytes of parser garbage at 10,000
 //! entries), issues and serves on the runtime's workers, and rates certificates on
 //! blocking threads: each arena keeps its own freed pages resident, which measured as
-//! a third of the agent's memory at 10,000 workloads. With one arena every thread reuses
-//! the same freed pages (glibc's per-thread caches keep the common small allocations
-//! off the arena lock; the Workload API bench rows measure the effect on speed).
+//! a third of the agent's memory at 10,000 workloads. With a limit of two, threads share
+//! two arenas' freed pages. One arena measured least memory, but every allocation
+//! larger than glibc's per-thread cache holds (two a Workload API fetch: tonic's router
+//! future and the response's write buffer) then takes the one lock both runtime
+//! workers queue on: with path+uid entries at 10,000 workloads, paired 3 s loads gave
+//! 0.64-0.77 of the raw server with one arena and 0.71-0.83 with two, for 14.5 MB
+//! instead of 13.2-13.7 MB at 1,000 workloads and 47 MB instead of 35 MB at 10,000
+//! (README, benchmarks).
 //!
 //! glibc reads `MALLOC_ARENA_MAX` only from the environment at process start, and
 //! setting it from inside (mallopt) needs unsafe code, so the process executes itself
@@ -20,7 +25,7 @@ use std::os::unix::process::CommandExt;
 /// The environment variable glibc reads its arena limit from.
 const ARENA_MAX_VAR: &str = "MALLOC_ARENA_MAX";
 /// The limit the agent runs with.
-const AGENT_ARENAS: &str = "1";
+const AGENT_ARENAS: &str = "2";
 
 /// Executes this program again with `MALLOC_ARENA_MAX` set, unless the environment
 /// already names a limit or the C library is not glibc. Returns only if nothing was
