@@ -5,10 +5,10 @@
 //! tonic starts each call's read buffer at 8 KiB, while the requests on the socket are
 //! tens of bytes (an empty `X509SVIDRequest`, a key name and a digest). An allocation
 //! that big bypasses glibc's per-thread cache (which serves allocations of up to 1,032
-//! bytes), so with the agent's one malloc arena (`commands::arenas`) every call took
-//! the arena's lock to allocate it and again to free it, and the two runtime workers
-//! queued on that lock under load. A 1 KiB buffer is served from the cache; a bigger
-//! message grows it as it arrives.
+//! bytes), so with the agent's limited malloc arenas (`commands::arenas`; one when this
+//! was measured) every call took an arena's lock to allocate it and again to free it,
+//! and the two runtime workers queued on that lock under load. A 1 KiB buffer is served
+//! from the cache; a bigger message grows it as it arrives.
 //!
 //! A streaming call keeps its write buffer for as long as the stream is open, and a
 //! workload keeps its `FetchX509SVID` stream open for its whole life: 2 KiB holds an
