@@ -157,6 +157,31 @@ fn an_unentitled_uid_gets_permission_denied_from_each_python_client() {
     agent.stop();
 }
 
+/// The socket's services are chosen by the service name in the path (the agent's own
+/// dispatch, not tonic's router): a path naming another service, a method the service
+/// does not have, or no method gets `UNIMPLEMENTED` from gRPC C-core's client, and the
+/// Workload API still answers on the same socket.
+#[test]
+fn grpcio_gets_unimplemented_for_a_service_or_method_the_socket_does_not_serve() {
+    let mut agent = Agent::new(&entry("raw", 0, "1h", ""));
+    agent.start();
+    let socket = agent.socket.to_str().expect("UTF-8 path").to_string();
+    for path in [
+        "/grpc.health.v1.Health/Check",
+        "/SpiffeWorkloadAPI/NoSuchMethod",
+        "/keyward.v1.KeyService/NoSuchMethod",
+        "/envoy.service.secret.v3.SecretDiscoveryService/NoSuchMethod",
+        "/SpiffeWorkloadAPI/",
+        "/spiffeworkloadapi/FetchX509SVID",
+    ] {
+        let answer = run_python(&agent, GRPC_RAW, 0, &[&socket, path]);
+        assert_eq!(answer["status"], "UNIMPLEMENTED", "{path}: {answer}");
+    }
+    let answer = run_python(&agent, GRPC_RAW, 0, &[&socket]);
+    assert_eq!(answer["status"], "OK", "{answer}");
+    agent.stop();
+}
+
 #[test]
 fn grpc_js_gets_a_verifying_svid_and_an_unentitled_uid_permission_denied() {
     let mut agent = Agent::new(&entry("node", 0, "1h", ""));

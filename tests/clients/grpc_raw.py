@@ -3,7 +3,9 @@ the socket path, as grpc-java sends it, for tests/agent_clients.rs. No generated
 the request is the empty message and the response goes back to the Rust test as base64
 bytes (or the gRPC status name), printed as one JSON object.
 
-usage: grpc_raw.py SOCKET_PATH
+usage: grpc_raw.py SOCKET_PATH [METHOD_PATH]
+METHOD_PATH (default /SpiffeWorkloadAPI/FetchX509SVID) is called the same way, as a
+server-streaming call with an empty request.
 """
 
 import base64
@@ -16,12 +18,12 @@ import grpc
 signal.alarm(60)
 
 
-def main(path):
+def main(path, method="/SpiffeWorkloadAPI/FetchX509SVID"):
     channel = grpc.insecure_channel(
         "unix:" + path, options=[("grpc.default_authority", path)]
     )
     call = channel.unary_stream(
-        "/SpiffeWorkloadAPI/FetchX509SVID",
+        method,
         request_serializer=None,
         response_deserializer=None,
     )
@@ -36,4 +38,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1])))
+    print(json.dumps(main(*sys.argv[1:3])))

@@ -21,6 +21,7 @@ mod rotation;
 pub mod sds;
 pub mod selectors;
 mod server;
+mod services;
 mod snapshot;
 mod socket;
 mod streams;
@@ -265,19 +266,19 @@ impl Agent {
                     &caller_limits,
                     metrics.clone(),
                 ))
-                .add_service(
-                    SpiffeWorkloadApiServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES),
-                )
-                .add_service(
-                    KeyServiceServer::new(keys).max_decoding_message_size(MAX_REQUEST_BYTES),
-                )
-                .add_service(
-                    SecretDiscoveryServiceServer::new(sds)
-                        .max_decoding_message_size(MAX_REQUEST_BYTES),
-                )
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stop_rx.await;
-                }),
+                .serve_with_incoming_shutdown(
+                    services::SocketServices::new(
+                        SpiffeWorkloadApiServer::new(api)
+                            .max_decoding_message_size(MAX_REQUEST_BYTES),
+                        KeyServiceServer::new(keys).max_decoding_message_size(MAX_REQUEST_BYTES),
+                        SecretDiscoveryServiceServer::new(sds)
+                            .max_decoding_message_size(MAX_REQUEST_BYTES),
+                    ),
+                    incoming,
+                    async {
+                        let _ = stop_rx.await;
+                    },
+                ),
         );
         let result = loop {
             tokio::select! {

@@ -1,4 +1,4 @@
-//! The tower layer around the gRPC routes: per call, it takes a token from the
+//! The tower layer around the socket's gRPC services (`services`): per call, it takes a token from the
 //! caller's rate-limit bucket (or answers `ResourceExhausted`) and puts the request
 //! body under the request deadline ([`RequestDeadline`]; for a request that is a stream
 //! which stays open, its first message).
@@ -8,11 +8,11 @@
 //! counts the call only once the caller is attested, so calls no one is entitled to
 //! cannot keep a connection from closing when idle.
 
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{Ready, ready};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
@@ -57,7 +57,7 @@ impl<S> tower::Layer<S> for CallerGuardLayer {
     }
 }
 
-/// The routes, guarded (see the module documentation).
+/// The services, guarded (see the module documentation).
 #[derive(Clone)]
 pub struct CallerGuard<S> {
     inner: S,
@@ -74,7 +74,8 @@ where
 {
     type Response = Response<Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+    /// The services' own future, or a refusal ready at once: no box of its own.
+    type Future = Either<Ready<Result<Response<Body>, S::Error>>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -90,7 +91,7 @@ where
             let status = Status::resource_exhausted(
                 "too many calls from this uid; slow down (see [agent] rate_limit)",
             );
-            return Box::pin(std::future::ready(Ok(status.into_http())));
+            return Either::Left(ready(Ok(status.into_http())));
         }
         let (timeout, metrics) = (self.request_timeout, self.metrics.clone());
         let req = if STREAMING_REQUEST_PATHS.contains(&req.uri().path()) {
@@ -98,6 +99,6 @@ where
         } else {
             req.map(|body| Body::new(RequestDeadline::new(body, timeout, metrics)))
         };
-        Box::pin(self.inner.call(req))
+        Either::Right(self.inner.call(req))
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! The pieces: [`incoming`] accepts connections (closing at once those beyond the
 //! total or their uid's share, [`slots`]) and wraps each in a [`conn::LimitedStream`]
-//! that ends itself when idle; the [`layer::CallerGuardLayer`] around the gRPC routes
+//! that ends itself when idle; the [`layer::CallerGuardLayer`] around the gRPC services
 //! answers `ResourceExhausted` to a uid past its rate and puts each request body under
 //! its [`deadline`].
 
