@@ -6,8 +6,8 @@
 //! the request's extensions, wrapped the request body and the response body in one more
 //! box each and boxed one more future, all for three fixed names. Here a call costs a
 //! comparison of the name with three constants and goes straight to the generated
-//! server, whose own future is the only one boxed. A path naming no service served here
-//! gets `Unimplemented`, as from the router.
+//! server, whose future (boxed by the generated code) is passed on as it is. A path
+//! naming no service served here gets `Unimplemented`, as from the router.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll, ready};

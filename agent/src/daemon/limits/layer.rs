@@ -1,7 +1,7 @@
-//! The tower layer around the socket's gRPC services (`services`): per call, it takes a token from the
-//! caller's rate-limit bucket (or answers `ResourceExhausted`) and puts the request
-//! body under the request deadline ([`RequestDeadline`]; for a request that is a stream
-//! which stays open, its first message).
+//! The tower layer around the socket's gRPC services (`services`): per call, it takes a
+//! token from the caller's rate-limit bucket (or answers `ResourceExhausted`) and puts
+//! the request body under the request deadline ([`RequestDeadline`]; for a request
+//! that is a stream which stays open, its first message).
 //!
 //! A call is not counted as in progress here: the connection's [`ConnInfo`] (which
 //! tonic puts in every request's extensions) reaches the service, whose caller gate
