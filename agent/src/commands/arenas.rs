@@ -7,12 +7,12 @@
 //! blocking threads: each arena keeps its own freed pages resident, which measured as
 //! a third of the agent's memory at 10,000 workloads. With a limit of two, threads share
 //! two arenas' freed pages. One arena kept the least memory, but then every allocation
-//! too large for glibc's per-thread cache (a Workload API fetch makes two: tonic's
-//! router future and the response's write buffer) takes the one arena's lock, which
-//! both runtime workers queue on: with path+uid entries at 10,000 workloads, paired 3 s
-//! loads gave 0.64-0.77 of the raw server with one arena and 0.71-0.83 with two, for
-//! 14.2-14.6 MB instead of 13.2-13.7 MB at 1,000 workloads and 47 MB instead of 35 MB
-//! at 10,000 (README, benchmarks).
+//! too large for glibc's per-thread cache (a Workload API fetch makes two: a future of
+//! tonic's per-connection service stack and the response's write buffer) takes the one
+//! arena's lock, which both runtime workers queue on: with path+uid entries at 10,000
+//! workloads, paired 3 s loads gave 0.64-0.77 of the raw server with one arena and
+//! 0.71-0.83 with two, for 14.2-14.6 MB instead of 13.2-13.7 MB at 1,000 workloads and
+//! 47 MB instead of 35 MB at 10,000 (README, benchmarks).
 //!
 //! glibc reads `MALLOC_ARENA_MAX` only from the environment at process start, and
 //! setting it from inside (mallopt) needs unsafe code, so the process executes itself
