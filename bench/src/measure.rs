@@ -88,7 +88,8 @@ pub struct Paired {
 
 impl Paired {
     /// Runs a short warm-up of each side, then `rounds` rounds of both sides, the
-    /// order alternating (baseline first in even rounds, keyward first in odd ones).
+    /// order alternating (baseline first in even rounds, keyward first in odd ones);
+    /// each round's rates go to stderr, for the log.
     /// A side that `sides` leaves out is not run (its rates stay empty).
     pub fn run(
         rounds: usize,
@@ -123,18 +124,40 @@ impl Paired {
                 kw(&mut p, false);
                 base(&mut p, false);
             }
+            let rate = |v: &[f64]| v.last().map_or("-".to_owned(), |r| format!("{r:.1}/s"));
+            eprintln!(
+                "   round {round}: baseline {}, keyward {}",
+                rate(&p.baseline),
+                rate(&p.keyward)
+            );
         }
         p
     }
 
-    /// The machine-readable line scripts/bench.sh reads: medians of both sides and
-    /// their ratio (keyward / baseline), plus the settings they were taken with.
+    /// keyward's rate over the baseline's in each round both sides ran (the two ran
+    /// back to back, so a burst of load from elsewhere on the machine hits one round's
+    /// pair more alike than two rounds).
+    fn round_ratios(&self) -> Vec<f64> {
+        self.baseline
+            .iter()
+            .zip(&self.keyward)
+            .map(|(b, k)| k / b)
+            .collect()
+    }
+
+    /// The machine-readable line scripts/bench.sh reads: medians of both sides' rates;
+    /// the median of the rounds' ratios (keyward / baseline, paired by round) and the
+    /// lowest and highest of them (0 when a side did not run); the settings.
     pub fn line(&self, row: &str, concurrency: usize, window: Duration) -> String {
         let (b, k) = (median(&self.baseline), median(&self.keyward));
+        let ratios = self.round_ratios();
+        let low = ratios.iter().copied().reduce(f64::min).unwrap_or(0.0);
+        let high = ratios.iter().copied().reduce(f64::max).unwrap_or(0.0);
         format!(
             "kwbench row={row} baseline_per_s={b:.1} keyward_per_s={k:.1} ratio={:.3} \
+             ratio_low={low:.3} ratio_high={high:.3} \
              concurrency={concurrency} rounds={} window_s={:.1}",
-            k / b,
+            median(&ratios),
             self.baseline.len().max(self.keyward.len()),
             window.as_secs_f64()
         )
