@@ -1,6 +1,6 @@
 # The KeyService rows of scripts/bench.sh (issue 21). Source scripts/lib.sh first; bench.sh
 # starts SoftHSM, moto and OpenBao for them and defines row/note/field/num/ratio, $KW,
-# $KWBENCH, $TARGET, $TMPD and $ROUNDS, which are used here.
+# $KWBENCH, $TARGET and $TMPD, which are used here.
 #
 #   keys_rows   runs `keyward-bench keys` (bench/src/keys.rs: it makes the keys, starts an
 #               agent granting them to this uid, and drives agent/examples/keys_load.rs
@@ -10,6 +10,8 @@
 #               beside the backend's own raw data-key call (software, Transit, KMS, PKCS#11)
 #
 # BENCH_KEYS_CLIENTS [32]: concurrent clients (and in-process tasks) of every KeyService row.
+# BENCH_KEYS_ROUNDS [3]: rounds of each row (they have no target; 5 rounds took 102 s of
+# bench.sh's 640 s on the 2-core AMD VM).
 
 KEYS_ERRORS=0
 
@@ -35,11 +37,11 @@ keys_data_key_row() {
 }
 
 keys_rows() {
-  local d=$TMPD/keys c=${BENCH_KEYS_CLIENTS:-32} out line kind
-  echo "== KeyService: Sign and GenerateDataKey through the socket, $c clients, beside in process and raw ($ROUNDS rounds of 1s)" >&2
+  local d=$TMPD/keys c=${BENCH_KEYS_CLIENTS:-32} rounds=${BENCH_KEYS_ROUNDS:-3} out line kind
+  echo "== KeyService: Sign and GenerateDataKey through the socket, $c clients, beside in process and raw ($rounds rounds of 1s)" >&2
   mkdir -p "$d"
   out=$("$KWBENCH" keys --keyward "$KW" --load "$TARGET/release/examples/keys_load" --dir "$d" \
-    --concurrency "$c" --seconds 1 --rounds "$ROUNDS")
+    --concurrency "$c" --seconds 1 --rounds "$rounds")
   while read -r line; do
     note "$line"
     KEYS_ERRORS=$((KEYS_ERRORS + $(field errors "$line")))

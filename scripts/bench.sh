@@ -10,7 +10,7 @@
 # Environment (defaults in brackets):
 #   BENCH_ROUNDS [5]          paired rounds per row (baseline, keyward, keyward, baseline, ...);
 #                             a row's ratio is the median of its rounds' ratios: on a shared
-#                             VM one slow window in three moved a row by 0.1 (2026-12-07)
+#                             VM a slow window in 3 rounds moved rows by up to 0.4 (2026-12-07)
 #   BENCH_CONCURRENCY [4]     concurrent issuers in the issuance rows (measured at 1 and at
 #                             this) and in the OpenBao PKI row
 #   BENCH_AGENT_TASKS [32]    concurrent Workload API clients
@@ -24,6 +24,7 @@
 #   BENCH_README [unset]      1: a full run (BENCH_ROWS unset) also replaces README.md's
 #                             table (between its bench-table marker lines)
 #   BENCH_KEYS_CLIENTS [32]   concurrent clients of the KeyService rows (scripts/bench-keys.sh)
+#   BENCH_KEYS_ROUNDS [3]     rounds of the KeyService rows (no target; 1 s windows)
 #   BENCH_ROWS [all]          comma-separated rows to run: sign, issue, pki, pkcs11, tpm, bulk, agent, acme, keys
 #                             (e.g. BENCH_ROWS=pki for the OpenBao PKI row alone)
 set -euo pipefail
@@ -293,7 +294,7 @@ echo "== [$((SECONDS - STARTED)) s] done" >&2
   echo "The PKCS#11 rows run SHA-256 + \`C_Sign\` + DER encoding raw, inline on tokio tasks with a session each, beside \`KeySigner::sign\` from as many tasks; keyward's session pool is capped at the core count ($(nproc) here), so at 4 sessions its 4 callers share $(nproc)."
   echo "The OpenBao PKI row compares whole issuances (both generate the leaf key; the role does not store certificates); its target is issue 8's."
   if want agent; then
-    echo "Workload API rows: ratio = keyward fetches/s / baseline fetches/s (the median of the rounds'), and in brackets the rounds' range and keyward's p99 / the baseline's p99 (medians over rounds); path+uid entries also name the client's executable, so each call reads the caller's /proc/PID/exe; load client and servers share the machine's $(nproc) cores."
+    echo "Workload API rows: ratio = keyward fetches/s / baseline fetches/s (the median of the rounds'), and in brackets the rounds' range and keyward's p99 / the baseline's p99 (medians over rounds); path+uid entries also name the client's executable, so each call also looks the entry's path up and compares the file with the caller's; load client and servers share the machine's $(nproc) cores."
     echo "The memory rows are the exception: ratio = keyward RSS / baseline RSS (lower is better). Their baseline is the raw tonic server of the fetch row (the same gRPC stack holding one response), i.e. what serving the Workload API costs before keyward's own state."
     echo "Workload API errors over all rounds: $errors."
     echo "The agent's binary lays out first the functions agent/link/text-order.txt lists (agent/build.rs): $(nm --defined-only "$KW" | awk '{print $3}' | sort -u | comm -12 - <(sort -u agent/link/text-order.txt) | wc -l) of its $(wc -l <agent/link/text-order.txt) names are in this binary (fewer means the list is stale: scripts/text-order.sh)."
