@@ -96,18 +96,17 @@ num() { LC_ALL=C awk -v x="$1" 'BEGIN { s = sprintf("%.0f", x); o = ""; while (l
 ROWS=()
 # row OPERATION BASELINE BASELINE_RATE KEYWARD_RATE RATIO [TARGET]: one table row.
 row() { ROWS+=("| $1 | $2 | $3 | $4 | $5 | ${6:-} |"); }
-# paired LINE: the ratio cell of a keyward-bench LINE: the median of its rounds' ratios
-# (keyward / baseline in the same round) and, in brackets, the lowest and highest.
-paired() {
-  printf '%s (rounds %s-%s)' "$(ratio "$(field ratio "$1")" 1)" \
-    "$(ratio "$(field ratio_low "$1")" 1)" "$(ratio "$(field ratio_high "$1")" 1)"
-}
-# rounds_cell BASELINES KEYWARDS: the same cell from the rounds' rates measured here, the
-# two sides' rates as space-separated lists in round order.
+# ratio_cell MEDIAN LOW HIGH: a ratio cell: the median of a row's round ratios (keyward /
+# baseline in the same round) and, in brackets, the lowest and highest.
+ratio_cell() { printf '%s (rounds %s-%s)' "$(ratio "$1" 1)" "$(ratio "$2" 1)" "$(ratio "$3" 1)"; }
+# paired LINE: the ratio cell of a keyward-bench LINE.
+paired() { ratio_cell "$(field ratio "$1")" "$(field ratio_low "$1")" "$(field ratio_high "$1")"; }
+# rounds_cell BASELINES KEYWARDS: the ratio cell of rates measured here, the two sides'
+# rates as space-separated lists in round order.
 rounds_cell() {
-  paste -d' ' <(tr ' ' '\n' <<<"$1") <(tr ' ' '\n' <<<"$2") | awk '{print $2 / $1}' | sort -g |
-    awk '{a[NR] = $1} END {m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
-      f = "%.2f (rounds %.2f-%.2f)"; printf f, m, a[1], a[NR]}'
+  # shellcheck disable=SC2046 # the median, lowest and highest: three words
+  ratio_cell $(paste -d' ' <(tr ' ' '\n' <<<"$1") <(tr ' ' '\n' <<<"$2") | awk '{print $2 / $1}' |
+    sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2, a[1], a[NR]}')
 }
 # met_at_least LINE MIN: the target "≥ MIN" and whether LINE's median round ratio meets it.
 met_at_least() { at_least "$(ratio "$(field ratio "$1")" 1)" "$2"; }
