@@ -284,11 +284,14 @@ impl<K: Kind> Engine<K> {
         }
     }
 
-    /// Counts a settle's outcome for the log, the metrics and readiness.
+    /// Counts a settle's outcome in the metrics and readiness, then logs it: whoever
+    /// reads the log line finds `/readyz` already saying the same.
     pub(super) fn outcome(&mut self, settled: Result<(), Error>) {
         let active = self.active.unwrap_or(0);
         match settled {
             Ok(()) => {
+                self.metrics
+                    .generation_status(K::NAME, K::GATES_READINESS, active, 0, Ok(()));
                 if self.failures > 0 {
                     tracing::info!(
                         kind = K::NAME,
@@ -298,13 +301,10 @@ impl<K: Kind> Engine<K> {
                     );
                 }
                 self.failures = 0;
-                self.metrics
-                    .generation_status(K::NAME, K::GATES_READINESS, active, 0, Ok(()));
             }
             Err(e) => {
                 self.failures += 1;
                 let why = keyward_core::chain_line(&e);
-                tracing::error!(kind = K::NAME, attempt = self.failures, retry_in = ?BACKOFF.delay(self.failures), error = %why, "cannot prepare the next {}; the current one keeps serving", K::WHAT);
                 let reason = format!("cannot prepare the next {}: {why}", K::WHAT);
                 self.metrics.generation_status(
                     K::NAME,
@@ -313,6 +313,7 @@ impl<K: Kind> Engine<K> {
                     self.failures,
                     Err(reason),
                 );
+                tracing::error!(kind = K::NAME, attempt = self.failures, retry_in = ?BACKOFF.delay(self.failures), error = %why, "cannot prepare the next {}; the current one keeps serving", K::WHAT);
             }
         }
     }
