@@ -5,6 +5,7 @@
 # hangs; the input that did it is left in fuzz/artifacts/TARGET/ (git-ignored).
 #
 # usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (default 20 s, every target)
+#        scripts/fuzz.sh --build-only                         (builds the targets, runs none)
 #
 # A crash found here becomes a regression test: copy the artifact into
 # fuzz/regressions/TARGET/, fix the code, and `cargo test` replays it from then on
@@ -18,6 +19,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
+BUILD_ONLY=
+if [ "${1:-}" = --build-only ]; then
+  BUILD_ONLY=1
+  shift
+fi
 SECONDS_PER_TARGET=${1:-20}
 shift || true
 TARGETS=("$@")
@@ -38,6 +44,7 @@ start=$SECONDS
 # or agent/, `cargo update -w --manifest-path fuzz/Cargo.toml` brings it along.
 cargo build --release --locked --manifest-path fuzz/Cargo.toml --target "$HOST" --bins
 echo "fuzz targets built in $((SECONDS - start))s"
+[ -z "$BUILD_ONLY" ] || exit 0
 BIN=$CARGO_TARGET_DIR/$HOST/release
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/keyward-fuzz.XXXXXX")
