@@ -19,8 +19,10 @@
 #   BENCH_CLIENT_THREADS [2]  tokio threads of the Workload API load client
 #   BENCH_OUT [$CARGO_TARGET_DIR/bench-table.md]  the table is also written there
 #   BENCH_BULK_CSRS [10000]   CSRs signed per run in the bulk rows (`sign-csr --batch`, pem and jsonl)
-#   BENCH_BULK_ROUNDS [7]     paired rounds of the bulk rows: their rates follow the disk's
+#   BENCH_BULK_ROUNDS [5]     paired rounds of the bulk rows: their rates follow the disk's
 #                             writeback, and the median of 3 moved 0.72-1.04 between runs
+#                             (the ratio is the median of the rounds' ratios; at 7 rounds the
+#                             two rows took 147 of the 615 s on the 2-core AMD VM)
 #   BENCH_README [unset]      1: a full run (BENCH_ROWS unset) also replaces README.md's
 #                             table (between its bench-table marker lines)
 #   BENCH_KEYS_CLIENTS [32]   concurrent clients of the KeyService rows (scripts/bench-keys.sh)
@@ -186,7 +188,7 @@ if want tpm; then
 fi
 
 if want bulk; then
-  BULK=${BENCH_BULK_CSRS:-10000} BULK_ROUNDS=${BENCH_BULK_ROUNDS:-7}
+  BULK=${BENCH_BULK_CSRS:-10000} BULK_ROUNDS=${BENCH_BULK_ROUNDS:-5}
   for fmt in pem jsonl; do
     echo "== [$((SECONDS - STARTED)) s] bulk: sign-csr --batch --output-format $fmt over $(num "$BULK") CSRs vs the same work raw ($BULK_ROUNDS rounds)" >&2
     line=$("$KWBENCH" bulk --keyward "$KW" --csrs "$BULK" --output-format "$fmt" --rounds "$BULK_ROUNDS")
@@ -285,7 +287,7 @@ echo "== [$((SECONDS - STARTED)) s] done" >&2
   echo "|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
   echo
-  echo "Settings: ${S} s per measurement window, $ROUNDS paired rounds per row (${BULK_ROUNDS:-7} in the bulk rows, each side started after a \`sync\`; the order of baseline and keyward alternates between rounds; rates are medians over rounds; a ratio is the median of the rounds' ratios, keyward / baseline within a round, with the lowest and highest in brackets),"
+  echo "Settings: ${S} s per measurement window, $ROUNDS paired rounds per row (${BULK_ROUNDS:-5} in the bulk rows, each side started after a \`sync\`; the order of baseline and keyward alternates between rounds; rates are medians over rounds; a ratio is the median of the rounds' ratios, keyward / baseline within a round, with the lowest and highest in brackets),"
   echo "issuance at concurrency 1 and $CONC, $TASKS Workload API clients on $THREADS client threads. ratio = keyward rate / baseline rate."
   echo "Both sides are built by this workspace's release profile ($(awk '/^\[profile\.release\]/ {p = 1; next} /^\[/ {p = 0} p && /=/ {printf "%s%s", sep, $0; sep = ", "}' Cargo.toml))."
   echo "Issuance rows compare single \`CaIssuer::issue_service\` calls (new P-256 leaf key with its PKCS#8, certificate signed by the CA key, keyward's post-issuance check) with the same work done raw per certificate (bench/src/same_work.rs):"
