@@ -16,6 +16,9 @@ use agent_common::*;
 use common::{issue_named, keyward_bin, keyward_ok, mode, openssl, snapshot};
 use rcgen::PublicKeyData;
 
+/// The names `keyward fetch --out` links at the top of OUT, through `current`.
+const TOP_LEVEL: [&str; 4] = ["cert.pem", "key.pem", "bundle.pem", "crl.pem"];
+
 fn serial_of(path: &std::path::Path) -> Option<String> {
     let pem = std::fs::read(path).ok()?;
     let ders = keyward_core::check::pem_to_ders(&pem).ok()?;
@@ -54,7 +57,7 @@ fn check_layout(out: &Path) {
     );
     let dir = current_dir(out);
     assert_eq!(mode(&dir), 0o700, "{}", dir.display());
-    for name in ["cert.pem", "key.pem", "bundle.pem", "crl.pem"] {
+    for name in TOP_LEVEL {
         assert_eq!(
             std::fs::read_link(out.join(name)).expect("a symlink at the top"),
             Path::new("current").join(name)
@@ -73,7 +76,8 @@ fn key_matches_cert(cert_pem: &[u8], key_pem: &[u8]) -> bool {
     key.subject_public_key_info() == leaf.public_key().raw
 }
 
-/// `keyward fetch --watch --out OUT [extra...]` against `agent`, after its first write.
+/// `keyward fetch --watch --out OUT [extra...]` against `agent`, after its first write:
+/// the top-level links are made after `current`, so they are waited for.
 fn watch(agent: &Agent, out: &Path, extra: &[&str]) -> Child {
     let child = Command::new(keyward_bin())
         .args(["fetch", "--watch", "--out"])
@@ -85,7 +89,7 @@ fn watch(agent: &Agent, out: &Path, extra: &[&str]) -> Child {
         .spawn()
         .unwrap();
     wait_for("the first write", Duration::from_secs(20), || {
-        out.join("current").exists()
+        TOP_LEVEL.iter().all(|name| out.join(name).exists())
     });
     child
 }
