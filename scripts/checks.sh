@@ -49,7 +49,7 @@ why_tests_failed() {
 }
 if cargo nextest --version >/dev/null 2>&1; then
   # One test thread a core (nextest's default), the raft tests in a group of their own
-  # (.config/nextest.toml). Two a core ran the suite in 341 s against 606 s on the
+  # (.config/nextest.toml). Two a core ran the suite in 341 s against 577 s at one on the
   # 2-core VM, but in CI two OpenBao upstream tests then failed (stop 41, 2026-12-07)
   # where they had passed at one a core in every earlier run.
   status=0
