@@ -26,7 +26,11 @@ pub const CRL_POLL: Duration = Duration::from_secs(2);
 enum Signer {
     /// The state directory's issuing CA.
     IssuingCa,
-    /// The upstream authority's CA.
+    /// The upstream authority's CA (`[ca.upstream]`, with the `vault` feature).
+    #[cfg_attr(
+        not(feature = "vault"),
+        expect(dead_code, reason = "an upstream authority needs the vault feature")
+    )]
     Upstream,
 }
 
@@ -61,6 +65,7 @@ impl CrlWatch {
     }
 
     /// Watches the upstream CRL too, checking it under the upstream CAs of `ca`.
+    #[cfg(feature = "vault")]
     pub fn with_upstream(mut self, ca: AgentCa) -> Self {
         let path = self.state.upstream_crl_der_path();
         self.files.push(Watched::new(path, Signer::Upstream));

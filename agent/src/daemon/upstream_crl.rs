@@ -123,6 +123,7 @@ fn sane(contents: CrlContents, label: &str) -> Result<CrlContents, Error> {
 }
 
 /// Whether `fresh` may replace `kept`: not older (by CRL number, then thisUpdate).
+#[cfg(any(feature = "vault", test))]
 fn newer_or_same(fresh: &CrlContents, kept: &CrlContents) -> bool {
     (fresh.crl_number, fresh.this_update) >= (kept.crl_number, kept.this_update)
 }

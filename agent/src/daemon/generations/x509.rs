@@ -59,6 +59,7 @@ impl CertDetail {
     }
 
     /// The certificates above it, DER.
+    #[cfg(feature = "vault")]
     pub fn chain_der(&self) -> Result<Vec<Vec<u8>>, Error> {
         pem_to_ders(self.chain.as_bytes())
     }
