@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the cargo-fuzz targets in fuzz/ and runs each one for a bounded time, starting
-# from its checked-in seed corpus (fuzz/corpus/TARGET) plus its saved crashes
+# Builds the cargo-fuzz targets in fuzz/ and runs each one for a bounded time (as many
+# at once as there are cores), starting from its checked-in seed corpus (fuzz/corpus/TARGET) plus its saved crashes
 # (fuzz/regressions/TARGET). Fails if any target crashes, leaks past the memory limit or
 # hangs; the input that did it is left in fuzz/artifacts/TARGET/ (git-ignored).
 #
@@ -12,8 +12,8 @@
 # (core/tests/fuzz_regressions.rs, agent/tests/fuzz_regressions.rs).
 #
 # The targets are libFuzzer binaries (libfuzzer-sys) built with the coverage
-# instrumentation cargo-fuzz would add, straight with cargo, so CI needs no cargo-fuzz
-# install; without AddressSanitizer (keyward forbids unsafe code), which keeps the build
+# instrumentation cargo-fuzz would add, straight with cargo (fuzz/Cargo.toml's `ci`
+# profile), so CI needs no cargo-fuzz install; without AddressSanitizer (keyward forbids unsafe code), which keeps the build
 # to a few minutes. `cargo fuzz run TARGET` in fuzz/ works too, for longer sessions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,9 @@ TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
   TARGETS=(key_uri csr verify agent_config workload_request)
 fi
+for t in "${TARGETS[@]}"; do
+  [ -f "fuzz/fuzz_targets/$t.rs" ] || { echo "error: no fuzz target '$t'" >&2; exit 2; }
+done
 # Memory per fuzzing process (MB); libFuzzer fails the run above it.
 RSS_LIMIT_MB=${KEYWARD_FUZZ_RSS_MB:-2048}
 
@@ -39,29 +42,46 @@ export CARGO_TARGET_DIR=$ROOT/fuzz/target
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
+# scripts/checks.sh builds the workspace with clippy-driver for rustc; not these.
+unset RUSTC_WORKSPACE_WRAPPER
 start=$SECONDS
 # fuzz/ is its own workspace with its own Cargo.lock: after a dependency change in core/
 # or agent/, `cargo update -w --manifest-path fuzz/Cargo.toml` brings it along.
-cargo build --release --locked --manifest-path fuzz/Cargo.toml --target "$HOST" --bins
+cargo build --profile ci --locked --manifest-path fuzz/Cargo.toml --target "$HOST" --bins
 echo "fuzz targets built in $((SECONDS - start))s"
 [ -z "$BUILD_ONLY" ] || exit 0
-BIN=$CARGO_TARGET_DIR/$HOST/release
+BIN=$CARGO_TARGET_DIR/$HOST/ci
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/keyward-fuzz.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
-failed=()
-for t in "${TARGETS[@]}"; do
-  [ -f "fuzz/fuzz_targets/$t.rs" ] || { echo "error: no fuzz target '$t'" >&2; exit 2; }
+# Each target is one libFuzzer process on one core: as many run at once as there are
+# cores (KEYWARD_FUZZ_JOBS), each for its full time; the reports follow in order.
+fuzz_one() {
+  local t=$1
   # New inputs go to a scratch corpus; the checked-in directories are only read.
   mkdir -p "$WORK/$t" "fuzz/artifacts/$t"
-  seeds=("fuzz/corpus/$t")
+  local seeds=("fuzz/corpus/$t")
   [ -d "fuzz/regressions/$t" ] && seeds+=("fuzz/regressions/$t")
-  echo "== fuzzing $t for ${SECONDS_PER_TARGET}s"
-  if ! "$BIN/$t" "$WORK/$t" "${seeds[@]/#/$ROOT/}" \
+  local rc=0
+  "$BIN/$t" "$WORK/$t" "${seeds[@]/#/$ROOT/}" \
     -artifact_prefix="$ROOT/fuzz/artifacts/$t/" \
     -max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb="$RSS_LIMIT_MB" -timeout=10 \
-    -print_final_stats=1 >"$WORK/$t.log" 2>&1; then
+    -print_final_stats=1 >"$WORK/$t.log" 2>&1 || rc=$?
+  echo "$rc" >"$WORK/$t.rc"
+}
+JOBS=${KEYWARD_FUZZ_JOBS:-$(nproc)}
+echo "== fuzzing ${TARGETS[*]} for ${SECONDS_PER_TARGET}s each, $JOBS at a time"
+for t in "${TARGETS[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+  fuzz_one "$t" &
+done
+wait
+
+failed=()
+for t in "${TARGETS[@]}"; do
+  echo "== $t"
+  if [ "$(cat "$WORK/$t.rc")" != 0 ]; then
     # The panic message (far above the end of a long backtrace), then the end.
     grep -A2 -m1 'panicked at' "$WORK/$t.log" || true
     tail -n 25 "$WORK/$t.log"
