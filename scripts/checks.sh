@@ -8,7 +8,7 @@ step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS"; }
 
 # Disk: a CI run once ran out of space building the fuzz targets. Measured on a fresh
 # clone: the debug build took 6.6 GB, 2.8 GB of it rustc's incremental cache, which
-# one full run gains nothing from; the fuzz build adds 2.0 GB. So no incremental cache
+# one full run gains nothing from; the fuzz build adds 0.9 GB. So no incremental cache
 # unless asked for, and the fuzz build gets the debug build's space when it needs it.
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
@@ -37,10 +37,11 @@ step "tests"
 free_mb() { df -Pm fuzz | awk 'NR == 2 { print $4 }'; }
 # The fuzz targets' build (417 s of both cores alone, fuzz/Cargo.toml's `ci` profile)
 # runs during the tests, at the lowest CPU priority, when the disk has room for it
-# (2.0 GB) beside the debug build: the tests mostly wait (on backends, timers,
+# (0.9 GB) beside the debug build: the tests mostly wait (on backends, timers,
 # failovers), and at nice 19 the build gets the CPU time they leave (a fresh clone on the
-# 2-core VM: 1,723 s in all, against 1,885 s with the build after the tests; the tests
-# 692 s against 577 s). In its own process group, so that a failure stops all of it.
+# 2-core VM at 8d28083: the build took 634 s beside the tests and ended before their
+# 684 s; the tests alone took 577 s in an earlier run). In its own process group, so
+# that a failure stops all of it.
 fuzz_build=
 fuzz_log=$(mktemp)
 log=$(mktemp)
@@ -86,7 +87,7 @@ if [ -n "$fuzz_build" ]; then
 else
   debug_dir=${CARGO_TARGET_DIR:-target}/debug
   if [ "$(free_mb)" -lt 3000 ]; then
-    echo "$(free_mb) MB free for the fuzz build (2.0 GB): removing $debug_dir (the tests have run)"
+    echo "$(free_mb) MB free for the fuzz build (0.9 GB): removing $debug_dir (the tests have run)"
     rm -rf "$debug_dir"
   fi
 fi
