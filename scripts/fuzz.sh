@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the cargo-fuzz targets in fuzz/ and runs each one for a bounded time (as many
-# at once as there are cores), starting from its checked-in seed corpus (fuzz/corpus/TARGET) plus its saved crashes
-# (fuzz/regressions/TARGET). Fails if any target crashes, leaks past the memory limit or
-# hangs; the input that did it is left in fuzz/artifacts/TARGET/ (git-ignored).
+# at once as there are cores), starting from its checked-in seed corpus
+# (fuzz/corpus/TARGET) plus its saved crashes (fuzz/regressions/TARGET). Fails if any
+# target crashes, leaks past the memory limit or hangs; the input that did it is left in
+# fuzz/artifacts/TARGET/ (git-ignored).
 #
 # usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   (default 20 s, every target)
 #        scripts/fuzz.sh --build-only                         (builds the targets, runs none)
@@ -13,8 +14,9 @@
 #
 # The targets are libFuzzer binaries (libfuzzer-sys) built with the coverage
 # instrumentation cargo-fuzz would add, straight with cargo (fuzz/Cargo.toml's `ci`
-# profile), so CI needs no cargo-fuzz install; without AddressSanitizer (keyward forbids unsafe code), which keeps the build
-# to a few minutes. `cargo fuzz run TARGET` in fuzz/ works too, for longer sessions.
+# profile), so CI needs no cargo-fuzz install; without AddressSanitizer (keyward forbids
+# unsafe code), which keeps the build to a few minutes. `cargo fuzz run TARGET` in fuzz/
+# works too, for longer sessions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -81,7 +83,8 @@ wait
 failed=()
 for t in "${TARGETS[@]}"; do
   echo "== $t"
-  if [ "$(cat "$WORK/$t.rc")" != 0 ]; then
+  # No exit status recorded (the run could not start) counts as a failure.
+  if [ "$(cat "$WORK/$t.rc" 2>/dev/null)" != 0 ]; then
     # The panic message (far above the end of a long backtrace), then the end.
     grep -A2 -m1 'panicked at' "$WORK/$t.log" || true
     tail -n 25 "$WORK/$t.log"
