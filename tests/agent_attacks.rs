@@ -193,14 +193,19 @@ fn an_entry_naming_a_program_but_no_user_is_refused_at_load_unless_meant() {
 
 /// Starts the relay `command()` makes until its process gets `pid` (set as the next
 /// PID to hand out through /proc/sys/kernel/ns_last_pid; another process may take it
-/// first, so this tries again).
-async fn at_pid(pid: u32, command: impl Fn() -> tokio::process::Command) -> Relay {
+/// first, so this tries again). `None` once a process or thread of someone else's holds
+/// `pid`: it keeps it for as long as it runs (a test running beside this one can start
+/// a long-lived thread at that moment).
+async fn at_pid(pid: u32, command: impl Fn() -> tokio::process::Command) -> Option<Relay> {
     for _ in 0..500 {
         std::fs::write("/proc/sys/kernel/ns_last_pid", format!("{}", pid - 1))
             .expect("write ns_last_pid (needs root)");
         let relay = relay_common::start(command()).await;
         if relay.pid == pid {
-            return relay;
+            return Some(relay);
+        }
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            return None;
         }
     }
     panic!("could not start a process at PID {pid}");
@@ -219,19 +224,31 @@ async fn a_connection_whose_process_exited_gets_nothing_even_from_its_reused_pid
     ));
     agent.start();
     // The attacker connects (and is told it has no identity), leaves the connection to
-    // its relay and dies; it is reaped, so its PID is free.
+    // its relay and dies; it is reaped, so its PID is free. A root-only program is
+    // started at the attacker's PID; it runs the entitled file. (Again with a new
+    // attacker if another process took that PID first.)
     let perl = Path::new("/usr/bin/perl");
-    let mut attacker = relay_common::start(perl_as(NOBODY, perl, &agent.socket, &["stay"])).await;
-    let r = raw::fetch_x509(attacker.channel.clone(), true).await;
-    refused(r, "the attacker while alive");
-    attacker
-        .child
-        .kill()
-        .await
-        .expect("kill the connecting process");
-    // A root-only program is started at the attacker's PID; it runs the entitled file.
-    let pid = attacker.pid;
-    let holder = at_pid(pid, || perl_as(0, &tool, &agent.socket, &["stay"])).await;
+    let mut tries = 0;
+    let (attacker, holder, pid) = loop {
+        let mut attacker =
+            relay_common::start(perl_as(NOBODY, perl, &agent.socket, &["stay"])).await;
+        let r = raw::fetch_x509(attacker.channel.clone(), true).await;
+        refused(r, "the attacker while alive");
+        attacker
+            .child
+            .kill()
+            .await
+            .expect("kill the connecting process");
+        let pid = attacker.pid;
+        if let Some(holder) = at_pid(pid, || perl_as(0, &tool, &agent.socket, &["stay"])).await {
+            break (attacker, holder, pid);
+        }
+        tries += 1;
+        assert!(
+            tries < 5,
+            "another process took the attacker's PID {tries} times"
+        );
+    };
     wait_for(
         "the root program at the PID",
         Duration::from_secs(10),
