@@ -45,6 +45,7 @@
 //! too, and a change of any of the ids); the all-alike rule holds for both.
 
 mod digest;
+mod path_lookups;
 mod peer;
 mod proc;
 mod proc_events;
@@ -56,6 +57,7 @@ use std::path::{Path, PathBuf};
 
 use digest::FileVersion;
 pub use digest::{DEFAULT_MAX_HASH_BYTES, DigestCache, DigestError};
+pub use path_lookups::file_named;
 pub use peer::{Peer, boot_ticks};
 pub use proc_events::ProcEvents;
 use remembered::{Attested, Check, Fingerprint, ProcDir};

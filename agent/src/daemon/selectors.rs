@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::attest::{Facts, FileKey, Needs};
+use super::attest::{Facts, Needs, file_named};
 
 /// The selectors of one workload entry; unset ones match anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,8 +39,9 @@ impl Selectors {
     }
 
     /// Whether every set selector matches the attested caller. A fact attestation
-    /// could not establish (e.g. an unreadable executable) never matches. A `path` is
-    /// looked up now (one `stat`), so a replaced program is the one that matches.
+    /// could not establish (e.g. an unreadable executable) never matches. A `path` names
+    /// the file it names now (`attest::file_named`), so a replaced program is the one
+    /// that matches.
     pub fn matches(&self, facts: &Facts) -> bool {
         let exe = facts.exe.as_ref();
         self.uid.is_none_or(|u| u == facts.uid)
@@ -52,7 +53,7 @@ impl Selectors {
             && self
                 .path
                 .as_ref()
-                .is_none_or(|p| exe.is_some_and(|e| FileKey::at(p) == Some(e.file)))
+                .is_none_or(|p| exe.is_some_and(|e| file_named(p) == Some(e.file)))
     }
 
     /// Adds what these selectors need to `needs`.
@@ -65,7 +66,7 @@ impl Selectors {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::attest::Exe;
+    use crate::daemon::attest::{Exe, FileKey};
 
     /// A caller of uid 1000 running this test binary.
     fn facts() -> Facts {
