@@ -4,9 +4,8 @@
 //!
 //! A job's time is the token's, not the machine's: a job that spent most of its time
 //! on the CPU (an in-process token such as SoftHSM) counts its thread's CPU time, so
-//! that being preempted on a busy or shared machine (where a 140 µs SoftHSM signature
-//! often took over 200 µs of wall time) does not make a fast token look slow; a job
-//! that mostly waited (a USB or network HSM) counts its wall time.
+//! that a busy or shared machine preempting its signatures does not make a fast token
+//! look slow; a job that mostly waited (a USB or network HSM) counts its wall time.
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
