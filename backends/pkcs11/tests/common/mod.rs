@@ -47,8 +47,19 @@ impl TestToken {
             "token label {label} longer than 32 bytes"
         );
         let pin = format!("pin-{n}-4711");
+        // Serialized with every token made in the run (keyward-tests' `softhsm_token`
+        // takes the same lock): a token half made in the shared directory made a
+        // concurrent `softhsm2-util --init-token --free` fail ("Could not get info about
+        // the token in slot 0").
+        let lock = std::env::var_os("SOFTHSM2_CONF").map(|conf| {
+            let lock = std::fs::File::create(PathBuf::from(conf).with_extension("init-lock"))
+                .expect("the token lock file beside SOFTHSM2_CONF");
+            lock.lock().expect("lock the token directory");
+            lock
+        });
         keyward_pkcs11::init_token(&module, &label, SO_PIN, &pin)
             .unwrap_or_else(|e| panic!("init token {label}: {}", keyward_core::chain_line(&e)));
+        drop(lock);
         let dir = tempfile::tempdir().unwrap();
         let pin_file = dir.path().join("pin");
         std::fs::write(&pin_file, format!("{pin}\n")).unwrap();
