@@ -7,8 +7,8 @@
 //! entries. Instead, every directory the lookup passes through is watched by inotify,
 //! from the root down, before the lookup reads it: the kernel queues an event inside
 //! the call that creates, removes, renames or changes the attributes of an entry of a
-//! watched directory (`fsnotify` in `vfs_rename`, `vfs_unlink`, `notify_change`), before
-//! that call returns. A mount or unmount in the agent's mount namespace flags
+//! watched directory, before that call returns (the tests here and
+//! `tests/agent_path_swaps.rs` look up right after each change, with no wait). A mount or unmount in the agent's mount namespace flags
 //! `/proc/self/mountinfo` with `POLLPRI` (once for each open file of it: each thread
 //! polls its own). So each call polls both without waiting (one `poll`), and anything
 //! queued or flagged drops every kept lookup before it is used: a change finished
