@@ -8,9 +8,12 @@
 # they kept 4.5 MB of the agent's code resident after the bench's load, against 10.4 MB
 # with them scattered (README, issue 19).
 #
-# Run it after a change that renames or adds many functions on those paths (a stale list
-# costs memory, never correctness: names no longer in the binary are skipped, new
-# functions go after the listed ones): scripts/text-order.sh
+# Run it after a change that renames or adds many functions on those paths, and after
+# any change to a crate's dependencies or features, which renames symbols across the
+# crates built on it (a stale list costs memory, never correctness: names no longer in
+# the binary are skipped, new functions go after the listed ones; scripts/bench.sh says
+# how many names the binary has, and will not write README's table under 98%):
+# scripts/text-order.sh
 # Needs valgrind (the start, every function it runs) and perf (the serving path,
 # sampled), and builds the release binary (CARGO_TARGET_DIR is honoured).
 set -euo pipefail
