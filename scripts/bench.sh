@@ -51,10 +51,11 @@ echo "== [$((SECONDS - STARTED)) s] building in release (keyward, keyward-bench,
 cargo build --release -q -p keyward --bin keyward
 cargo build --release -q -p keyward-bench
 cargo build --release -q -p keyward --example load --example keys_load
-# A dependency added or a crate's features changed renames symbols (their hashes cover
-# each crate's dependencies and features): one feature added to rustix left 1,251 of
-# 1,797 listed names in the binary and the agent 2-3 MB larger at 1,000 workloads. A
-# README table is not made from a binary laid out by a stale list.
+# A dependency added to a crate, updated, or given other features renames the symbols
+# of that crate and of every crate built on it (a symbol's hash covers its crate's
+# dependencies and features): rustix added to keyward-pkcs11's dependencies (09c7f31)
+# left 1,251 of 1,797 listed names in the binary and the agent 2-3 MB larger at 1,000
+# workloads. A README table is not made from a binary laid out by a stale list.
 ORDER_LISTED=$(wc -l <agent/link/text-order.txt)
 ORDER_FOUND=$(nm --defined-only "$TARGET/release/keyward" | awk '{print $3}' | sort -u |
   comm -12 - <(sort -u agent/link/text-order.txt) | wc -l)
