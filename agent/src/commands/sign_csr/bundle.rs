@@ -53,10 +53,27 @@ impl Line {
 
     /// The line as written to the file, newline included.
     pub fn encode(&self) -> Result<Vec<u8>, Error> {
-        let mut data = serde_json::to_vec(self)
+        // Sized once for the line: grown from serde_json's default, the buffer of a
+        // line holding a chain was reallocated five times per certificate.
+        let mut data = Vec::with_capacity(self.encoded_len_estimate());
+        serde_json::to_writer(&mut data, self)
             .map_err(|e| Error::State(format!("cannot encode a bundle line: {e}")))?;
         data.push(b'\n');
         Ok(data)
+    }
+
+    /// About the encoded line's length: the fields, the PEM's newlines escaped (one
+    /// more byte per line of 64), the names and quotes.
+    fn encoded_len_estimate(&self) -> usize {
+        let fields = [
+            &self.csr,
+            &self.csr_sha256,
+            &self.serial,
+            &self.subject,
+            &self.not_after,
+            &self.chain_pem,
+        ];
+        fields.iter().map(|f| f.len()).sum::<usize>() + self.chain_pem.len() / 64 + 128
     }
 
     /// The certificate (DER), the first block of the chain.
@@ -137,6 +154,29 @@ mod tests {
         ] {
             assert_eq!(BUNDLES.number_of(name), None, "{name}");
         }
+    }
+
+    #[test]
+    fn a_line_fits_the_buffer_it_is_encoded_into() {
+        let body = "A".repeat(64);
+        let block = format!(
+            "-----BEGIN CERTIFICATE-----\n{}-----END CERTIFICATE-----\n",
+            format!("{body}\n").repeat(12)
+        );
+        let line = Line {
+            csr: "device-0001.csr".into(),
+            csr_sha256: "ab".repeat(32),
+            serial: "7F".repeat(16),
+            subject: "CN=device-0001,O=\"Example\\Works\"".into(),
+            not_after: "2027-01-01T00:00:00Z".into(),
+            chain_pem: block.repeat(2),
+        };
+        let encoded = line.encode().unwrap();
+        assert!(
+            encoded.len() <= line.encoded_len_estimate(),
+            "{}",
+            encoded.len()
+        );
     }
 
     #[test]
