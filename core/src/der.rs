@@ -2,6 +2,11 @@
 //! Ed25519 key, an RSA modulus and exponent), and the few DER pieces they are made of.
 //! Backends whose keys come as raw numbers (PKCS#11 attributes, a Transit Ed25519 key,
 //! a freshly generated software key) build their SPKI here, one way for all of them.
+//! Reading goes the other way one element at a time ([`element`]), for the structures
+//! issuance walks without a full parse (the certificate it just signed, a CSR's
+//! outline).
+
+use x509_parser::asn1_rs::{Any, Class, FromDer, Tag};
 
 /// DER of the OID id-ecPublicKey (1.2.840.10045.2.1), tag and length included.
 pub const ID_EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
@@ -24,6 +29,13 @@ pub const INTEGER: u8 = 0x02;
 pub const OCTET_STRING: u8 = 0x04;
 /// The BIT STRING tag.
 pub const BIT_STRING: u8 = 0x03;
+
+/// One DER element of `input` (of the universal tag `tag` when one is given): the
+/// element and the bytes after it; `None` when `input` does not start with one.
+pub(crate) fn element(input: &[u8], tag: Option<Tag>) -> Option<(Any<'_>, &[u8])> {
+    let (rest, any) = Any::from_der(input).ok()?;
+    (tag.is_none_or(|t| any.class() == Class::Universal && any.tag() == t)).then_some((any, rest))
+}
 
 /// The length of a DER element whose contents are `len` bytes long (up to 65535).
 pub fn tlv_len(len: usize) -> usize {

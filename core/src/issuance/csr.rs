@@ -5,13 +5,13 @@
 use std::net::IpAddr;
 
 use rcgen::{CertificateSigningRequestParams, DnType, DnValue, IsCa, KeyUsagePurpose, SanType};
-use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::asn1_rs::Tag;
 use x509_parser::oid_registry::OID_PKCS1_RSASSAPSS;
-use x509_parser::prelude::FromDer;
 
 use super::adapter::SubjectKey;
 use super::names::{check_dns_name, check_uri};
 use crate::Error;
+use crate::der::element;
 
 /// What keyward takes from a CSR.
 pub(crate) struct CsrRequest {
@@ -77,25 +77,55 @@ fn map_csr_error(e: rcgen::Error) -> Error {
     }
 }
 
-/// Decodes and checks a CSR (PEM or DER) and returns what a certificate may take from it.
-pub(crate) fn read_csr(input: &[u8]) -> Result<CsrRequest, Error> {
-    let der = decode(input)?;
-    let (rest, csr) = X509CertificationRequest::from_der(&der).map_err(malformed)?;
+/// What is read of a CSR before rcgen parses it whole: its key and how it is signed.
+struct Outline<'a> {
+    /// The requester's SubjectPublicKeyInfo, DER.
+    spki: &'a [u8],
+    /// The content of the signature algorithm's OID.
+    signature_algorithm: &'a [u8],
+}
+
+/// The outline of `der` (RFC 2986, 4): `CertificationRequest ::= SEQUENCE {
+/// certificationRequestInfo SEQUENCE { version, subject, subjectPKInfo, attributes },
+/// signatureAlgorithm, signature }` and nothing after it. Only the elements it reads
+/// are checked here; rcgen's parse of the whole request checks the rest, so the request
+/// is decoded once, not twice.
+fn outline(der: &[u8]) -> Result<Outline<'_>, Error> {
+    let not_a_request = || malformed("not a DER certification request");
+    let (request, rest) = element(der, Some(Tag::Sequence)).ok_or_else(not_a_request)?;
     if !rest.is_empty() {
         return Err(malformed("trailing bytes after the request"));
     }
-    if csr.signature_algorithm.algorithm == OID_PKCS1_RSASSAPSS {
+    let (info, after_info) =
+        element(request.data, Some(Tag::Sequence)).ok_or_else(not_a_request)?;
+    let (algorithm, _) = element(after_info, Some(Tag::Sequence)).ok_or_else(not_a_request)?;
+    let (oid, _) = element(algorithm.data, Some(Tag::Oid)).ok_or_else(not_a_request)?;
+    let (_, fields) = element(info.data, Some(Tag::Integer)).ok_or_else(not_a_request)?;
+    let (_, fields) = element(fields, Some(Tag::Sequence)).ok_or_else(not_a_request)?;
+    let (_, after_spki) = element(fields, Some(Tag::Sequence)).ok_or_else(not_a_request)?;
+    Ok(Outline {
+        spki: &fields[..fields.len() - after_spki.len()],
+        signature_algorithm: oid.data,
+    })
+}
+
+/// Decodes and checks a CSR (PEM or DER) and returns what a certificate may take from it.
+pub(crate) fn read_csr(input: &[u8]) -> Result<CsrRequest, Error> {
+    let der = decode(input)?;
+    let outline = outline(&der)?;
+    if outline.signature_algorithm == OID_PKCS1_RSASSAPSS.as_bytes() {
         return Err(Error::Unsupported(
             "CSR is signed with RSA-PSS, which keyward does not accept; sign the request with \
              PKCS#1 v1.5 (openssl's default)"
                 .into(),
         ));
     }
-    // rcgen verifies the request's signature and decodes the requested extensions.
+    // rcgen parses the request whole, verifies its signature and decodes the requested
+    // extensions.
     let params = CertificateSigningRequestParams::from_der(&der.as_slice().into())
         .map_err(map_csr_error)?
         .params;
-    let key = SubjectKey::from_spki(csr.certification_request_info.subject_pki.raw)?;
+    let key = SubjectKey::from_spki(outline.spki)?;
 
     let common_name = match params.distinguished_name.get(&DnType::CommonName) {
         None => None,
@@ -161,4 +191,42 @@ pub(crate) fn read_csr(input: &[u8]) -> Result<CsrRequest, Error> {
         ips,
         uris,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::certification_request::X509CertificationRequest;
+    use x509_parser::prelude::FromDer;
+
+    fn request() -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["device-7.iot.internal".into()]).unwrap();
+        params.serialize_request(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn the_outline_reads_what_a_full_parse_reads() {
+        let der = request();
+        let outline = outline(&der).unwrap();
+        let (_, full) = X509CertificationRequest::from_der(&der).unwrap();
+        assert_eq!(
+            outline.spki,
+            full.certification_request_info.subject_pki.raw
+        );
+        assert_eq!(
+            outline.signature_algorithm,
+            full.signature_algorithm.algorithm.as_bytes()
+        );
+    }
+
+    #[test]
+    fn a_request_with_bytes_after_it_is_refused() {
+        let mut der = request();
+        der.push(0);
+        let e = read_csr(&der).err().unwrap().to_string();
+        assert!(e.contains("trailing bytes after the request"), "{e}");
+        let e = read_csr(&der[..der.len() - 2]).err().unwrap().to_string();
+        assert!(e.contains("malformed CSR"), "{e}");
+    }
 }

@@ -10,12 +10,13 @@
 use time::OffsetDateTime;
 
 use super::IssuedCertificate;
-use x509_parser::asn1_rs::{Any, Class, FromDer, Tag};
+use x509_parser::asn1_rs::{Class, FromDer, Tag};
 use x509_parser::certificate::{Validity, X509Certificate, X509CertificateParser};
 use x509_parser::nom::Parser;
 use x509_parser::x509::{SubjectPublicKeyInfo, X509Name};
 
 use crate::check::{general_name_to_string, name_to_string, serial_hex, to_datetime};
+use crate::der::element;
 use aws_lc_rs::signature::ParsedPublicKey;
 use x509_parser::extensions::SubjectAlternativeName;
 use x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME;
@@ -117,13 +118,6 @@ struct Parts<'a> {
     subject_key: SubjectPublicKeyInfo<'a>,
     /// The content of the TBS's `[3]` (the SEQUENCE OF Extension), when there is one.
     extensions: Option<&'a [u8]>,
-}
-
-/// One DER element of `input` (with its own tag when `tag` is given): the element and
-/// the bytes after it.
-fn element(input: &[u8], tag: Option<Tag>) -> Option<(Any<'_>, &[u8])> {
-    let (rest, any) = Any::from_der(input).ok()?;
-    (tag.is_none_or(|t| any.class() == Class::Universal && any.tag() == t)).then_some((any, rest))
 }
 
 /// Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue } and,
