@@ -10,8 +10,8 @@
 #               beside the backend's own raw data-key call (software, Transit, KMS, PKCS#11)
 #
 # BENCH_KEYS_CLIENTS [32]: concurrent clients (and in-process tasks) of every KeyService row.
-# BENCH_KEYS_ROUNDS [3]: rounds of each row (they have no target; 5 rounds took 102 s of
-# bench.sh's 640 s on the 2-core AMD VM).
+# BENCH_KEYS_ROUNDS [2]: rounds of each row (they have no target; 5 rounds took 102 s of
+# bench.sh's 640 s on the 2-core AMD VM, 3 rounds 66 s of 607).
 
 KEYS_ERRORS=0
 
@@ -37,7 +37,7 @@ keys_data_key_row() {
 }
 
 keys_rows() {
-  local d=$TMPD/keys c=${BENCH_KEYS_CLIENTS:-32} rounds=${BENCH_KEYS_ROUNDS:-3} out line kind
+  local d=$TMPD/keys c=${BENCH_KEYS_CLIENTS:-32} rounds=${BENCH_KEYS_ROUNDS:-2} out line kind
   echo "== KeyService: Sign and GenerateDataKey through the socket, $c clients, beside in process and raw ($rounds rounds of 1s)" >&2
   mkdir -p "$d"
   out=$("$KWBENCH" keys --keyward "$KW" --load "$TARGET/release/examples/keys_load" --dir "$d" \

@@ -26,7 +26,7 @@
 #   BENCH_README [unset]      1: a full run (BENCH_ROWS unset) also replaces README.md's
 #                             table (between its bench-table marker lines)
 #   BENCH_KEYS_CLIENTS [32]   concurrent clients of the KeyService rows (scripts/bench-keys.sh)
-#   BENCH_KEYS_ROUNDS [3]     rounds of the KeyService rows (no target; 1 s windows)
+#   BENCH_KEYS_ROUNDS [2]     rounds of the KeyService rows (no target; 1 s windows)
 #   BENCH_ROWS [all]          comma-separated rows to run: sign, issue, pki, pkcs11, tpm, bulk, agent, acme, keys
 #                             (e.g. BENCH_ROWS=pki for the OpenBao PKI row alone)
 set -euo pipefail
